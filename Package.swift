@@ -1,0 +1,54 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "tosca-maint",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "ToscaCore", targets: ["ToscaCore"]),
+        .library(name: "ToscaMaint", targets: ["ToscaMaint"]),
+        .executable(name: "tosca-maint", targets: ["tosca-maint"]),
+        .executable(name: "tosca-sim", targets: ["tosca-sim"]),
+        .executable(name: "tosca-bench", targets: ["tosca-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        // D1: SQLCipher 4.6 is the only SQLite in every binary; never libsqlite3.
+        .systemLibrary(name: "CSQLCipher", pkgConfig: "sqlcipher",
+                       providers: [.apt(["libsqlcipher-dev"])]),
+        .systemLibrary(name: "CArchive", pkgConfig: "libarchive",
+                       providers: [.apt(["libarchive-dev"])]),
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd",
+                       providers: [.apt(["libsystemd-dev"])]),
+        .target(name: "ToscaCore", dependencies: [
+            "CSQLCipher",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "ToscaMaint", dependencies: [
+            "ToscaCore", "CSystemd", "CArchive",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .executableTarget(name: "tosca-maint", dependencies: [
+            "ToscaCore", "ToscaMaint",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "tosca-sim", dependencies: [
+            "ToscaCore", "ToscaMaint",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "tosca-bench", dependencies: [
+            "ToscaCore", "ToscaMaint",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "ToscaCoreTests", dependencies: ["ToscaCore", "ToscaMaint"],
+                    path: "Tests/ToscaCoreTests"),
+        .testTarget(name: "CLITests", dependencies: ["ToscaCore", "ToscaMaint"],
+                    path: "Tests/CLITests"),
+        .testTarget(name: "FaultTests", dependencies: ["ToscaCore", "ToscaMaint"],
+                    path: "Tests/FaultTests"),
+    ],
+    swiftLanguageModes: [.v6]
+)

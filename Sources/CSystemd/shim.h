@@ -1,0 +1,6 @@
+#ifndef TOSCA_CSYSTEMD_SHIM_H
+#define TOSCA_CSYSTEMD_SHIM_H
+#include <sys/uio.h>
+#include <systemd/sd-journal.h>
+#include <systemd/sd-daemon.h>
+#endif

@@ -1,0 +1,59 @@
+import Foundation
+
+/// An exclusive `flock(2)` on a file (ARCHITECTURE D5). The kernel releases it when the
+/// process dies, so a held lock always means a live holder. Non-blocking: a held lock is
+/// reported at once as ``FileLockError/held(path:holder:)``.
+public final class FileLock: @unchecked Sendable {
+    public let path: String
+    private var fd: Int32
+
+    /// Takes the lock, creating the file (mode 0600) when needed, and writes this
+    /// process's pid into it for diagnostics.
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw FileLockError.cannotOpen(path: path, reason: String(cString: strerror(errno))) }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let e = errno
+            let holder = Self.readHolder(fd: fd)
+            close(fd)
+            if e == EWOULDBLOCK || e == EAGAIN { throw FileLockError.held(path: path, holder: holder) }
+            throw FileLockError.cannotOpen(path: path, reason: String(cString: strerror(e)))
+        }
+        self.fd = fd
+        ftruncate(fd, 0)
+        let text = Array("\(getpid())\n".utf8)
+        _ = text.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+    }
+
+    private static func readHolder(fd: Int32) -> String? {
+        var buf = [UInt8](repeating: 0, count: 32)
+        let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 32, 0) }
+        guard n > 0 else { return nil }
+        let s = String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return s.isEmpty ? nil : s
+    }
+
+    /// Releases the lock (also done when the object is released).
+    public func unlock() {
+        guard fd >= 0 else { return }
+        flock(fd, LOCK_UN)
+        close(fd)
+        fd = -1
+    }
+
+    deinit { unlock() }
+}
+
+public enum FileLockError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// Another live process holds it (exit 75).
+    case held(path: String, holder: String?)
+    case cannotOpen(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .held(let p, let h): return "\(p) is held by another process\(h.map { " (pid \($0))" } ?? ""): retry when it has finished"
+        case .cannotOpen(let p, let r): return "cannot open lock \(p): \(r)"
+        }
+    }
+}

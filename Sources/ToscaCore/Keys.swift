@@ -1,0 +1,119 @@
+import Crypto
+import Foundation
+
+/// A raw 256-bit SQLCipher key (ARCHITECTURE D8), held as the text `x'<64 hex>'` that
+/// SQLCipher takes as a raw key (no KDF). The buffer is zeroed when the key is released.
+/// Never printed, logged or put in SQL text.
+/// See <https://www.zetetic.net/sqlcipher/sqlcipher-api/#key>.
+public final class DatabaseKey: @unchecked Sendable, CustomStringConvertible {
+    private let buffer: UnsafeMutableBufferPointer<UInt8>   // "x'" + 64 hex + "'"
+
+    /// Builds a key from 64 hexadecimal characters.
+    public init(hex: some Collection<UInt8>) throws {
+        guard hex.count == 64, hex.allSatisfy({ Self.isHex($0) }) else { throw KeyFileError.badFormat(path: "(key)") }
+        buffer = .allocate(capacity: 67)
+        buffer[0] = UInt8(ascii: "x"); buffer[1] = UInt8(ascii: "'")
+        for (i, c) in hex.enumerated() { buffer[2 + i] = Self.lower(c) }
+        buffer[66] = UInt8(ascii: "'")
+    }
+
+    deinit {
+        // memset_s is not on Linux; a volatile-style loop through the pointer that the
+        // optimizer cannot drop because the memory is deallocated right after.
+        for i in 0..<buffer.count { buffer[i] = 0 }
+        withExtendedLifetime(buffer) {}
+        buffer.deallocate()
+    }
+
+    public var description: String { "DatabaseKey(redacted)" }
+
+    static func isHex(_ c: UInt8) -> Bool {
+        (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102)
+    }
+    static func lower(_ c: UInt8) -> UInt8 { (c >= 65 && c <= 70) ? c + 32 : c }
+
+    /// Calls `body` with the key text for `sqlite3_key_v2`.
+    func withSQLCipherKey<T>(_ body: (UnsafeRawPointer, Int32) throws -> T) rethrows -> T {
+        try body(UnsafeRawPointer(buffer.baseAddress!), Int32(buffer.count))
+    }
+
+    /// A public identifier of the key: HMAC-SHA256 of a fixed label under the key's 32
+    /// bytes, first 16 hex digits. It cannot reveal the key (D6).
+    public var keyID: String {
+        var raw = [UInt8](repeating: 0, count: 32)
+        defer { for i in raw.indices { raw[i] = 0 } }
+        for i in 0..<32 {
+            raw[i] = Self.nibble(buffer[2 + 2 * i]) << 4 | Self.nibble(buffer[3 + 2 * i])
+        }
+        let mac = HMAC<SHA256>.authenticationCode(for: Array("tosca-maint key id v1".utf8), using: SymmetricKey(data: raw))
+        return hexString(Array(mac).prefix(8))
+    }
+
+    static func nibble(_ c: UInt8) -> UInt8 { c <= 57 ? c - 48 : c - 87 }
+}
+
+/// A key file that fails the checks of D8 (exit 77).
+public enum KeyFileError: Error, CustomStringConvertible, Sendable, Equatable {
+    case unreadable(path: String, reason: String)
+    case notRegularFile(path: String)
+    case badOwner(path: String, uid: UInt32)
+    case tooOpen(path: String, mode: UInt32)
+    case badFormat(path: String)
+
+    public var description: String {
+        switch self {
+        case .unreadable(let p, let r): return "key file \(p): \(r)"
+        case .notRegularFile(let p): return "key file \(p) is not a regular file (symbolic links are refused)"
+        case .badOwner(let p, let uid): return "key file \(p) is owned by uid \(uid), not by this user or root"
+        case .tooOpen(let p, let mode): return "key file \(p) has mode \(String(mode & 0o777, radix: 8)): group and others must have no access (chmod 0400)"
+        case .badFormat(let p): return "key file \(p) must hold exactly 64 hexadecimal characters (a trailing newline is allowed)"
+        }
+    }
+}
+
+/// Where keys come from (D8).
+public enum KeySource {
+    /// The systemd credential name the units load.
+    public static let credentialName = "tosca-db-key"
+
+    /// The key from `--key-file`, else from `$CREDENTIALS_DIRECTORY/tosca-db-key`, else `nil`.
+    public static func resolve(keyFile: String?,
+                               environment: [String: String] = ProcessInfo.processInfo.environment) throws -> DatabaseKey? {
+        if let keyFile { return try read(path: keyFile) }
+        if let dir = environment["CREDENTIALS_DIRECTORY"], !dir.isEmpty {
+            let path = (dir as NSString).appendingPathComponent(credentialName)
+            if FileManager.default.fileExists(atPath: path) { return try read(path: path) }
+        }
+        return nil
+    }
+
+    /// Reads and checks one key file: no symlink, a regular file, owned by the caller or
+    /// root, no group or other bits, 64 hex characters and an optional newline.
+    public static func read(path: String) throws -> DatabaseKey {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        if fd < 0 {
+            let e = errno
+            if e == ELOOP { throw KeyFileError.notRegularFile(path: path) }
+            throw KeyFileError.unreadable(path: path, reason: String(cString: strerror(e)))
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw KeyFileError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw KeyFileError.notRegularFile(path: path) }
+        guard st.st_uid == getuid() || st.st_uid == 0 else { throw KeyFileError.badOwner(path: path, uid: st.st_uid) }
+        guard st.st_mode & 0o077 == 0 else { throw KeyFileError.tooOpen(path: path, mode: UInt32(st.st_mode)) }
+        var buf = [UInt8](repeating: 0, count: 80)
+        defer { for i in buf.indices { buf[i] = 0 } }
+        var total = 0
+        while total < buf.count {
+            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + total, $0.count - total) }
+            if n < 0 { throw KeyFileError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+            if n == 0 { break }
+            total += n
+        }
+        var length = total
+        if length == 65 && buf[64] == UInt8(ascii: "\n") { length = 64 }
+        guard length == 64 else { throw KeyFileError.badFormat(path: path) }
+        do { return try DatabaseKey(hex: buf[0..<64]) } catch { throw KeyFileError.badFormat(path: path) }
+    }
+}

@@ -1,0 +1,471 @@
+import Foundation
+
+/// The session-recording engine the device service uses (ARCHITECTURE §2, D2, D5, D7).
+///
+/// Holds `<data>/tosca.lock` for its whole life, so a second recorder is refused and crash
+/// recovery only ever runs in the holder. On open it creates a new database (baseline +
+/// every migration), refuses one whose schema is behind without changing it, then
+/// recovers from a crash: sessions left `in_progress` become `aborted`, torn last JSONL
+/// lines are cut and the cut is recorded in the safety log.
+///
+/// Thread-safe: every call takes one lock; a background flusher applies the time limits
+/// of ``RecorderOptions``.
+public final class Recorder: @unchecked Sendable {
+    public let dataDirectory: String
+    public let databasePath: String
+    public let options: RecorderOptions
+    /// What crash recovery did at open.
+    public private(set) var recovery = RecoveryReport()
+    /// Whether this open created the database.
+    public let createdDatabase: Bool
+
+    private let lock = NSLock()
+    private var dirLock: FileLock?
+    private var db: Database?
+    private var insertEvent: Statement?
+    private var pending: [(Int64, TreatmentEvent)] = []
+    private var pendingSince: UInt64 = 0
+    private var sessions: [Int64: RecordingSession] = [:]
+    private var timer: DispatchSourceTimer?
+    private var backgroundError: (any Error)?
+
+    /// Opens the data folder. `admission` runs after the schema check and before crash
+    /// recovery, with the database and whether it was just created; throwing from it
+    /// closes everything and changes nothing more (the simulator's D16 check).
+    public init(dataDirectory: String, options: RecorderOptions = RecorderOptions(),
+                admission: ((Database, Bool) throws -> Void)? = nil) throws {
+        self.dataDirectory = dataDirectory
+        self.databasePath = dataDirectory + "/tosca.db"
+        self.options = options
+        try AtomicFile.makeDirectory(dataDirectory)
+        do {
+            dirLock = try FileLock(path: dataDirectory + "/tosca.lock")
+        } catch FileLockError.held(let path, let holder) {
+            throw RecorderError.locked(path: path, holder: holder)
+        }
+        let exists = FileManager.default.fileExists(atPath: databasePath)
+        if !exists && !options.createIfMissing { throw RecorderError.noDatabase(path: databasePath) }
+        let db = try Database(path: databasePath, options: .init(create: !exists, key: options.key))
+        let migrator = Migrator()
+        let status = try migrator.status(db)
+        var created = false
+        switch status.kind {
+        case .empty:
+            try db.execute("PRAGMA journal_mode = WAL")
+            try migrator.migrate(db)
+            created = true
+        case .legacyBaseline, .versioned:
+            guard status.isCurrent else {
+                throw MigrationError.schemaBehind(path: databasePath, current: status.versionDescription,
+                                                  pending: status.pending.map(\.id))
+            }
+        }
+        try admission?(db, created)
+        if !created {
+            guard try db.scalar("PRAGMA journal_mode = WAL")?.string?.lowercased() == "wal" else {
+                throw SQLiteError(code: 1, message: "could not switch \(databasePath) to WAL")
+            }
+        }
+        self.createdDatabase = created
+        self.db = db
+        self.insertEvent = try db.prepare("""
+            INSERT INTO treatment_events (session_id, timestamp, time_offset_ms, event_type,
+              laser_power_commanded_watts, laser_power_actual_watts, ring_size_mm, actuator_position_um,
+              photodiode_voltage_v, footpedal_state, smoothing_device_state, interlock_status, image_path,
+              video_timestamp_ms, event_details) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+            """)
+        try recoverInterruptedSessions()
+        if options.backgroundFlush { startFlusher() }
+    }
+
+    deinit {
+        timer?.cancel()
+    }
+
+    // MARK: - Reference data
+
+    /// Adds a technician; returns its `tech_id`.
+    @discardableResult
+    public func addTechnician(username: String, fullName: String, role: String = "technician") throws -> Int64 {
+        try locked { db in
+            try db.execute("INSERT INTO tech_users (username, full_name, role, created_date, is_active) VALUES (?, ?, ?, ?, 1)",
+                           [.text(username), .text(fullName), .text(role), .text(UTCTime.now().sqlDateTime)])
+            return db.lastInsertRowID
+        }
+    }
+
+    /// Adds a subject; returns its `subject_id`.
+    @discardableResult
+    public func addSubject(code: String, createdByTechID: Int64?, dateOfBirth: String? = nil, gender: String? = nil) throws -> Int64 {
+        guard Self.isSafePathComponent(code) else { throw RecorderError.invalidArgument("subject code \(code.debugDescription) cannot name a folder") }
+        return try locked { db in
+            try db.execute("INSERT INTO subjects (subject_code, date_of_birth, gender, created_date, created_by_tech_id, is_active) VALUES (?, ?, ?, ?, ?, 1)",
+                           [.text(code), dateOfBirth.sqlValue, gender.sqlValue, .text(UTCTime.now().sqlDateTime), createdByTechID.sqlValue])
+            return db.lastInsertRowID
+        }
+    }
+
+    /// Adds a protocol; `data` is its JSON; returns its `protocol_id`.
+    @discardableResult
+    public func addProtocol(name: String, type: String, data: String, description: String? = nil, createdByTechID: Int64?) throws -> Int64 {
+        try locked { db in
+            try db.execute("""
+                INSERT INTO protocols (protocol_name, description, protocol_type, protocol_data, created_date, created_by_tech_id, usage_count, is_active)
+                VALUES (?, ?, ?, ?, ?, ?, 0, 1)
+                """, [.text(name), description.sqlValue, .text(type), .text(data), .text(UTCTime.now().sqlDateTime), createdByTechID.sqlValue])
+            return db.lastInsertRowID
+        }
+    }
+
+    /// Runs `body` with the recorder's connection under its lock (queries, `system_config`).
+    public func withDatabase<T>(_ body: (Database) throws -> T) throws -> T {
+        try locked(body)
+    }
+
+    // MARK: - Sessions
+
+    /// Starts a session: creates `sessions/<subject_code>/<YYYY-MM-DD_HHMMSS>/` (UTC) with
+    /// `streams/` and `media/`, inserts the `sessions` row (`in_progress`, the protocol
+    /// snapshotted) and a `session_started` safety-log entry.
+    public func startSession(subjectID: Int64, techID: Int64, protocolID: Int64?, treatmentSite: String? = nil) throws -> RecordingSession {
+        try locked { db in
+            guard let code = try db.scalar("SELECT subject_code FROM subjects WHERE subject_id = ?", [.integer(subjectID)])?.string else {
+                throw RecorderError.invalidArgument("no subject \(subjectID)")
+            }
+            guard try db.scalar("SELECT 1 FROM tech_users WHERE tech_id = ?", [.integer(techID)]) != nil else {
+                throw RecorderError.invalidArgument("no technician \(techID)")
+            }
+            var protoName: SQLValue = .null, protoData: SQLValue = .null
+            if let protocolID {
+                guard let p = try db.rows("SELECT protocol_name, protocol_data FROM protocols WHERE protocol_id = ?", [.integer(protocolID)]).first else {
+                    throw RecorderError.invalidArgument("no protocol \(protocolID)")
+                }
+                protoName = p[0]; protoData = p[1]
+            }
+            guard Self.isSafePathComponent(code) else { throw RecorderError.invalidArgument("subject code \(code.debugDescription) cannot name a folder") }
+            let start = UTCTime.now()
+            let startMono = monotonicNanoseconds()
+            let subjectDir = "sessions/\(code)"
+            try AtomicFile.makeDirectory(dataDirectory + "/" + subjectDir)
+            var relative = "\(subjectDir)/\(start.folderStamp)"
+            var n = 2
+            while mkdir(dataDirectory + "/" + relative, 0o700) != 0 {
+                guard errno == EEXIST else { throw POSIXFailure(operation: "create \(dataDirectory)/\(relative)", code: errno) }
+                relative = "\(subjectDir)/\(start.folderStamp)_\(n)"
+                n += 1
+            }
+            let folder = dataDirectory + "/" + relative
+            try AtomicFile.makeDirectory(folder + "/streams")
+            try AtomicFile.makeDirectory(folder + "/media")
+            try AtomicFile.syncDirectory(dataDirectory + "/" + subjectDir)
+            do {
+                let id: Int64 = try db.transaction {
+                    try db.execute("""
+                        INSERT INTO sessions (subject_id, tech_id, protocol_id, start_time, status, treatment_site, protocol_name,
+                          protocol_data_snapshot, session_folder_path, created_date)
+                        VALUES (?, ?, ?, ?, 'in_progress', ?, ?, ?, ?, ?)
+                        """, [.integer(subjectID), .integer(techID), protocolID.sqlValue, .text(start.sqlDateTime), treatmentSite.sqlValue,
+                              protoName, protoData, .text(relative), .text(start.sqlDateTime)])
+                    let id = db.lastInsertRowID
+                    if let protocolID {
+                        try db.execute("UPDATE protocols SET usage_count = usage_count + 1, last_used_date = ? WHERE protocol_id = ?",
+                                       [.text(start.sqlDateTime), .integer(protocolID)])
+                    }
+                    try SafetyChain.append(SafetyLogEntry(timestamp: start, sessionID: id, techID: techID, eventType: "session_started",
+                                                          severity: .info, description: "treatment session started",
+                                                          systemState: "treatment"), to: db)
+                    return id
+                }
+                let session = RecordingSession(recorder: self, id: id, subjectCode: code, techID: techID, protocolID: protocolID,
+                                               protocolName: protoName.string, relativeFolder: relative, folder: folder,
+                                               start: start, startMonotonic: startMono)
+                sessions[id] = session
+                return session
+            } catch {
+                rmdir(folder + "/streams"); rmdir(folder + "/media"); rmdir(folder)
+                throw error
+            }
+        }
+    }
+
+    /// Records one treatment event; committed per the grouping policy (see
+    /// ``RecorderOptions``). Call ``flush()`` to commit at once.
+    public func record(_ event: TreatmentEvent, in session: RecordingSession) throws {
+        try locked { _ in
+            guard sessions[session.id] === session else { throw RecorderError.unknownSession(session.id) }
+            var e = event
+            if e.timeOffsetMs == nil { e.timeOffsetMs = session.elapsedMilliseconds() }
+            if pending.isEmpty { pendingSince = monotonicNanoseconds() }
+            pending.append((session.id, e))
+            if pending.count >= options.eventGroupSize || monotonicNanoseconds() &- pendingSince >= options.eventGroupIntervalNanoseconds {
+                try commitPending()
+            }
+        }
+    }
+
+    /// Appends a safety event to the chain and commits it (pending treatment events
+    /// first) before returning; returns the new chain head.
+    @discardableResult
+    public func recordSafetyEvent(_ entry: SafetyLogEntry) throws -> ChainHead {
+        try locked { db in
+            try commitPending()
+            return try db.transaction { try SafetyChain.append(entry, to: db) }
+        }
+    }
+
+    /// Commits pending events and writes and fsyncs every open stream.
+    public func flush() throws {
+        try locked { _ in
+            try commitPending()
+            for s in sessions.values { try s.flushStreams() }
+        }
+    }
+
+    /// Ends a session: commits its events, closes its streams (fsynced), writes
+    /// `session.json`, then updates the `sessions` row (status, end time, summary
+    /// statistics) with a `session_ended` safety-log entry in one transaction.
+    @discardableResult
+    public func endSession(_ session: RecordingSession, status: SessionStatus = .completed, abortReason: String? = nil,
+                           notes: String? = nil) throws -> SessionManifest {
+        guard status != .inProgress else { throw RecorderError.invalidArgument("a session cannot end as in_progress") }
+        return try locked { db in
+            guard sessions[session.id] === session else { throw RecorderError.unknownSession(session.id) }
+            try commitPending()
+            let streams = try session.closeStreams()
+            let end = UTCTime.now()
+            let manifest = try finish(db: db, sessionID: session.id, folder: session.folder, end: end, status: status,
+                                      abortReason: abortReason, notes: notes, streams: streams,
+                                      durationSeconds: Int64(session.elapsedMilliseconds() / 1000),
+                                      safetyEvent: SafetyLogEntry(timestamp: end, sessionID: session.id, techID: session.techID,
+                                                                  eventType: "session_ended", severity: status == .completed ? .info : .warning,
+                                                                  description: "treatment session \(status.rawValue)" + (abortReason.map { ": \($0)" } ?? ""),
+                                                                  systemState: "idle"))
+            sessions[session.id] = nil
+            return manifest
+        }
+    }
+
+    /// Writes `session.json`, then the row update and the safety entry in one transaction.
+    private func finish(db: Database, sessionID: Int64, folder: String, end: UTCTime, status: SessionStatus, abortReason: String?,
+                        notes: String?, streams: [StreamSummary], durationSeconds: Int64, safetyEvent: SafetyLogEntry) throws -> SessionManifest {
+        guard let row = try db.rows("""
+            SELECT s.subject_id, sub.subject_code, s.tech_id, s.protocol_id, s.protocol_name, s.start_time
+            FROM sessions s JOIN subjects sub ON sub.subject_id = s.subject_id WHERE s.session_id = ?
+            """, [.integer(sessionID)]).first else { throw RecorderError.unknownSession(sessionID) }
+        let stats = try db.rows("""
+            SELECT COUNT(*) FROM treatment_events WHERE session_id = ?1
+            """, [.integer(sessionID)]).first
+        let power = try db.rows("""
+            SELECT SUM(CASE WHEN p > 0 THEN dt END), SUM(p * dt), MAX(p) FROM (
+              SELECT laser_power_actual_watts AS p,
+                     (LEAD(time_offset_ms) OVER (ORDER BY time_offset_ms, event_id) - time_offset_ms) / 1000.0 AS dt
+              FROM treatment_events WHERE session_id = ?1 AND laser_power_actual_watts IS NOT NULL)
+            """, [.integer(sessionID)]).first
+        let onTime = power?[0].double ?? 0, energy = power?[1].double ?? 0
+        let manifest = SessionManifest(
+            sessionID: sessionID, subjectCode: row[1].string ?? "", techID: row[2].int64 ?? 0, protocolID: row[3].int64,
+            protocolName: row[4].string, status: status.rawValue, abortReason: abortReason,
+            startTime: row[5].string ?? "", endTime: end.sqlDateTime, durationSeconds: durationSeconds,
+            treatmentEventCount: stats?[0].int ?? 0, totalLaserOnTimeSeconds: onTime,
+            avgPowerWatts: onTime > 0 ? energy / onTime : 0, maxPowerWatts: power?[2].double ?? 0, totalEnergyJoules: energy,
+            streams: streams)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try AtomicFile.write(Array(try encoder.encode(manifest)) + [10], to: folder + "/session.json")
+        try db.transaction {
+            try db.execute("""
+                UPDATE sessions SET status = ?, abort_reason = ?, end_time = ?, duration_seconds = ?,
+                  total_laser_on_time_seconds = ?, avg_power_watts = ?, max_power_watts = ?, total_energy_joules = ?,
+                  post_treatment_notes = COALESCE(?, post_treatment_notes)
+                WHERE session_id = ?
+                """, [.text(status.rawValue), abortReason.sqlValue, .text(end.sqlDateTime), .integer(durationSeconds),
+                      manifest.totalLaserOnTimeSeconds.sqlValue, manifest.avgPowerWatts.sqlValue, manifest.maxPowerWatts.sqlValue,
+                      manifest.totalEnergyJoules.sqlValue, notes.sqlValue, .integer(sessionID)])
+            try SafetyChain.append(safetyEvent, to: db)
+        }
+        return manifest
+    }
+
+    /// Ends every open session as `aborted` with `reason`, commits, and releases the
+    /// database and `tosca.lock`.
+    public func close(abortOpenSessionsWith reason: String = "recorder closed while the session was open") throws {
+        timer?.cancel()
+        timer = nil
+        let open = lock.withLock { Array(sessions.values) }
+        for s in open { try endSession(s, status: .aborted, abortReason: reason) }
+        try locked { _ in try commitPending() }
+        lock.withLock {
+            insertEvent = nil
+            db = nil
+            dirLock?.unlock()
+            dirLock = nil
+        }
+    }
+
+    // MARK: - Internals
+
+    private func locked<T>(_ body: (Database) throws -> T) throws -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        if let e = backgroundError {
+            backgroundError = nil
+            throw e
+        }
+        guard let db else { throw RecorderError.invalidArgument("recorder is closed") }
+        return try body(db)
+    }
+
+    private func commitPending() throws {
+        guard !pending.isEmpty, let db, let insertEvent else { return }
+        let t0 = monotonicNanoseconds()
+        try db.transaction {
+            for (sid, e) in pending {
+                try insertEvent.execute([
+                    .integer(sid), .text(e.timestamp.sqlDateTime), .integer(e.timeOffsetMs ?? 0), .text(e.eventType),
+                    e.laserPowerCommandedWatts.sqlValue, e.laserPowerActualWatts.sqlValue, e.ringSizeMm.sqlValue,
+                    e.actuatorPositionUm.sqlValue, e.photodiodeVoltageV.sqlValue, e.footpedalState.sqlValue,
+                    e.smoothingDeviceState.sqlValue, e.interlockStatus.sqlValue, e.imagePath.sqlValue,
+                    e.videoTimestampMs.sqlValue, e.eventDetails.sqlValue,
+                ])
+            }
+        }
+        options.commitObserver?(monotonicNanoseconds() &- t0, pending.count)
+        pending.removeAll(keepingCapacity: true)
+    }
+
+    private func startFlusher() {
+        let t = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "tosca.recorder.flush"))
+        let interval = min(options.eventGroupIntervalNanoseconds, options.streamPolicy.writeIntervalNanoseconds) / 2
+        t.schedule(deadline: .now() + .nanoseconds(Int(interval)), repeating: .nanoseconds(Int(max(interval, 10_000_000))))
+        t.setEventHandler { [weak self] in self?.flushDue() }
+        timer = t
+        t.resume()
+    }
+
+    private func flushDue() {
+        lock.lock()
+        defer { lock.unlock() }
+        guard db != nil, backgroundError == nil else { return }
+        do {
+            if !pending.isEmpty && monotonicNanoseconds() &- pendingSince >= options.eventGroupIntervalNanoseconds {
+                try commitPending()
+            }
+            for s in sessions.values { try s.flushStreamsIfDue() }
+        } catch {
+            backgroundError = error
+        }
+    }
+
+    static func isSafePathComponent(_ s: String) -> Bool {
+        !s.isEmpty && s != "." && s != ".." && !s.contains("/") && !s.contains("\0") && s.utf8.count <= 100
+    }
+
+    // MARK: - Crash recovery
+
+    /// Sessions left `in_progress` by a recorder that died: cut torn JSONL tails, mark the
+    /// session `aborted` with a reason and its statistics, write its `session.json`.
+    private func recoverInterruptedSessions() throws {
+        guard let db else { return }
+        let open = try db.rows("SELECT session_id, session_folder_path, tech_id, start_time FROM sessions WHERE status = 'in_progress' ORDER BY session_id")
+        for row in open {
+            guard let id = row[0].int64 else { continue }
+            let relative = row[1].string
+            let folder = relative.map { dataDirectory + "/" + $0 }
+            var cuts: [(String, Int, Int)] = []
+            var summaries: [StreamSummary] = []
+            if let folder {
+                let streamsDir = folder + "/streams"
+                let names = ((try? FileManager.default.contentsOfDirectory(atPath: streamsDir)) ?? []).filter { $0.hasSuffix(".jsonl") }.sorted()
+                for name in names {
+                    let path = streamsDir + "/" + name
+                    let result = try JSONLRepair.cutTornTail(path: path)
+                    if result.bytesCut > 0 { cuts.append((name, result.bytesCut, result.lines)) }
+                    summaries.append(StreamSummary(name: String(name.dropLast(6)), file: "streams/\(name)", fields: result.fields,
+                                                   lines: result.lines, bytes: result.bytes, sha256: result.sha256))
+                }
+            }
+            let now = UTCTime.now()
+            let lastEvent = try db.scalar("SELECT MAX(time_offset_ms) FROM treatment_events WHERE session_id = ?", [.integer(id)])?.int64 ?? 0
+            let reason = "recorder stopped before the session ended; recovered at \(now.iso8601)"
+            for (name, bytes, lines) in cuts {
+                try db.transaction {
+                    try SafetyChain.append(SafetyLogEntry(timestamp: now, sessionID: id, techID: row[2].int64, eventType: "stream_truncated",
+                                                          severity: .warning,
+                                                          description: "torn last line of streams/\(name) cut off during crash recovery",
+                                                          actionTaken: "cut \(bytes) byte(s) after the last complete line",
+                                                          details: "{\"stream\":\"\(name)\",\"bytes_cut\":\(bytes),\"lines_kept\":\(lines)}"), to: db)
+                }
+                recovery.truncatedStreams.append((id, "streams/\(name)", bytes))
+            }
+            if let folder, FileManager.default.fileExists(atPath: folder) {
+                _ = try finish(db: db, sessionID: id, folder: folder, end: now, status: .aborted, abortReason: reason, notes: nil,
+                               streams: summaries, durationSeconds: lastEvent / 1000,
+                               safetyEvent: SafetyLogEntry(timestamp: now, sessionID: id, techID: row[2].int64, eventType: "session_recovered",
+                                                           severity: .warning, description: "session found in progress at start-up; marked aborted",
+                                                           actionTaken: "status set to aborted"))
+            } else {
+                try db.transaction {
+                    try db.execute("UPDATE sessions SET status = 'aborted', abort_reason = ?, end_time = ? WHERE session_id = ?",
+                                   [.text(reason + " (session folder missing)"), .text(now.sqlDateTime), .integer(id)])
+                    try SafetyChain.append(SafetyLogEntry(timestamp: now, sessionID: id, techID: row[2].int64, eventType: "session_recovered",
+                                                          severity: .warning, description: "session found in progress at start-up, folder missing; marked aborted",
+                                                          actionTaken: "status set to aborted"), to: db)
+                }
+            }
+            recovery.abortedSessions.append(id)
+        }
+    }
+}
+
+/// A session being recorded: its folder and its JSONL streams.
+public final class RecordingSession: @unchecked Sendable {
+    public let id: Int64
+    public let subjectCode: String
+    public let techID: Int64
+    public let protocolID: Int64?
+    public let protocolName: String?
+    /// `sessions/<code>/<stamp>` relative to the data folder.
+    public let relativeFolder: String
+    public let folder: String
+    public let start: UTCTime
+    let startMonotonic: UInt64
+    unowned let recorder: Recorder
+    private let lock = NSLock()
+    private var streams: [String: SampleStream] = [:]
+
+    init(recorder: Recorder, id: Int64, subjectCode: String, techID: Int64, protocolID: Int64?, protocolName: String?,
+         relativeFolder: String, folder: String, start: UTCTime, startMonotonic: UInt64) {
+        self.recorder = recorder
+        self.id = id
+        self.subjectCode = subjectCode
+        self.techID = techID
+        self.protocolID = protocolID
+        self.protocolName = protocolName
+        self.relativeFolder = relativeFolder
+        self.folder = folder
+        self.start = start
+        self.startMonotonic = startMonotonic
+    }
+
+    /// Milliseconds since the session started, on the monotonic clock.
+    public func elapsedMilliseconds() -> Int64 { Int64((monotonicNanoseconds() &- startMonotonic) / 1_000_000) }
+
+    /// Opens (creates) `streams/<name>.jsonl` with the given fields.
+    public func openStream(_ name: String, fields: [String]) throws -> SampleStream {
+        try lock.withLock {
+            if let s = streams[name] {
+                guard s.fields == fields else { throw RecorderError.invalidArgument("stream \(name) is open with fields \(s.fields)") }
+                return s
+            }
+            let s = try SampleStream(name: name, fields: fields, folder: folder, policy: recorder.options.streamPolicy)
+            streams[name] = s
+            return s
+        }
+    }
+
+    func flushStreams() throws { for s in lock.withLock({ Array(streams.values) }) { try s.flush() } }
+    func flushStreamsIfDue() throws { for s in lock.withLock({ Array(streams.values) }) { try s.flushIfDue() } }
+    func closeStreams() throws -> [StreamSummary] {
+        try lock.withLock { try streams.values.sorted { $0.name < $1.name }.map { try $0.close() } }
+    }
+}

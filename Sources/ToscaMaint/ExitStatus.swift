@@ -1,0 +1,98 @@
+import Foundation
+import ToscaCore
+
+/// Exit codes (ARCHITECTURE D10; sysexits where one fits).
+public enum ExitStatus: Int32, Sendable {
+    case ok = 0
+    case unhealthy = 1
+    case usage = 64
+    case dataError = 65
+    case noInput = 66
+    case cantCreate = 73
+    case ioError = 74
+    case tempFail = 75
+    case noPermission = 77
+    case config = 78
+}
+
+/// An error the CLI reports as `Error: <message>` and `Try: <hint>`, exiting with `status`.
+public struct ToolFailure: Error, CustomStringConvertible, Sendable {
+    public let status: ExitStatus
+    public let message: String
+    public let hint: String?
+    public init(_ status: ExitStatus, _ message: String, hint: String? = nil) {
+        self.status = status
+        self.message = message
+        self.hint = hint
+    }
+    public var description: String { message }
+}
+
+/// Maps any error of ToscaCore or ToscaMaint to its exit status, message and hint.
+public func classify(_ error: any Error) -> ToolFailure {
+    switch error {
+    case let e as ToolFailure: return e
+    case let e as DatabaseOpenError:
+        switch e {
+        case .missing: return ToolFailure(.noInput, e.description, hint: "check --data-dir (or $TOSCA_DATA_DIR); the database is <data>/tosca.db")
+        case .notPlaintext: return ToolFailure(.noPermission, e.description, hint: "pass --key-file with the database's key")
+        case .wrongKey: return ToolFailure(.noPermission, e.description, hint: "check that --key-file is the key this database was encrypted with")
+        case .keyGivenForPlaintext: return ToolFailure(.noPermission, e.description, hint: "leave out --key-file (and unset the tosca-db-key credential) for a plaintext database")
+        case .notADatabase: return ToolFailure(.dataError, e.description, hint: "the file is damaged: restore it from a verified backup")
+        }
+    case let e as KeyFileError: return ToolFailure(.noPermission, e.description, hint: "the key file must be 64 hex characters, owned by you or root, mode 0400 or 0600")
+    case let e as SQLCipherTooOld: return ToolFailure(.config, e.description, hint: "install libsqlcipher-dev and sqlcipher from bookworm-backports (scripts/install-deps.sh)")
+    case let e as MigrationError:
+        switch e {
+        case .checksumMismatch, .unrecognisedSchema, .foreignKeyViolations: return ToolFailure(.dataError, e.description)
+        case .unknownMigration: return ToolFailure(.config, e.description, hint: "use the software version that wrote this database")
+        case .unknownTarget: return ToolFailure(.usage, e.description)
+        case .schemaBehind: return ToolFailure(.config, e.description, hint: "tosca-maint migrate up")
+        }
+    case let e as RecorderError:
+        switch e {
+        case .locked: return ToolFailure(.tempFail, e.description, hint: "stop the other recorder or wait for the maintenance run to finish, then retry")
+        case .noDatabase: return ToolFailure(.noInput, e.description)
+        case .invalidArgument, .unknownSession: return ToolFailure(.usage, e.description)
+        case .refused: return ToolFailure(.noPermission, e.description)
+        }
+    case let e as FileLockError:
+        switch e {
+        case .held: return ToolFailure(.tempFail, e.description, hint: "retry later")
+        case .cannotOpen: return ToolFailure(.cantCreate, e.description)
+        }
+    case let e as SQLiteError:
+        switch e.primaryCode {
+        case 11, 26: return ToolFailure(.dataError, "database is damaged: \(e.description)", hint: "restore it from a verified backup")
+        case 13, 10: return ToolFailure(.ioError, e.description)
+        case 5, 6: return ToolFailure(.tempFail, e.description, hint: "retry later")
+        case 14: return ToolFailure(.noInput, e.description)
+        case 3, 8, 23: return ToolFailure(.cantCreate, e.description)
+        default: return ToolFailure(.ioError, e.description)
+        }
+    case let e as POSIXFailure:
+        switch e.code {
+        case ENOENT: return ToolFailure(.noInput, e.description)
+        case EACCES, EPERM, EROFS, EEXIST: return ToolFailure(.cantCreate, e.description)
+        default: return ToolFailure(.ioError, e.description)
+        }
+    default:
+        return ToolFailure(.ioError, String(describing: error))
+    }
+}
+
+/// Prints `Error: ...` (and `Try: ...`) to stderr and returns the exit status.
+public func report(_ error: any Error, program: String) -> Int32 {
+    let f = classify(error)
+    var text = "Error: \(f.message)\n"
+    if let hint = f.hint { text += "Try: \(hint)\n" }
+    FileHandle.standardError.write(Data(text.utf8))
+    return f.status.rawValue
+}
+
+/// The data folder: `--data-dir`, else `$TOSCA_DATA_DIR`, else `./data` (ARCHITECTURE §2).
+public func resolveDataDirectory(_ option: String?, environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+    var path = option ?? environment["TOSCA_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "./data"
+    while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+    return path
+}
