@@ -1,0 +1,192 @@
+import Foundation
+import ToscaCore
+
+/// A fresh private folder, removed when released.
+public final class TempDir: @unchecked Sendable {
+    public let path: String
+    public init(_ label: String = "tosca") {
+        var template = Array((NSTemporaryDirectory() + "/\(label)-XXXXXX").utf8CString)
+        let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        precondition(p != nil, "mkdtemp failed")
+        path = String(cString: p!)
+    }
+    public func sub(_ name: String) -> String { path + "/" + name }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// Result of a finished process.
+public struct ProcessResult: Sendable {
+    public let status: Int32
+    public let stdout: String
+    public let stderr: String
+    public var output: String { stdout + stderr }
+}
+
+/// Folder of the built executables: `$TOSCA_BIN_DIR`, else the folder of the test binary
+/// (SwiftPM puts both in `.build/<config>/`).
+public func binDirectory() -> String {
+    if let d = ProcessInfo.processInfo.environment["TOSCA_BIN_DIR"], !d.isEmpty { return d }
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    var dir = (exe as NSString).deletingLastPathComponent
+    // On Linux the test runner is `<bin>/<package>PackageTests.xctest`.
+    while !dir.isEmpty && dir != "/" && !FileManager.default.isExecutableFile(atPath: dir + "/tosca-sim") {
+        dir = (dir as NSString).deletingLastPathComponent
+    }
+    return dir
+}
+
+/// Path of one of our executables; fails loudly when it was not built.
+public func executable(_ name: String) -> String {
+    let p = binDirectory() + "/" + name
+    precondition(FileManager.default.isExecutableFile(atPath: p), "\(name) not built next to the tests (\(p)); run `swift build --build-tests` first")
+    return p
+}
+
+/// Finds a program on PATH.
+public func which(_ name: String) -> String? {
+    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+        let p = "\(dir)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: p) { return p }
+    }
+    return nil
+}
+
+/// Starts a process with stdout and stderr to files (no pipe can fill up).
+public final class Spawned: @unchecked Sendable {
+    public let process = Process()
+    let outPath: String, errPath: String
+    public init(_ exe: String, _ args: [String], environment: [String: String]? = nil, stdin: String? = nil) throws {
+        let tmp = NSTemporaryDirectory() + "/spawn-\(UUID().uuidString)"
+        outPath = tmp + ".out"; errPath = tmp + ".err"
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: exe)
+        process.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env.removeValue(forKey: "TOSCA_DATA_DIR")
+        env.removeValue(forKey: "CREDENTIALS_DIRECTORY")
+        if let environment { env.merge(environment) { $1 } }
+        process.environment = env
+        process.standardOutput = FileHandle(forWritingAtPath: outPath)
+        process.standardError = FileHandle(forWritingAtPath: errPath)
+        if let stdin {
+            let pipe = Pipe()
+            process.standardInput = pipe
+            try process.run()
+            pipe.fileHandleForWriting.write(Data(stdin.utf8))
+            try pipe.fileHandleForWriting.close()
+        } else {
+            process.standardInput = FileHandle.nullDevice
+            try process.run()
+        }
+    }
+    public var pid: Int32 { process.processIdentifier }
+    public func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+    public func wait() -> ProcessResult {
+        process.waitUntilExit()
+        let out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+        let err = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+        try? FileManager.default.removeItem(atPath: outPath)
+        try? FileManager.default.removeItem(atPath: errPath)
+        let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+        return ProcessResult(status: status, stdout: out, stderr: err)
+    }
+    /// Current stdout, without waiting.
+    public var currentStdout: String { (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "" }
+    public var currentStderr: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
+}
+
+/// Runs a program to completion.
+@discardableResult
+public func run(_ exe: String, _ args: [String], environment: [String: String]? = nil, stdin: String? = nil) throws -> ProcessResult {
+    try Spawned(exe, args, environment: environment, stdin: stdin).wait()
+}
+
+/// The stock `sqlite3` CLI (libsqlite3 3.40): an independent oracle.
+@discardableResult
+public func sqlite3(_ db: String, _ sql: String) throws -> ProcessResult {
+    try run(which("sqlite3") ?? "/usr/bin/sqlite3", ["-batch", "-bail", db], stdin: sql + "\n")
+}
+
+/// `sqlite3` output, trimmed; fails the caller when the CLI fails.
+@discardableResult
+public func sqlite3Value(_ db: String, _ sql: String) throws -> String {
+    let r = try sqlite3(db, sql)
+    guard r.status == 0 else { throw OracleError(message: "sqlite3 failed (\(r.status)): \(r.stderr) for \(sql)") }
+    return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+/// The stock `sqlcipher` CLI with a raw key.
+@discardableResult
+public func sqlcipher(_ db: String, keyHex: String, _ sql: String) throws -> ProcessResult {
+    try run(which("sqlcipher") ?? "/usr/bin/sqlcipher", ["-batch", "-bail", db],
+            stdin: "PRAGMA key = \"x'\(keyHex)'\";\n" + sql + "\n")
+}
+
+public struct OracleError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}
+
+/// SHA-256 of a file's bytes (hex), or "" when absent.
+public func fileSHA256(_ path: String) -> String {
+    guard let d = FileManager.default.contents(atPath: path) else { return "" }
+    return sha256Hex(Array(d))
+}
+
+/// The repository's `Tests/Fixtures` folder.
+public func fixturePath(_ name: String, file: String = #filePath) -> String {
+    var dir = (file as NSString).deletingLastPathComponent
+    while !dir.isEmpty && dir != "/" && !FileManager.default.fileExists(atPath: dir + "/Fixtures") {
+        dir = (dir as NSString).deletingLastPathComponent
+    }
+    return dir + "/Fixtures/" + name
+}
+
+/// Writes a key file (64 hex characters) with `mode`; returns the hex.
+@discardableResult
+public func writeKeyFile(_ path: String, mode: mode_t = 0o400, hex: String? = nil) throws -> String {
+    let h = hex ?? (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+    _ = FileManager.default.createFile(atPath: path, contents: Data((h + "\n").utf8))
+    chmod(path, mode)
+    return h
+}
+
+/// Waits until `condition` holds or `timeout` seconds pass; returns whether it held.
+public func waitUntil(timeout: Double = 30, _ condition: () throws -> Bool) rethrows -> Bool {
+    let end = Date().addingTimeInterval(timeout)
+    while Date() < end {
+        if try condition() { return true }
+        usleep(50_000)
+    }
+    return try condition()
+}
+
+/// A TOSCA v0.9.12 database made by the stock `sqlite3` CLI from the fixture schema, with
+/// rows in every table; `orphans` adds sessions with `tech_id = 0` (no such technician).
+public func makeLegacyDatabase(at path: String, orphans: Bool = false) throws {
+    let schema = try String(contentsOfFile: fixturePath("tosca-v0.9.12-schema.sql"), encoding: .utf8)
+    var sql = schema + "\nBEGIN;\n"
+    sql += """
+        INSERT INTO tech_users VALUES (1, 'alice', 'Alice Example', 'admin', '2025-03-01 09:00:00.000000', '2025-11-01 08:00:00.123456', 1, NULL);
+        INSERT INTO tech_users VALUES (2, 'bob', 'Bob Example', 'technician', '2025-03-02 09:00:00.000000', NULL, 0, 'left');
+        INSERT INTO subjects VALUES (1, 'P-001', '1970-01-01 00:00:00.000000', 'F', '2025-04-01 10:00:00.000000', 1, NULL, 'note with ''quote''', 1);
+        INSERT INTO subjects VALUES (2, 'P-002', NULL, NULL, '2025-04-02 10:00:00.000000', NULL, NULL, NULL, 0);
+        INSERT INTO protocols VALUES (1, 'Standard', 'desc', 'standard', '{"power_w":1.5}', '2025-04-01 11:00:00.000000', 1, NULL, '2025-10-01 12:00:00.000000', 3, 1);
+        INSERT INTO protocols VALUES (2, 'Old', NULL, 'ramp', '{}', '2025-04-01 11:00:00.000000', NULL, NULL, NULL, 0, 0);
+
+        """
+    for i in 1...40 {
+        sql += "INSERT INTO sessions VALUES (\(i), \(i % 2 + 1), \(i % 2 + 1), \(i % 3 == 0 ? "NULL" : "1"), '2025-05-\(String(format: "%02d", i % 28 + 1)) 10:00:00.000000', '2025-05-\(String(format: "%02d", i % 28 + 1)) 10:20:00.000000', 1200, 'completed', NULL, 'left eye', 'notes \(i)', 'Standard', '{\"power_w\":1.5}', 'sessions/P-00\(i % 2 + 1)/2025-05-\(i)', NULL, \(Double(i) * 1.25), 1.5, 2.0, \(Double(i) * 1.875), NULL, '2025-05-01 10:00:00.000000');\n"
+    }
+    for i in 1...60 {
+        sql += "INSERT INTO safety_log VALUES (\(i), '2025-05-\(String(format: "%02d", i % 28 + 1)) 10:0\(i % 10):00.000000', \(i % 40 + 1), \(i % 2 + 1), 'interlock_check', '\(["info", "warning", "critical", "emergency"][i % 4])', 'event \(i)', 'ready', 'off', \(i % 2), \(i % 3 == 0 ? "NULL" : "1"), \(Double(i) / 8), \(i % 5 == 0 ? "'stopped'" : "NULL"), '{\"i\":\(i)}');\n"
+    }
+    if orphans {
+        sql += "INSERT INTO sessions VALUES (41, 1, 0, 1, '2025-06-01 10:00:00.000000', NULL, NULL, 'aborted', 'legacy', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '2025-06-01 10:00:00.000000');\n"
+        sql += "INSERT INTO sessions VALUES (42, 2, 0, NULL, '2025-06-02 10:00:00.000000', NULL, NULL, 'completed', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '2025-06-02 10:00:00.000000');\n"
+    }
+    sql += "COMMIT;\n"
+    let r = try run(which("sqlite3") ?? "/usr/bin/sqlite3", ["-batch", "-bail", path], stdin: sql)
+    guard r.status == 0 else { throw OracleError(message: "making legacy database failed: \(r.stderr)") }
+}
