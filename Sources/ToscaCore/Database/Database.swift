@@ -308,6 +308,9 @@ public enum SQLCipherLibrary {
             version = String(cString: p)
         }
         sqlite3_finalize(stmt)
+        // SQLCipher logs a failed HMAC check (a wrong key) to stderr itself; callers report
+        // errors in their own words (D14), so its log stays off.
+        sqlite3_exec(db, "PRAGMA cipher_log = '/dev/null'", nil, nil, nil)
         let parts = version.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
         guard parts.count >= 2, (parts[0], parts[1]) >= minimumVersion else {
             return .failure(SQLCipherTooOld(found: version.isEmpty ? "none (plain SQLite)" : version))
