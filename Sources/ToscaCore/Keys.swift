@@ -18,10 +18,8 @@ public final class DatabaseKey: @unchecked Sendable, CustomStringConvertible {
     }
 
     deinit {
-        // memset_s is not on Linux; a volatile-style loop through the pointer that the
-        // optimizer cannot drop because the memory is deallocated right after.
-        for i in 0..<buffer.count { buffer[i] = 0 }
-        withExtendedLifetime(buffer) {}
+        // explicit_bzero: a store the optimizer may not drop before the free.
+        explicit_bzero(buffer.baseAddress!, buffer.count)
         buffer.deallocate()
     }
 
@@ -41,7 +39,7 @@ public final class DatabaseKey: @unchecked Sendable, CustomStringConvertible {
     /// bytes, first 16 hex digits. It cannot reveal the key (D6).
     public var keyID: String {
         var raw = [UInt8](repeating: 0, count: 32)
-        defer { for i in raw.indices { raw[i] = 0 } }
+        defer { raw.withUnsafeMutableBytes { explicit_bzero($0.baseAddress!, $0.count) } }
         for i in 0..<32 {
             raw[i] = Self.nibble(buffer[2 + 2 * i]) << 4 | Self.nibble(buffer[3 + 2 * i])
         }
@@ -100,10 +98,10 @@ public enum KeySource {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw KeyFileError.unreadable(path: path, reason: String(cString: strerror(errno))) }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw KeyFileError.notRegularFile(path: path) }
-        guard st.st_uid == getuid() || st.st_uid == 0 else { throw KeyFileError.badOwner(path: path, uid: st.st_uid) }
+        guard st.st_uid == geteuid() || st.st_uid == 0 else { throw KeyFileError.badOwner(path: path, uid: st.st_uid) }
         guard st.st_mode & 0o077 == 0 else { throw KeyFileError.tooOpen(path: path, mode: UInt32(st.st_mode)) }
         var buf = [UInt8](repeating: 0, count: 80)
-        defer { for i in buf.indices { buf[i] = 0 } }
+        defer { buf.withUnsafeMutableBytes { explicit_bzero($0.baseAddress!, $0.count) } }
         var total = 0
         while total < buf.count {
             let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + total, $0.count - total) }

@@ -53,6 +53,36 @@ import ToscaCore
         }
     }
 
+    /// Short sessions back to back, killed at a random moment: sometimes mid-session,
+    /// sometimes while a session starts or ends (between session.json and the commit).
+    @Test(arguments: 1...8)
+    func sigkillAtRandomMomentsAcrossSessionBoundaries(trial: Int) throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        let db = data + "/tosca.db"
+        let sim = try Spawned(executable("tosca-sim"), ["--data-dir", data, "--sessions", "1000", "--duration", "0.03",
+                                                        "--sample-rate", "1000", "--event-rate", "300", "--seed", "\(trial)"])
+        #expect(waitUntil(timeout: 60) { count(db, "SELECT count(*) FROM sessions;") >= 2 })
+        usleep(UInt32.random(in: 0...300_000))
+        let committedBefore = count(db, "SELECT count(*) FROM treatment_events;")
+        sim.signal(SIGKILL)
+        _ = sim.wait()
+        #expect(try sqlite3Value(db, "PRAGMA integrity_check;") == "ok")
+        let rec = try Recorder(dataDirectory: data)
+        try rec.close()
+        #expect(try sqlite3Value(db, "SELECT count(*) FROM sessions WHERE status = 'in_progress';") == "0")
+        #expect(count(db, "SELECT count(*) FROM treatment_events;") >= committedBefore)
+        #expect(try SafetyChain.verify(try Database(path: db)).isIntact)
+        // Every session's session.json agrees with its row and its stream files.
+        for row in try sqlite3Value(db, "SELECT session_id || '|' || status || '|' || session_folder_path FROM sessions;").split(separator: "\n") {
+            let parts = row.split(separator: "|").map(String.init)
+            let folder = data + "/" + parts[2]
+            let manifest = try JSONDecoder().decode(SessionManifest.self, from: Data(contentsOf: URL(fileURLWithPath: folder + "/session.json")))
+            #expect(manifest.status == parts[1], "session \(parts[0])")
+            for s in manifest.streams { #expect(fileSHA256(folder + "/" + s.file) == s.sha256, "session \(parts[0]) \(s.file)") }
+        }
+    }
+
     @Test func aTornLastLineIsCutAndTheCutRecorded() throws {
         let dir = TempDir()
         let data = dir.sub("data")

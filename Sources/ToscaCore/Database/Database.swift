@@ -114,9 +114,10 @@ public final class Database {
 
     /// Prepares one statement.
     /// See <https://www.sqlite.org/c3ref/prepare.html>.
-    public func prepare(_ sql: String) throws -> Statement {
+    /// `persistent` tells SQLite the statement will be reused many times.
+    public func prepare(_ sql: String, persistent: Bool = false) throws -> Statement {
         var stmt: OpaquePointer?
-        let rc = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil)
+        let rc = sqlite3_prepare_v3(handle, sql, -1, persistent ? UInt32(SQLITE_PREPARE_PERSISTENT) : 0, &stmt, nil)
         guard rc == SQLITE_OK, let stmt else {
             if rc == SQLITE_OK { throw SQLiteError(code: SQLITE_MISUSE, message: "empty statement", sql: sql) }
             throw error(rc, sql: sql)

@@ -73,7 +73,7 @@ public final class Recorder: @unchecked Sendable {
               laser_power_commanded_watts, laser_power_actual_watts, ring_size_mm, actuator_position_um,
               photodiode_voltage_v, footpedal_state, smoothing_device_state, interlock_status, image_path,
               video_timestamp_ms, event_details) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
-            """)
+            """, persistent: true)
         try recoverInterruptedSessions()
         if options.backgroundFlush { startFlusher() }
     }

@@ -159,7 +159,9 @@ public struct Migrator: Sendable {
             todo = Array(todo[...i])
         }
         if todo.isEmpty { return Report(from: before, applied: [], createdBaseline: false) }
-        precondition(!db.inTransaction, "migrate must not run inside a transaction")
+        guard !db.inTransaction else {
+            throw SQLiteError(code: 21, message: "migrate must not run inside a transaction (foreign_keys cannot be switched off there)")
+        }
         // PRAGMA foreign_keys is a no-op inside a transaction: switch it off before BEGIN.
         try db.execute("PRAGMA foreign_keys = OFF")
         defer { try? db.execute("PRAGMA foreign_keys = ON") }
