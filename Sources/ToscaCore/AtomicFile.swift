@@ -10,6 +10,7 @@ public enum AtomicFile {
         let tmp = (dir.isEmpty ? "." : dir) + "/.\(base).\(getpid()).tmp"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode)
         guard fd >= 0 else { throw POSIXFailure(operation: "create \(tmp)", code: errno) }
+        fchmod(fd, mode) // the mode asked for, whatever the umask
         var ok = false
         defer {
             if !ok { unlink(tmp) }

@@ -73,7 +73,7 @@ public struct Row: Sendable {
 
 extension String {
     /// Two lowercase hex digits.
-    init(format2 byte: UInt8) {
+    public init(format2 byte: UInt8) {
         let digits: [Character] = Array("0123456789abcdef")
         self.init([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
     }

@@ -1,0 +1,141 @@
+import Foundation
+import ToscaCore
+
+/// A published copy.
+public struct PublishedCopy: Sendable {
+    public let path: String
+    public let manifest: Manifest
+}
+
+/// Makes verified, published copies of the live database: backups (`daily`, `manual`)
+/// and safety copies (D3, D4, D6, D12).
+public struct CopyJob: Sendable {
+    public let dataDirectory: String
+    public let key: DatabaseKey?
+    public let kind: CopyKind
+    public var reason: String?
+    public var showProgress = true
+    public var now: @Sendable () -> UTCTime = { UTCTime.now() }
+
+    public init(dataDirectory: String, key: DatabaseKey?, kind: CopyKind, reason: String? = nil) {
+        self.dataDirectory = dataDirectory
+        self.key = key
+        self.kind = kind
+        self.reason = reason
+    }
+
+    var databasePath: String { dataDirectory + "/tosca.db" }
+    var backupsDirectory: String { Catalog.backupsDirectory(of: dataDirectory) }
+
+    /// Takes `.maint.lock`, tidies the folder, makes and publishes one copy.
+    public func run() throws -> PublishedCopy {
+        guard FileManager.default.fileExists(atPath: databasePath) else { throw DatabaseOpenError.missing(path: databasePath) }
+        let lock = try takeMaintenanceLock(dataDirectory: dataDirectory)
+        defer { lock.unlock() }
+        try Housekeeping.run(try Catalog.scan(dataDirectory: dataDirectory))
+        return try makeCopy()
+    }
+
+    /// Makes and publishes one copy; the caller holds `.maint.lock`.
+    public func makeCopy() throws -> PublishedCopy {
+        let started = now()
+        let source = try Database(path: databasePath, options: .init(readOnly: true, key: key))
+        // Pin a snapshot: every read below and the copy see the same state (D3).
+        try source.execute("BEGIN")
+        defer { try? source.execute("COMMIT") }
+        let sourcePages = try source.scalar("PRAGMA page_count")?.int ?? 0
+        let sourceStatus = try Migrator().status(source)
+        let sourceHead = sourceStatus.kind == .versioned ? try SafetyChain.head(source) : nil
+
+        let name = Catalog.freeName(in: backupsDirectory, kind: kind, time: started)
+        let finalPath = backupsDirectory + "/" + name
+        let partial = finalPath + ".partial"
+        // Create it ourselves: the errno tells "not writable" (73) from "disk full" (74).
+        let fd = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else {
+            let e = errno
+            throw ToolFailure(e == ENOSPC || e == EDQUOT ? .ioError : .cantCreate,
+                              "cannot create \(partial): \(String(cString: strerror(e)))", hint: "make \(backupsDirectory) writable and give it space")
+        }
+        close(fd)
+        var published = false
+        defer {
+            if !published {
+                for suffix in ["", "-journal", "-wal", "-shm"] { unlink(partial + suffix) }
+            }
+        }
+        let bar = showProgress ? Progress("copying \(name)") : nil
+        Journal.shared.status("copying \(databasePath) to \(name)")
+        do {
+            try OnlineBackup.copy(source: source, destinationPath: partial, key: key) { done, total in bar?.update(done, of: total) }
+        } catch let e as SQLiteError where e.primaryCode == 13 || e.primaryCode == 10 {
+            bar?.finish()
+            throw ToolFailure(.ioError, "copy to \(partial) failed: \(e.message)", hint: "free space in \(backupsDirectory); older backups are untouched")
+        }
+        bar?.finish()
+        try FileDigest.fsyncFile(partial)
+        if key != nil, try FileHeader.classify(path: partial) == .plaintext {
+            throw ToolFailure(.dataError, "the copy of an encrypted database came out plaintext; not published")
+        }
+        // Verify the copy (D12 steps 2-3) and measure its facts, hashing in parallel.
+        Journal.shared.status("verifying \(name)")
+        let (measurement, digest) = try measureAndHash(partial)
+        var problems: [String] = []
+        if measurement.integrity != ["ok"] { problems.append("integrity_check: \(measurement.integrity.prefix(5).joined(separator: "; "))") }
+        if !measurement.cipherIntegrity.isEmpty { problems.append("cipher_integrity_check: \(measurement.cipherIntegrity.prefix(5).joined(separator: "; "))") }
+        if case .broken(let b) = measurement.chain { problems.append(b.description) }
+        if measurement.chain.head != sourceHead {
+            problems.append("copy's safety-log head \(measurement.chain.head.map(\.description) ?? "none") differs from the source snapshot's \(sourceHead.map(\.description) ?? "none")")
+        }
+        if measurement.pageCount != sourcePages { problems.append("copy has \(measurement.pageCount) pages, the source snapshot \(sourcePages)") }
+        guard problems.isEmpty else {
+            Journal.shared.log(.err, "backup of \(databasePath) failed verification, nothing published: \(problems.joined(separator: "; "))",
+                               id: .backupFailed, fields: ["TOSCA_DATABASE": databasePath])
+            throw ToolFailure(.dataError, "the copy of \(databasePath) failed verification, nothing was published:\n  " + problems.joined(separator: "\n  "),
+                              hint: "tosca-maint verify --live; restore from the newest verified backup if the live database is damaged")
+        }
+        var facts = ManifestFacts(
+            kind: kind, createdUTC: started.iso8601, sourcePath: databasePath, toolVersion: toscaMaintVersion, fileName: name,
+            sha256: digest.hex, sizeBytes: digest.size, pageSize: measurement.pageSize, pageCount: measurement.pageCount,
+            schemaVersion: measurement.schemaVersion, schema: measurement.schema, rowCounts: measurement.rowCounts,
+            foreignKeyViolations: measurement.foreignKeyViolations, chainHead: measurement.chain.head,
+            encryption: key.map { .sqlcipher(version: (try? SQLCipherLibrary.checkVersion()) ?? "?", keyID: $0.keyID) } ?? .none,
+            unverifiable: nil, reason: reason, digest: "")
+        facts.digest = try facts.computedDigest()
+        let manifest = Manifest(facts: facts, checks: [ManifestCheck(level: "backup", time: now(), ok: true, problems: [])])
+        // Publish (D4): the database under its final name (never over an existing file),
+        // then the manifest, each made durable.
+        guard link(partial, finalPath) == 0 else {
+            throw ToolFailure(errno == ENOSPC ? .ioError : .cantCreate, "cannot publish \(finalPath): \(String(cString: strerror(errno)))")
+        }
+        unlink(partial)
+        try AtomicFile.syncDirectory(backupsDirectory)
+        do {
+            try manifest.write(path: Manifest.path(for: finalPath))
+        } catch {
+            unlink(finalPath) // no manifest, no backup: never leave a database file that is not one
+            throw error
+        }
+        published = true
+        var fields = ["TOSCA_BACKUP_PATH": finalPath, "TOSCA_KIND": kind.rawValue, "TOSCA_SHA256": digest.hex]
+        if facts.foreignKeyViolations > 0 { fields["TOSCA_FK_VIOLATIONS"] = String(facts.foreignKeyViolations) }
+        Journal.shared.log(.info, "published \(kind.rawValue) copy \(finalPath) (\(digest.size) bytes, verified\(facts.foreignKeyViolations > 0 ? ", \(facts.foreignKeyViolations) foreign-key violation(s) recorded" : ""))",
+                           id: .backupPublished, fields: fields)
+        if let head = facts.chainHead {
+            Journal.shared.log(.info, "safety-log chain head recorded: seq \(head.seq) hash \(head.hash) in \(name)", id: .chainHeadRecorded,
+                               fields: ["TOSCA_CHAIN_SEQ": String(head.seq), "TOSCA_CHAIN_HASH": head.hash, "TOSCA_BACKUP_PATH": finalPath])
+        }
+        return PublishedCopy(path: finalPath, manifest: manifest)
+    }
+
+    /// D12 steps 2-3 on one thread while the other hashes the file (two cores).
+    func measureAndHash(_ path: String) throws -> (Measurement, (hex: String, size: Int64)) {
+        final class Box: @unchecked Sendable { var result: Result<(hex: String, size: Int64), any Error>? }
+        let box = Box()
+        let group = DispatchGroup()
+        DispatchQueue.global().async(group: group) { box.result = Result { try FileDigest.sha256(path: path) } }
+        let m = Result { try Measurement.of(path: path, key: key) }
+        group.wait()
+        return (try m.get(), try box.result!.get())
+    }
+}

@@ -1,0 +1,182 @@
+import Foundation
+import ToscaCore
+
+/// One published copy in `backups/`.
+public struct CatalogEntry: Sendable {
+    public let name: String
+    public let path: String
+    public var manifestPath: String { Manifest.path(for: path) }
+    /// `nil` when the manifest cannot be read (`manifestError` says why).
+    public let manifest: Manifest?
+    public let digestMatches: Bool
+    public let manifestError: String?
+
+    public init(name: String, path: String, manifest: Manifest?, digestMatches: Bool, manifestError: String?) {
+        self.name = name
+        self.path = path
+        self.manifest = manifest
+        self.digestMatches = digestMatches
+        self.manifestError = manifestError
+    }
+
+    public var kind: CopyKind? { manifest?.facts.kind }
+    public var isBackup: Bool { kind?.isBackup ?? false }
+    public var created: UTCTime? { manifest?.facts.created }
+    /// The last check passed (a backup's publication counts as its first check).
+    public var lastCheckOK: Bool { manifest?.lastCheck?.ok ?? false }
+    public var isVerified: Bool { lastCheckOK && manifest?.facts.unverifiable != true }
+}
+
+/// The contents of `<data>/backups/` (D4, D6).
+public struct Catalog: Sendable {
+    public let dataDirectory: String
+    public var backupsDirectory: String { dataDirectory + "/backups" }
+    public var quarantineDirectory: String { backupsDirectory + "/quarantine" }
+    /// Published copies, oldest first.
+    public let entries: [CatalogEntry]
+    /// Database files without a manifest: not backups; the next run quarantines them.
+    public let orphans: [String]
+    /// Manifests whose database file is gone.
+    public let orphanManifests: [String]
+    /// Leftover `.partial` files of interrupted runs.
+    public let partials: [String]
+    /// Files already in quarantine.
+    public let quarantined: [String]
+
+    public static func backupsDirectory(of data: String) -> String { data + "/backups" }
+
+    /// Reads the folder (nothing is changed).
+    public static func scan(dataDirectory: String) throws -> Catalog {
+        let dir = backupsDirectory(of: dataDirectory)
+        let fm = FileManager.default
+        guard fm.fileExists(atPath: dir) else {
+            return Catalog(dataDirectory: dataDirectory, entries: [], orphans: [], orphanManifests: [], partials: [], quarantined: [])
+        }
+        let names: [String]
+        do { names = try fm.contentsOfDirectory(atPath: dir).sorted() } catch {
+            throw POSIXFailure(operation: "read \(dir)", code: (error as NSError).code == 257 ? EACCES : EIO)
+        }
+        var entries: [CatalogEntry] = [], orphans: [String] = [], orphanManifests: [String] = [], partials: [String] = []
+        let set = Set(names)
+        for n in names {
+            let p = dir + "/" + n
+            if n.hasSuffix(".partial") || n.hasSuffix(".partial-journal") { partials.append(p); continue }
+            if n.hasSuffix(".db.manifest.json") {
+                if !set.contains(String(n.dropLast(".manifest.json".count))) { orphanManifests.append(p) }
+                continue
+            }
+            guard n.hasSuffix(".db") else { continue }
+            guard set.contains(n + ".manifest.json") else { orphans.append(p); continue }
+            do {
+                let (m, ok) = try Manifest.read(path: Manifest.path(for: p))
+                entries.append(CatalogEntry(name: n, path: p, manifest: m, digestMatches: ok, manifestError: nil))
+            } catch {
+                entries.append(CatalogEntry(name: n, path: p, manifest: nil, digestMatches: false, manifestError: String(describing: error)))
+            }
+        }
+        entries.sort { ($0.created ?? UTCTime(seconds: 0, microseconds: 0), $0.name) < ($1.created ?? UTCTime(seconds: 0, microseconds: 0), $1.name) }
+        let q = (try? fm.contentsOfDirectory(atPath: dir + "/quarantine").sorted().map { dir + "/quarantine/" + $0 }) ?? []
+        return Catalog(dataDirectory: dataDirectory, entries: entries, orphans: orphans, orphanManifests: orphanManifests,
+                       partials: partials, quarantined: q)
+    }
+
+    /// Backups (`daily`, `manual`), oldest first.
+    public var backups: [CatalogEntry] { entries.filter(\.isBackup) }
+    /// Safety copies, oldest first.
+    public var safetyCopies: [CatalogEntry] { entries.filter { !$0.isBackup && $0.manifest != nil } }
+    /// The newest backup whose last check passed.
+    public var newestVerifiedBackup: CatalogEntry? { backups.last(where: \.isVerified) }
+
+    /// The next free name for a copy made at `time` (D13): `tosca_YYYYMMDD.db` for the first
+    /// backup of a UTC day, then `tosca_YYYYMMDD_HHMMSS.db`, then `_2`, `_3`, ...; safety
+    /// copies `tosca_YYYYMMDD_HHMMSS_<kind>.db`. A name counts as taken when the database,
+    /// its manifest or its partial exists, here or in quarantine.
+    public static func freeName(in dir: String, kind: CopyKind, time: UTCTime) -> String {
+        let f = time.dayAndTime
+        let fm = FileManager.default
+        func taken(_ n: String) -> Bool {
+            [n, n + ".manifest.json", n + ".partial"].contains { fm.fileExists(atPath: dir + "/" + $0) }
+                || fm.fileExists(atPath: dir + "/quarantine/" + n)
+        }
+        var candidates: [String] = []
+        if kind.isBackup {
+            candidates = ["tosca_\(f.day).db", "tosca_\(f.day)_\(f.time).db"]
+        } else {
+            candidates = ["tosca_\(f.day)_\(f.time)_\(kind.rawValue).db"]
+        }
+        for c in candidates where !taken(c) { return c }
+        let stem = String(candidates.last!.dropLast(3))
+        var n = 2
+        while taken("\(stem)_\(n).db") { n += 1 }
+        return "\(stem)_\(n).db"
+    }
+}
+
+extension UTCTime {
+    /// `YYYYMMDD` and `HHMMSS` in UTC.
+    var dayAndTime: (day: String, time: String) {
+        let s = folderStamp // YYYY-MM-DD_HHMMSS
+        let day = s.prefix(10).replacingOccurrences(of: "-", with: "")
+        return (day, String(s.suffix(6)))
+    }
+}
+
+/// Housekeeping every maintenance run does first (D4): stale `.partial` files are removed
+/// and database files without a manifest are moved to `quarantine/`, each logged.
+public enum Housekeeping {
+    public struct Result: Sendable {
+        public var removedPartials: [String] = []
+        public var quarantined: [String] = []
+    }
+
+    @discardableResult
+    public static func run(_ catalog: Catalog, dryRun: Bool = false) throws -> Result {
+        var r = Result()
+        for p in catalog.partials {
+            if !dryRun {
+                guard unlink(p) == 0 || errno == ENOENT else { throw POSIXFailure(operation: "remove \(p)", code: errno) }
+                Journal.shared.log(.notice, "removed stale partial file \(p) left by an interrupted run", id: .partialRemoved, fields: ["TOSCA_PATH": p])
+            }
+            r.removedPartials.append(p)
+        }
+        if !catalog.orphans.isEmpty && !dryRun { try AtomicFile.makeDirectory(catalog.quarantineDirectory) }
+        for p in catalog.orphans {
+            let name = (p as NSString).lastPathComponent
+            var target = catalog.quarantineDirectory + "/" + name
+            var n = 2
+            while FileManager.default.fileExists(atPath: target) { target = catalog.quarantineDirectory + "/\(name).\(n)"; n += 1 }
+            if !dryRun {
+                guard rename(p, target) == 0 else { throw POSIXFailure(operation: "move \(p) to quarantine", code: errno) }
+                for suffix in ["-wal", "-shm", "-journal"] where FileManager.default.fileExists(atPath: p + suffix) {
+                    rename(p + suffix, target + suffix)
+                }
+                Journal.shared.log(.warning, "\(p) has no manifest, so it is not a backup: moved to \(target)", id: .quarantined,
+                                   fields: ["TOSCA_PATH": p, "TOSCA_QUARANTINE_PATH": target])
+            }
+            r.quarantined.append(target)
+        }
+        if !dryRun && !(r.removedPartials.isEmpty && r.quarantined.isEmpty) {
+            try AtomicFile.syncDirectory(catalog.backupsDirectory)
+        }
+        return r
+    }
+}
+
+/// `<data>/backups/.maint.lock` (D5): maintenance runs serialize on it, non-blocking.
+public func takeMaintenanceLock(dataDirectory: String) throws -> FileLock {
+    let dir = Catalog.backupsDirectory(of: dataDirectory)
+    do {
+        try AtomicFile.makeDirectory(dir)
+    } catch let e as POSIXFailure {
+        throw ToolFailure(e.code == ENOSPC ? .ioError : .cantCreate, "cannot create the backup folder: \(e)",
+                          hint: "make \(dir) writable by this user")
+    }
+    do {
+        return try FileLock(path: dir + "/.maint.lock")
+    } catch FileLockError.held(let path, let holder) {
+        throw ToolFailure(.tempFail, "another maintenance run holds \(path)\(holder.map { " (pid \($0))" } ?? "")",
+                          hint: "wait for it to finish and retry")
+    } catch FileLockError.cannotOpen(let path, let reason) {
+        throw ToolFailure(.cantCreate, "cannot create \(path): \(reason)", hint: "make \(dir) writable by this user")
+    }
+}

@@ -1,0 +1,120 @@
+import CSystemd
+import Foundation
+import ToscaCore
+
+/// One `MESSAGE_ID` per outcome (D9), so `journalctl MESSAGE_ID=...` finds every instance
+/// and the message catalog can explain each.
+public enum MessageID: String, Sendable, CaseIterable {
+    case backupPublished = "3d8c0492583d453a93621d333cac843f"
+    case backupFailed = "17de17d9b97d4da7991bc39d56f3b140"
+    case chainHeadRecorded = "ad9dea7ed302449fb541b3c9db435ccf"
+    case verifyPassed = "e16631f3a1de495b98628d30b49e775e"
+    case verifyFailed = "929757e87b744bfe8f54e280e5395032"
+    case liveCheckPassed = "981b2392b9674ec89694f454fb154e7d"
+    case tamperingDetected = "d029bac41bf34174b71cc4253ea98be9"
+    case quarantined = "fc3f5b91c9444003a9a7232ad6e98b98"
+    case partialRemoved = "5fa3728c5a31479e884b359fec2c20c0"
+    case pruneRemoved = "66636794cfe94e01bdbd9e13e95a87e9"
+    case statusReport = "056d45c46329465bb7d64b9150eb0a2f"
+}
+
+/// syslog priorities.
+public enum Priority: Int, Sendable {
+    case err = 3, warning = 4, notice = 5, info = 6, debug = 7
+}
+
+/// Where log lines go (D9): the journal through `sd_journal_sendv` under systemd, else
+/// human-readable lines on stderr. Never a key, never bound values.
+public final class Journal: @unchecked Sendable {
+    public static let shared = Journal()
+
+    /// Under systemd (a unit sets `INVOCATION_ID`; `JOURNAL_STREAM` when stderr is the journal).
+    public let underSystemd: Bool
+    /// Quiet: human lines suppressed (the structured journal entries still go out).
+    public var quiet = false
+    private let lock = NSLock()
+    /// Every entry logged by this process (tests, `--json` summaries).
+    public private(set) var entries: [(MessageID?, Priority, String)] = []
+
+    init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        underSystemd = environment["INVOCATION_ID"] != nil || environment["JOURNAL_STREAM"] != nil
+    }
+
+    /// Logs one entry; `fields` become journal fields (`TOSCA_*` upper-case names).
+    public func log(_ priority: Priority, _ message: String, id: MessageID? = nil, fields: [String: String] = [:]) {
+        lock.withLock { entries.append((id, priority, message)) }
+        if underSystemd {
+            var items = ["MESSAGE=\(message)", "PRIORITY=\(priority.rawValue)", "SYSLOG_IDENTIFIER=tosca-maint"]
+            if let id { items.append("MESSAGE_ID=\(id.rawValue)") }
+            for (k, v) in fields.sorted(by: { $0.key < $1.key }) { items.append("\(k)=\(v)") }
+            Self.send(items)
+        } else if !quiet {
+            let tag: String
+            switch priority {
+            case .err: tag = "error: "
+            case .warning: tag = "warning: "
+            default: tag = ""
+            }
+            FileHandle.standardError.write(Data("tosca-maint: \(tag)\(message)\n".utf8))
+        }
+    }
+
+    static func send(_ items: [String]) {
+        var buffers = items.map { Array($0.utf8) }
+        var iovecs: [iovec] = []
+        iovecs.reserveCapacity(buffers.count)
+        for i in buffers.indices {
+            buffers[i].withUnsafeMutableBytes { iovecs.append(iovec(iov_base: $0.baseAddress, iov_len: $0.count)) }
+        }
+        // The buffers outlive the call: they are held in `buffers` until after it.
+        _ = iovecs.withUnsafeBufferPointer { sd_journal_sendv($0.baseAddress, Int32($0.count)) }
+        withExtendedLifetime(buffers) {}
+    }
+
+    /// `sd_notify(STATUS=...)` (a no-op outside systemd).
+    public func status(_ text: String) {
+        guard ProcessInfo.processInfo.environment["NOTIFY_SOCKET"] != nil else { return }
+        _ = sd_notify(0, "STATUS=\(text)")
+    }
+
+    /// Asks systemd for more time for a long step (`EXTEND_TIMEOUT_USEC`).
+    public func extendTimeout(seconds: Int) {
+        guard ProcessInfo.processInfo.environment["NOTIFY_SOCKET"] != nil else { return }
+        _ = sd_notify(0, "EXTEND_TIMEOUT_USEC=\(seconds * 1_000_000)")
+    }
+}
+
+/// A progress bar on a terminal (stderr), `STATUS=` and timeout extension under systemd,
+/// nothing otherwise.
+public final class Progress: @unchecked Sendable {
+    let label: String
+    let isTerminal = isatty(2) == 1
+    var lastDraw: UInt64 = 0
+    var lastNotify: UInt64 = 0
+    var drawn = false
+
+    public init(_ label: String) { self.label = label }
+
+    /// Reports `done` of `total` units.
+    public func update(_ done: Int, of total: Int) {
+        let now = monotonicNanoseconds()
+        let pct = total > 0 ? min(100, done * 100 / total) : 0
+        if isTerminal && now &- lastDraw > 100_000_000 {
+            lastDraw = now
+            let width = 30, filled = width * pct / 100
+            let bar = String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled)
+            FileHandle.standardError.write(Data("\r\(label) [\(bar)] \(pct)%".utf8))
+            drawn = true
+        }
+        if now &- lastNotify > 2_000_000_000 {
+            lastNotify = now
+            Journal.shared.status("\(label): \(pct)%")
+            Journal.shared.extendTimeout(seconds: 60)
+        }
+    }
+
+    /// Clears the bar.
+    public func finish() {
+        if drawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+import ToscaCore
+
+/// Grandfather-father-son retention over backups (D6), and safety copies when named.
+public struct PrunePlan: Sendable {
+    public struct Item: Sendable {
+        public let entry: CatalogEntry
+        public let reason: String
+    }
+    public var remove: [Item] = []
+    public var keep: [Item] = []
+
+    /// Plans without touching anything. Days, weeks and months are local calendar ones.
+    public static func make(catalog: Catalog, keepDaily: Int, keepWeekly: Int, keepMonthly: Int,
+                            safetyCopiesOlderThanDays: Int?, now: UTCTime, timeZone: TimeZone = .current) -> PrunePlan {
+        var plan = PrunePlan()
+        var cal = Calendar(identifier: .iso8601)
+        cal.timeZone = timeZone
+        let newestVerified = catalog.newestVerifiedBackup?.name
+        var days: [String] = [], weeks: [String] = [], months: [String] = []
+        for e in catalog.backups.reversed() { // newest first
+            guard let created = e.created?.date else { plan.keep.append(Item(entry: e, reason: "creation time unreadable")); continue }
+            let c = cal.dateComponents([.year, .month, .day, .yearForWeekOfYear, .weekOfYear], from: created)
+            let day = "\(c.year!)-\(c.month!)-\(c.day!)", week = "\(c.yearForWeekOfYear!)-W\(c.weekOfYear!)", month = "\(c.year!)-\(c.month!)"
+            var reasons: [String] = []
+            if e.name == newestVerified { reasons.append("newest verified backup") }
+            if !days.contains(day) && days.count < keepDaily { days.append(day); reasons.append("daily \(days.count)/\(keepDaily)") }
+            if !weeks.contains(week) && weeks.count < keepWeekly { weeks.append(week); reasons.append("weekly \(weeks.count)/\(keepWeekly)") }
+            if !months.contains(month) && months.count < keepMonthly { months.append(month); reasons.append("monthly \(months.count)/\(keepMonthly)") }
+            if reasons.isEmpty {
+                plan.remove.append(Item(entry: e, reason: "beyond retention (\(keepDaily) daily, \(keepWeekly) weekly, \(keepMonthly) monthly)"))
+            } else {
+                plan.keep.append(Item(entry: e, reason: reasons.joined(separator: ", ")))
+            }
+        }
+        for e in catalog.entries where !e.isBackup {
+            guard let days = safetyCopiesOlderThanDays, let created = e.created else {
+                plan.keep.append(Item(entry: e, reason: "safety copy (pruned only with --safety-copies)"))
+                continue
+            }
+            let age = Double(now.seconds - created.seconds) / 86_400
+            if age > Double(days) {
+                plan.remove.append(Item(entry: e, reason: "\(e.kind?.rawValue ?? "safety") copy \(Int(age)) days old, older than \(days)"))
+            } else {
+                plan.keep.append(Item(entry: e, reason: "safety copy \(Int(age)) days old"))
+            }
+        }
+        return plan
+    }
+
+    /// Removes what the plan says: the database file first, then its manifest (a crash in
+    /// between leaves a manifest without a database, which the next prune removes).
+    public func apply(backupsDirectory: String) throws {
+        for item in remove {
+            if unlink(item.entry.path) != 0 && errno != ENOENT { throw POSIXFailure(operation: "remove \(item.entry.path)", code: errno) }
+            if unlink(item.entry.manifestPath) != 0 && errno != ENOENT { throw POSIXFailure(operation: "remove \(item.entry.manifestPath)", code: errno) }
+            Journal.shared.log(.info, "pruned \(item.entry.name): \(item.reason)", id: .pruneRemoved, fields: ["TOSCA_BACKUP_PATH": item.entry.path])
+        }
+        if !remove.isEmpty { try AtomicFile.syncDirectory(backupsDirectory) }
+    }
+}

@@ -1,0 +1,127 @@
+import Foundation
+import ToscaCore
+
+/// `tosca-maint status`: is there a fresh verified backup, and did the last check pass (D10).
+public struct StatusReport: Codable, Sendable {
+    public struct LastCheck: Codable, Sendable {
+        public let copy: String
+        public let level: String
+        public let timeUTC: String
+        public let result: String
+        public let problems: [String]
+        enum CodingKeys: String, CodingKey { case copy, level, result, problems; case timeUTC = "time_utc" }
+    }
+    public let dataDirectory: String
+    public let newestVerifiedBackup: String?
+    public let newestVerifiedCreatedUTC: String?
+    public let newestVerifiedAgeSeconds: Int64?
+    public let maxAgeHours: Double
+    public let lastCheck: LastCheck?
+    public let backupCount: Int
+    public let backupBytes: Int64
+    public let safetyCopyCount: Int
+    public let safetyCopyBytes: Int64
+    public let quarantinedCount: Int
+    public let freeBytes: Int64?
+    public let encrypted: Bool?
+    public let schemaVersion: Int?
+    public let schema: String?
+    public let verdict: String
+    public let exitCode: Int32
+
+    enum CodingKeys: String, CodingKey {
+        case schema, encrypted, verdict
+        case dataDirectory = "data_dir", newestVerifiedBackup = "newest_verified_backup", newestVerifiedCreatedUTC = "newest_verified_created_utc"
+        case newestVerifiedAgeSeconds = "newest_verified_age_seconds", maxAgeHours = "max_age_hours", lastCheck = "last_check"
+        case backupCount = "backup_count", backupBytes = "backup_bytes", safetyCopyCount = "safety_copy_count"
+        case safetyCopyBytes = "safety_copy_bytes", quarantinedCount = "quarantined_count", freeBytes = "free_bytes"
+        case schemaVersion = "schema_version", exitCode = "exit_code"
+    }
+
+    public static func make(dataDirectory: String, key: DatabaseKey?, maxAgeHours: Double, now: UTCTime = .now()) throws -> StatusReport {
+        let catalog = try Catalog.scan(dataDirectory: dataDirectory)
+        let newest = catalog.newestVerifiedBackup
+        let age = newest?.created.map { now.seconds - $0.seconds }
+        var last: (CatalogEntry, ManifestCheck)? = nil
+        for e in catalog.entries {
+            for c in e.manifest?.checks ?? [] where last == nil || c.timeUTC >= last!.1.timeUTC { last = (e, c) }
+        }
+        func size(_ e: CatalogEntry) -> Int64 {
+            ((try? FileManager.default.attributesOfItem(atPath: e.path)[.size]) as? NSNumber)?.int64Value ?? 0
+        }
+        var fs = statvfs()
+        let free: Int64? = statvfs(FileManager.default.fileExists(atPath: catalog.backupsDirectory) ? catalog.backupsDirectory : dataDirectory, &fs) == 0
+            ? Int64(fs.f_bavail) * Int64(fs.f_frsize) : nil
+        let dbPath = dataDirectory + "/tosca.db"
+        var encrypted: Bool? = nil, version: Int? = nil, schema: String? = nil
+        if FileManager.default.fileExists(atPath: dbPath) {
+            encrypted = try FileHeader.classify(path: dbPath) != .plaintext
+            if encrypted == false || key != nil, let db = try? Database(path: dbPath, options: .init(readOnly: true, key: key)),
+               let s = try? Migrator().status(db) {
+                version = s.version
+                schema = s.versionDescription
+            }
+        }
+        let verdict: String, code: Int32
+        if let last, !last.1.ok {
+            verdict = "the last check (\(last.1.level) of \(last.0.name) at \(last.1.timeUTC)) FAILED: \(last.1.problems.prefix(3).joined(separator: "; "))"
+            code = ExitStatus.dataError.rawValue
+        } else if newest == nil {
+            verdict = "no verified backup"
+            code = ExitStatus.unhealthy.rawValue
+        } else if let age, Double(age) > maxAgeHours * 3600 {
+            verdict = "the newest verified backup is \(String(format: "%.1f", Double(age) / 3600)) hours old, older than \(maxAgeHours)"
+            code = ExitStatus.unhealthy.rawValue
+        } else {
+            verdict = "ok"
+            code = 0
+        }
+        return StatusReport(
+            dataDirectory: dataDirectory, newestVerifiedBackup: newest?.name, newestVerifiedCreatedUTC: newest?.manifest?.facts.createdUTC,
+            newestVerifiedAgeSeconds: age, maxAgeHours: maxAgeHours,
+            lastCheck: last.map { LastCheck(copy: $0.0.name, level: $0.1.level, timeUTC: $0.1.timeUTC, result: $0.1.result, problems: $0.1.problems) },
+            backupCount: catalog.backups.count, backupBytes: catalog.backups.map(size).reduce(0, +),
+            safetyCopyCount: catalog.safetyCopies.count, safetyCopyBytes: catalog.safetyCopies.map(size).reduce(0, +),
+            quarantinedCount: catalog.quarantined.count, freeBytes: free, encrypted: encrypted, schemaVersion: version, schema: schema,
+            verdict: verdict, exitCode: code)
+    }
+
+    /// node_exporter textfile-collector format.
+    public var prometheus: String {
+        var lines: [String] = []
+        func metric(_ name: String, _ help: String, _ value: String?) {
+            guard let value else { return }
+            lines.append("# HELP \(name) \(help)")
+            lines.append("# TYPE \(name) gauge")
+            lines.append("\(name) \(value)")
+        }
+        metric("tosca_backup_newest_verified_age_seconds", "Age of the newest verified backup.", newestVerifiedAgeSeconds.map(String.init))
+        metric("tosca_backup_newest_verified_timestamp_seconds", "Creation time of the newest verified backup (Unix seconds).",
+               newestVerifiedCreatedUTC.flatMap { UTCTime(iso8601: $0) }.map { String($0.seconds) })
+        metric("tosca_backup_last_check_ok", "1 when the most recent check of any copy passed.", lastCheck.map { $0.result == "ok" ? "1" : "0" })
+        metric("tosca_backup_count", "Backups (daily and manual) in the catalog.", String(backupCount))
+        metric("tosca_backup_bytes", "Bytes used by backups.", String(backupBytes))
+        metric("tosca_safety_copy_count", "Safety copies in the catalog.", String(safetyCopyCount))
+        metric("tosca_safety_copy_bytes", "Bytes used by safety copies.", String(safetyCopyBytes))
+        metric("tosca_backup_quarantined_files", "Files in backups/quarantine.", String(quarantinedCount))
+        metric("tosca_backup_free_bytes", "Free bytes on the backup filesystem.", freeBytes.map(String.init))
+        metric("tosca_database_encrypted", "1 when the live database is encrypted.", encrypted.map { $0 ? "1" : "0" })
+        metric("tosca_database_schema_version", "Schema version of the live database.", schemaVersion.map(String.init))
+        metric("tosca_status_exit_code", "Exit code of tosca-maint status (0 ok, 1 unhealthy, 65 corruption).", String(exitCode))
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    public var text: String {
+        func mib(_ b: Int64) -> String { String(format: "%.1f MiB", Double(b) / 1_048_576) }
+        return """
+            Status        \(verdict)
+            Newest verified backup  \(newestVerifiedBackup.map { "\($0), \(String(format: "%.1f", Double(newestVerifiedAgeSeconds ?? 0) / 3600)) h old" } ?? "none")
+            Last check    \(lastCheck.map { "\($0.result) (\($0.level) of \($0.copy) at \($0.timeUTC))" } ?? "none")
+            Backups       \(backupCount), \(mib(backupBytes))
+            Safety copies \(safetyCopyCount), \(mib(safetyCopyBytes))\(quarantinedCount > 0 ? "\nQuarantined   \(quarantinedCount) file(s) in backups/quarantine" : "")
+            Free space    \(freeBytes.map(mib) ?? "unknown")
+            Database      \(encrypted.map { $0 ? "encrypted" : "plaintext" } ?? "missing"), schema \(schema ?? "unknown (give the key)")
+
+            """
+    }
+}

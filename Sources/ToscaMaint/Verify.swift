@@ -1,0 +1,177 @@
+import Foundation
+import ToscaCore
+
+/// What D12 steps 2 and 3 find in one database file.
+public struct Measurement: Sendable {
+    public var integrity: [String] = []
+    /// `PRAGMA cipher_integrity_check` rows (encrypted files only; empty = sound).
+    public var cipherIntegrity: [String] = []
+    public var chain: ChainVerification = .intact(head: nil, rows: 0)
+    public var rowCounts: [String: Int] = [:]
+    public var foreignKeyViolations = 0
+    public var pageSize = 0
+    public var pageCount = 0
+    public var schemaVersion = 0
+    public var schema = ""
+    public var hasChain = false
+
+    /// Reads everything from `path` over one read-only connection, in one read transaction.
+    public static func of(path: String, key: DatabaseKey?) throws -> Measurement {
+        let db = try Database(path: path, options: .init(readOnly: true, key: key))
+        var m = Measurement()
+        try db.execute("BEGIN")
+        defer { try? db.execute("COMMIT") }
+        m.integrity = try db.integrityCheck()
+        if key != nil { m.cipherIntegrity = try db.rows("PRAGMA cipher_integrity_check").map { $0.values.map(\.description).joined(separator: " ") } }
+        m.pageSize = try db.scalar("PRAGMA page_size")?.int ?? 0
+        m.pageCount = try db.scalar("PRAGMA page_count")?.int ?? 0
+        for t in try db.tableNames() { m.rowCounts[t] = try db.scalar("SELECT count(*) FROM \(quoteIdentifier(t))")?.int ?? 0 }
+        m.foreignKeyViolations = try db.rows("PRAGMA foreign_key_check").count
+        if let status = try? Migrator().status(db) {
+            m.schemaVersion = status.version
+            m.schema = status.versionDescription
+            m.hasChain = status.kind == .versioned && status.applied.contains { $0.id == "0006_safety_log_chain" }
+        } else {
+            m.schema = "unrecognised"
+        }
+        if m.hasChain { m.chain = try SafetyChain.verify(db) }
+        return m
+    }
+}
+
+/// D12 on published copies.
+public enum Verification {
+    /// The problems D12 finds in `entry` (empty: verified). Throws only when the copy
+    /// cannot be checked at all (an encrypted copy and no key, or the wrong key: 77).
+    public static func problems(of entry: CatalogEntry, key: DatabaseKey?) throws -> [String] {
+        guard let manifest = entry.manifest else {
+            return ["\(entry.name): \(entry.manifestError ?? "manifest missing")"]
+        }
+        let facts = manifest.facts
+        if facts.unverifiable == true { return [] }
+        var problems: [String] = []
+        // 1. The file.
+        if !entry.digestMatches { problems.append("manifest facts were changed after publication (digest does not match)") }
+        guard FileManager.default.fileExists(atPath: entry.path) else { return problems + ["database file is missing"] }
+        let (sha, size) = try FileDigest.sha256(path: entry.path)
+        if size != facts.sizeBytes { problems.append("size is \(size) bytes, manifest says \(facts.sizeBytes)") }
+        if sha != facts.sha256 { problems.append("SHA-256 differs from the manifest: the file changed after publication") }
+        // Keys: an encrypted copy opens only with the key it was made with.
+        let header = try FileHeader.classify(path: entry.path)
+        var useKey: DatabaseKey? = nil
+        if facts.encryption.isEncrypted {
+            guard let key else {
+                throw ToolFailure(.noPermission, "\(entry.name) is encrypted (key id \(facts.encryption.keyID ?? "?")): its key is needed to verify it",
+                                  hint: "pass --key-file with that key")
+            }
+            guard key.keyID == facts.encryption.keyID else {
+                throw ToolFailure(.noPermission, "\(entry.name) was made with key id \(facts.encryption.keyID ?? "?"), the key given has id \(key.keyID)",
+                                  hint: "pass --key-file with the key whose id is \(facts.encryption.keyID ?? "?")")
+            }
+            if header == .plaintext { problems.append("manifest says encrypted but the file is plaintext SQLite") }
+            useKey = key
+        } else if header != .plaintext {
+            problems.append("manifest says plaintext but the file is not plaintext SQLite")
+            return problems
+        }
+        // 2 and 3.
+        let m: Measurement
+        do { m = try Measurement.of(path: entry.path, key: useKey) } catch {
+            return problems + ["cannot be read as a database: \(error)"]
+        }
+        problems += compare(m, with: facts)
+        return problems
+    }
+
+    /// D12 steps 2-3 against facts.
+    public static func compare(_ m: Measurement, with facts: ManifestFacts) -> [String] {
+        var problems: [String] = []
+        if m.integrity != ["ok"] { problems.append("integrity_check: \(m.integrity.prefix(5).joined(separator: "; "))") }
+        if !m.cipherIntegrity.isEmpty { problems.append("cipher_integrity_check: \(m.cipherIntegrity.prefix(5).joined(separator: "; "))") }
+        if case .broken(let b) = m.chain { problems.append(b.description) }
+        if m.chain.head != facts.chainHead {
+            problems.append("safety-log head is \(m.chain.head.map(\.description) ?? "none"), manifest says \(facts.chainHead.map(\.description) ?? "none")")
+        }
+        if m.rowCounts != facts.rowCounts {
+            let diffs = Set(m.rowCounts.keys).union(facts.rowCounts.keys).sorted().compactMap { t -> String? in
+                m.rowCounts[t] == facts.rowCounts[t] ? nil : "\(t) \(m.rowCounts[t].map(String.init) ?? "absent") (manifest \(facts.rowCounts[t].map(String.init) ?? "absent"))"
+            }
+            problems.append("row counts differ: \(diffs.joined(separator: ", "))")
+        }
+        if m.foreignKeyViolations != facts.foreignKeyViolations {
+            problems.append("foreign_key_check finds \(m.foreignKeyViolations) violations, manifest says \(facts.foreignKeyViolations)")
+        }
+        return problems
+    }
+
+    /// Appends a check to a copy's manifest (the whole file rewritten atomically).
+    public static func record(_ check: ManifestCheck, for entry: CatalogEntry) throws {
+        guard var manifest = entry.manifest else { return }
+        manifest.checks.append(check)
+        try manifest.write(path: entry.manifestPath)
+    }
+}
+
+/// `verify --live`: the live database checked without blocking the recorder.
+public struct LiveCheck: Sendable {
+    public let quickCheck: [String]
+    public let chain: ChainVerification
+    /// The backup whose head the live chain must extend, and whether it does.
+    public let anchorName: String?
+    public let anchorProblem: String?
+
+    public var problems: [String] {
+        var p: [String] = []
+        if quickCheck != ["ok"] { p.append("quick_check: \(quickCheck.prefix(5).joined(separator: "; "))") }
+        if case .broken(let b) = chain { p.append("live \(b.description)") }
+        if let anchorProblem { p.append(anchorProblem) }
+        return p
+    }
+
+    /// The safety-log entry a restore writes names the copy it restored (`restored_from`).
+    static func lastRestore(_ db: Database) throws -> (seq: Int64, name: String)? {
+        guard let row = try db.rows("""
+            SELECT seq, details FROM safety_log WHERE event_type = 'maintenance' AND details LIKE '%"restored_from"%'
+            ORDER BY seq DESC LIMIT 1
+            """).first, let seq = row[0].int64, let details = row[1].string,
+              let json = try? JSONValue.parse(Data(details.utf8)), let name = json["restored_from"]?.stringValue else { return nil }
+        return (seq, name)
+    }
+
+    public static func run(dataDirectory: String, key: DatabaseKey?, catalog: Catalog) throws -> LiveCheck {
+        let db = try Database(path: dataDirectory + "/tosca.db", options: .init(readOnly: true, key: key))
+        try db.execute("BEGIN")
+        defer { try? db.execute("COMMIT") }
+        let quick = try db.integrityCheck(quick: true)
+        let status = try Migrator().status(db)
+        guard status.kind == .versioned else {
+            return LiveCheck(quickCheck: quick, chain: .intact(head: nil, rows: 0), anchorName: nil, anchorProblem: nil)
+        }
+        let chain = try SafetyChain.verify(db)
+        // The timeline: after a restore, the restored copy and backups made since; else
+        // the newest backup.
+        let verified = catalog.backups.filter { $0.isVerified && $0.manifest?.facts.chainHead != nil }
+        var anchor = verified.last
+        if let restore = try lastRestore(db) {
+            let restored = catalog.entries.first { $0.name == restore.name }
+            let restoreEntry = try db.rows("SELECT timestamp FROM safety_log WHERE seq = ?", [.integer(restore.seq)]).first?[0].string
+            let restoredAt = restoreEntry.flatMap { UTCTime(sqlDateTime: $0) }
+            let since = verified.filter { e in restoredAt.map { (e.created ?? UTCTime(seconds: 0, microseconds: 0)) > $0 } ?? false }
+            anchor = since.last ?? restored ?? anchor
+        }
+        var problem: String? = nil
+        if let anchor, let head = anchor.manifest?.facts.chainHead, chain.isIntact {
+            if case .broken(let b) = try SafetyChain.verify(db, anchor: head) {
+                problem = "live safety log does not extend the head of backup \(anchor.name) (\(head)): \(b.reason) (tampering)"
+            }
+        }
+        return LiveCheck(quickCheck: quick, chain: chain, anchorName: anchor?.name, anchorProblem: problem)
+    }
+}
+
+extension UTCTime {
+    /// Parses TOSCA's DATETIME text `YYYY-MM-DD HH:MM:SS[.ffffff]` as UTC.
+    public init?(sqlDateTime text: String) {
+        self.init(iso8601: text.replacingOccurrences(of: " ", with: "T") + "Z")
+    }
+}

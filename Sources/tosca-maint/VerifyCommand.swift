@@ -1,0 +1,134 @@
+import ArgumentParser
+import Foundation
+import ToscaCore
+import ToscaMaint
+
+struct VerifyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Verify published copies (ARCHITECTURE D12), or the live database with --live.",
+        discussion: """
+            For each copy: size and SHA-256 against its manifest and the manifest's digest; \
+            PRAGMA integrity_check (and cipher_integrity_check when encrypted); the safety-log \
+            chain from seq 1 and its head, the row counts and the foreign-key violation count \
+            against the manifest. The result is appended to the copy's manifest. With no copy \
+            named, the newest backup is verified.
+
+            --live checks the live database without blocking the recorder: quick_check, the \
+            chain from seq 1, and that the chain extends the head of the newest backup on its \
+            timeline (after a restore: the restored copy or a later backup). Anything else is \
+            reported as tampering.
+
+            Examples:
+              tosca-maint verify --latest
+              tosca-maint verify --all
+              tosca-maint verify /var/lib/tosca/backups/tosca_20261129.db
+              tosca-maint verify --live
+
+            Exit codes: 0 every copy holds, 65 a copy (or the live database) failed, each named, \
+            66 nothing to verify, 75 another maintenance run is going, 77 key missing or wrong.
+            """)
+
+    @OptionGroup var shared: SharedOptions
+
+    @Argument(help: "Copies to verify (database files in backups/, each with its manifest).")
+    var paths: [String] = []
+
+    @Flag(help: "Verify the newest backup (the default when nothing else is named).")
+    var latest = false
+
+    @Flag(help: "Verify every copy in the catalog.")
+    var all = false
+
+    @Flag(help: "Check the live database and that its safety log extends the newest backup's head.")
+    var live = false
+
+    func validate() throws {
+        if [!paths.isEmpty, latest, all].filter({ $0 }).count > 1 {
+            throw ValidationError("name copies, or --latest, or --all: one of them")
+        }
+    }
+
+    struct Outcome: Codable { let copy: String; let ok: Bool; let problems: [String] }
+
+    func run() throws {
+        try runReporting {
+            let data = shared.dataDirectory
+            let key = try shared.key()
+            let lock = try takeMaintenanceLock(dataDirectory: data)
+            defer { lock.unlock() }
+            let catalog = try Catalog.scan(dataDirectory: data)
+            var targets: [CatalogEntry] = []
+            if all {
+                targets = catalog.entries
+                for o in catalog.orphans { targets.append(CatalogEntry(name: (o as NSString).lastPathComponent, path: o, manifest: nil, digestMatches: false, manifestError: "no manifest: not a published copy")) }
+            } else if !paths.isEmpty {
+                for p in paths {
+                    let path = (p as NSString).standardizingPath
+                    guard FileManager.default.fileExists(atPath: path) || FileManager.default.fileExists(atPath: Manifest.path(for: path)) else {
+                        throw ToolFailure(.noInput, "no copy at \(p)", hint: "tosca-maint list")
+                    }
+                    if let e = catalog.entries.first(where: { $0.path == path || ($0.path as NSString).standardizingPath == path }) {
+                        targets.append(e)
+                    } else if FileManager.default.fileExists(atPath: Manifest.path(for: path)) {
+                        do {
+                            let (m, ok) = try Manifest.read(path: Manifest.path(for: path))
+                            targets.append(CatalogEntry(name: (path as NSString).lastPathComponent, path: path, manifest: m, digestMatches: ok, manifestError: nil))
+                        } catch {
+                            targets.append(CatalogEntry(name: (path as NSString).lastPathComponent, path: path, manifest: nil, digestMatches: false, manifestError: String(describing: error)))
+                        }
+                    } else {
+                        targets.append(CatalogEntry(name: (path as NSString).lastPathComponent, path: path, manifest: nil, digestMatches: false,
+                                                    manifestError: "manifest \(Manifest.path(for: path)) is missing: not a published copy"))
+                    }
+                }
+            } else if latest || !live {
+                guard let newest = catalog.backups.last else {
+                    throw ToolFailure(.noInput, "no backups in \(catalog.backupsDirectory)", hint: "tosca-maint backup")
+                }
+                targets = [newest]
+            }
+            var outcomes: [Outcome] = []
+            for t in targets {
+                if t.manifest?.facts.unverifiable == true {
+                    outcomes.append(Outcome(copy: t.name, ok: true, problems: ["unverifiable raw safety copy, kept for forensics"]))
+                    continue
+                }
+                let problems = try Verification.problems(of: t, key: key)
+                if t.manifest != nil { try Verification.record(ManifestCheck(level: "verify", ok: problems.isEmpty, problems: problems), for: t) }
+                if problems.isEmpty {
+                    Journal.shared.log(.info, "verified \(t.path)", id: .verifyPassed, fields: ["TOSCA_BACKUP_PATH": t.path])
+                } else {
+                    Journal.shared.log(.err, "verification of \(t.path) FAILED: \(problems.joined(separator: "; "))", id: .verifyFailed, fields: ["TOSCA_BACKUP_PATH": t.path])
+                }
+                outcomes.append(Outcome(copy: t.name, ok: problems.isEmpty, problems: problems))
+            }
+            if live {
+                let check = try LiveCheck.run(dataDirectory: data, key: key, catalog: catalog)
+                let problems = check.problems
+                if problems.isEmpty {
+                    Journal.shared.log(.info, "live database verified\(check.anchorName.map { "; its safety log extends backup \($0)" } ?? "")",
+                                       id: .liveCheckPassed, fields: ["TOSCA_DATABASE": data + "/tosca.db"])
+                } else {
+                    Journal.shared.log(.err, "live database check FAILED (possible tampering): \(problems.joined(separator: "; "))",
+                                       id: .tamperingDetected, fields: ["TOSCA_DATABASE": data + "/tosca.db"])
+                }
+                outcomes.append(Outcome(copy: "live tosca.db" + (check.anchorName.map { " (anchored on \($0))" } ?? ""), ok: problems.isEmpty, problems: problems))
+            }
+            if shared.json {
+                try printJSON(outcomes)
+            } else {
+                for o in outcomes {
+                    print(o.ok ? "ok      \(o.copy)\(o.problems.isEmpty ? "" : " (\(o.problems.joined(separator: "; ")))")" : "FAILED  \(o.copy)")
+                    if !o.ok { for p in o.problems { print("        \(p)") } }
+                }
+            }
+            let failed = outcomes.filter { !$0.ok }
+            if !failed.isEmpty {
+                throw ToolFailure(.dataError, "verification failed for \(failed.map(\.copy).joined(separator: ", "))",
+                                  hint: "see Runbooks; restore from a copy that verifies (tosca-maint list)")
+            }
+            return 0
+        }
+    }
+}
