@@ -41,7 +41,8 @@ public struct StatusReport: Codable, Sendable {
     public static func make(dataDirectory: String, key: DatabaseKey?, maxAgeHours: Double, now: UTCTime = .now()) throws -> StatusReport {
         let catalog = try Catalog.scan(dataDirectory: dataDirectory)
         let newest = catalog.newestVerifiedBackup
-        let age = newest?.created.map { now.seconds - $0.seconds }
+        let preciseAge = newest?.created.map { Double(now.seconds - $0.seconds) + Double(now.microseconds - $0.microseconds) / 1e6 }
+        let age = preciseAge.map { Int64($0.rounded(.down)) }
         var last: (CatalogEntry, ManifestCheck)? = nil
         for e in catalog.entries {
             for c in e.manifest?.checks ?? [] where last == nil || c.timeUTC >= last!.1.timeUTC { last = (e, c) }
@@ -69,8 +70,8 @@ public struct StatusReport: Codable, Sendable {
         } else if newest == nil {
             verdict = "no verified backup"
             code = ExitStatus.unhealthy.rawValue
-        } else if let age, Double(age) > maxAgeHours * 3600 {
-            verdict = "the newest verified backup is \(String(format: "%.1f", Double(age) / 3600)) hours old, older than \(maxAgeHours)"
+        } else if let preciseAge, preciseAge > maxAgeHours * 3600 {
+            verdict = "the newest verified backup is \(String(format: "%.1f", preciseAge / 3600)) hours old, older than \(maxAgeHours)"
             code = ExitStatus.unhealthy.rawValue
         } else {
             verdict = "ok"

@@ -190,3 +190,46 @@ public func makeLegacyDatabase(at path: String, orphans: Bool = false) throws {
     let r = try run(which("sqlite3") ?? "/usr/bin/sqlite3", ["-batch", "-bail", path], stdin: sql)
     guard r.status == 0 else { throw OracleError(message: "making legacy database failed: \(r.stderr)") }
 }
+
+/// Runs `tosca-maint` with arguments.
+@discardableResult
+public func maint(_ args: [String], environment: [String: String]? = nil) throws -> ProcessResult {
+    try run(executable("tosca-maint"), args, environment: environment)
+}
+
+/// A data folder with simulated sessions, recorded by the real `tosca-sim`.
+public func simulatedData(_ data: String, sessions: Int = 2, keyFile: String? = nil) throws {
+    var args = ["--data-dir", data, "--sessions", "\(sessions)", "--duration", "0.2", "--sample-rate", "200", "--event-rate", "100", "--seed", "3"]
+    if let keyFile { args += ["--key-file", keyFile] }
+    let r = try run(executable("tosca-sim"), args)
+    guard r.status == 0 else { throw OracleError(message: "tosca-sim failed: \(r.output)") }
+}
+
+/// Files in a folder (names), sorted; empty when it does not exist.
+public func listing(_ dir: String) -> [String] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted()
+}
+
+/// Flips one byte of a file at `offset`.
+public func flipByte(_ path: String, at offset: UInt64) throws {
+    let h = try requireValue(FileHandle(forUpdatingAtPath: path))
+    try h.seek(toOffset: offset)
+    let b = try h.read(upToCount: 1) ?? Data([0])
+    try h.seek(toOffset: offset)
+    h.write(Data([b[0] ^ 0xFF]))
+    try h.close()
+}
+
+func requireValue<T>(_ v: T?) throws -> T { guard let v else { throw OracleError(message: "unexpected nil") }; return v }
+
+/// Grows a current database with `events` treatment events through the stock sqlite3 CLI.
+public func growDatabase(_ db: String, events: Int) throws {
+    try sqlite3Value(db, """
+        PRAGMA journal_mode = WAL;
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < \(events))
+        INSERT INTO treatment_events (session_id, timestamp, time_offset_ms, event_type, laser_power_commanded_watts,
+          laser_power_actual_watts, photodiode_voltage_v, interlock_status, event_details)
+        SELECT (SELECT MIN(session_id) FROM sessions), '2026-01-01 00:00:00.000000', i, 'power_reading', 1.5, 1.5, 1.2,
+               '{"door":"closed","estop":"armed"}', '{"pad":"' || hex(randomblob(64)) || '"}' FROM n;
+        """)
+}
