@@ -12,6 +12,18 @@ echo
 echo "== tosca-maint inspect --data-dir $DATA"
 "$BIN/tosca-maint" inspect --data-dir "$DATA"
 echo
+echo "== tosca-maint backup --data-dir $DATA   (hot backup, verified, then published)"
+"$BIN/tosca-maint" backup --data-dir "$DATA"
+echo
+echo "== tosca-maint verify --latest --live"
+"$BIN/tosca-maint" verify --data-dir "$DATA" --latest --live
+echo
+echo "== tosca-maint list"
+"$BIN/tosca-maint" list --data-dir "$DATA"
+echo
+echo "== tosca-maint status"
+"$BIN/tosca-maint" status --data-dir "$DATA"
+echo
 echo "== the stock sqlite3 CLI reads the same file (plaintext database)"
 sqlite3 -readonly "$DATA/tosca.db" "SELECT session_id, status, start_time, session_folder_path FROM sessions ORDER BY session_id DESC LIMIT 3;" 2>/dev/null \
   || echo "(encrypted database: sqlite3 cannot read it)"

@@ -7,6 +7,14 @@ import ToscaMaint
 struct ToscaBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tosca-bench",
+        abstract: "Benchmarks that print ratios against baselines run side by side.",
+        subcommands: [RecorderBench.self, BackupBench.self],
+        defaultSubcommand: RecorderBench.self)
+}
+
+struct RecorderBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "recorder",
         abstract: "Benchmark the recorder against the stock sqlite3 CLI and raw write(2), in one run.",
         discussion: """
             Prints rates and ratios (ours / baseline, by rate: above 1 means faster than the \
@@ -177,7 +185,9 @@ struct ToscaBench: ParsableCommand {
         return (jsonl, rawSeconds, bytes.count)
     }
 
-    func shell(_ exe: String, _ args: [String]) throws -> String {
+}
+
+func shell(_ exe: String, _ args: [String]) throws -> String {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: exe)
         p.arguments = args
@@ -187,18 +197,17 @@ struct ToscaBench: ParsableCommand {
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-    }
+}
 
-    func filesystemType(_ path: String) throws -> String {
-        (try? shell("/usr/bin/stat", ["-f", "-c", "%T", path])) ?? "unknown filesystem"
-    }
+func filesystemType(_ path: String) throws -> String {
+    (try? shell("/usr/bin/stat", ["-f", "-c", "%T", path])) ?? "unknown filesystem"
+}
 
-    func which(_ name: String) -> String? {
-        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
-            return "\(dir)/\(name)"
-        }
-        return nil
+func which(_ name: String) -> String? {
+    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
+        return "\(dir)/\(name)"
     }
+    return nil
 }
 
 ToscaBench.main()

@@ -55,6 +55,9 @@ struct ToscaSim: ParsableCommand {
     @Flag(name: .long, help: "Print the summary as JSON.")
     var json = false
 
+    @Option(name: .long, help: ArgumentHelp("Write commit latencies (p50, p99, max; JSON) to this file at exit (benchmarks).", visibility: .hidden))
+    var latencyReport: String?
+
     func validate() throws {
         guard sessions >= 1 else { throw ValidationError("--sessions must be at least 1") }
         guard duration > 0, duration.isFinite else { throw ValidationError("--duration must be a positive number of seconds") }
@@ -70,7 +73,10 @@ struct ToscaSim: ParsableCommand {
         do {
             let key = try KeySource.resolve(keyFile: keyFile)
             let allowReal = self.allowReal
-            let recorder = try Recorder(dataDirectory: dataDirectory, options: RecorderOptions(key: key)) { db, isNew in
+            var options = RecorderOptions(key: key)
+            let latencies = LatencyLog()
+            if latencyReport != nil { options.commitObserver = { ns, _ in latencies.add(ns) } }
+            let recorder = try Recorder(dataDirectory: dataDirectory, options: options) { db, isNew in
                 if isNew {
                     try db.execute("""
                         INSERT INTO system_config (config_key, config_value, config_type, description)
@@ -101,6 +107,7 @@ struct ToscaSim: ParsableCommand {
                 }
             }
             try recorder.close()
+            if let latencyReport { try latencies.write(to: latencyReport) }
             if json {
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -109,6 +116,19 @@ struct ToscaSim: ParsableCommand {
         } catch {
             throw ExitCode(report(error, program: "tosca-sim"))
         }
+    }
+}
+
+/// Commit durations, for `--latency-report`.
+final class LatencyLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var values: [UInt64] = []
+    func add(_ ns: UInt64) { lock.withLock { values.append(ns) } }
+    func write(to path: String) throws {
+        let sorted = lock.withLock { values.sorted() }
+        func pct(_ p: Double) -> Double { sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1e6 }
+        let text = "{\"commits\":\(sorted.count),\"p50_ms\":\(pct(0.5)),\"p99_ms\":\(pct(0.99)),\"max_ms\":\(Double(sorted.last ?? 0) / 1e6)}\n"
+        try AtomicFile.write(Array(text.utf8), to: path)
     }
 }
 
