@@ -23,8 +23,9 @@ let package = Package(
                        providers: [.apt(["libarchive-dev"])]),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd",
                        providers: [.apt(["libsystemd-dev"])]),
+        .systemLibrary(name: "CLinux"),
         .target(name: "ToscaCore", dependencies: [
-            "CSQLCipher",
+            "CSQLCipher", "CLinux",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "ToscaMaint", dependencies: [

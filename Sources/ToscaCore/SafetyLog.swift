@@ -95,8 +95,28 @@ public enum SafetyChain {
 
     static let zeroHash = [UInt8](repeating: 0, count: 32)
 
+    /// A value as the encoding sees it: TEXT as the stored bytes, so that a row holding
+    /// invalid UTF-8 hashes what is on disk, not a repaired string.
+    public enum ChainValue: Sendable, Equatable {
+        case null, integer(Int64), real(Double), text([UInt8]), blob([UInt8])
+        public init(_ v: SQLValue) {
+            switch v {
+            case .null: self = .null
+            case .integer(let i): self = .integer(i)
+            case .real(let d): self = .real(d)
+            case .text(let s): self = .text(Array(s.utf8))
+            case .blob(let b): self = .blob(b)
+            }
+        }
+    }
+
     /// The bytes that are hashed for one row.
     public static func encode(prevHash: [UInt8], values: [SQLValue]) -> [UInt8] {
+        encode(prevHash: prevHash, chainValues: values.map(ChainValue.init))
+    }
+
+    /// The bytes that are hashed for one row.
+    public static func encode(prevHash: [UInt8], chainValues values: [ChainValue]) -> [UInt8] {
         var out: [UInt8] = [formatByte]
         out.reserveCapacity(256)
         out += prevHash
@@ -107,7 +127,7 @@ public enum SafetyChain {
             case .null: out.append(0)
             case .integer(let v): out.append(1); be64(UInt64(bitPattern: v))
             case .real(let v): out.append(2); be64(v.bitPattern)
-            case .text(let s): out.append(3); let b = Array(s.utf8); be32(b.count); out += b
+            case .text(let b): out.append(3); be32(b.count); out += b
             case .blob(let b): out.append(4); be32(b.count); out += b
             }
         }
@@ -117,6 +137,18 @@ public enum SafetyChain {
     /// `row_hash` for one row.
     public static func rowHash(prevHash: [UInt8], values: [SQLValue]) -> [UInt8] {
         sha256(encode(prevHash: prevHash, values: values))
+    }
+
+    static func rowHash(prevHash: [UInt8], chainValues: [ChainValue]) -> [UInt8] {
+        sha256(encode(prevHash: prevHash, chainValues: chainValues))
+    }
+
+    /// Column `i` of the current row as the encoding sees it.
+    static func chainValue(_ stmt: Statement, _ i: Int32) -> ChainValue {
+        switch stmt.column(i) {
+        case .text: return .text(stmt.rawText(i))
+        case let v: return ChainValue(v)
+        }
     }
 
     static var selectHashed: String {
@@ -145,10 +177,10 @@ public enum SafetyChain {
         var prev = zeroHash
         var anchorSeen = false
         while try stmt.step() {
-            var values: [SQLValue] = []
+            var values: [ChainValue] = []
             values.reserveCapacity(Int(n))
-            for i in 0..<n { values.append(stmt.column(i)) }
-            let logID = values[0].int64
+            for i in 0..<n { values.append(chainValue(stmt, i)) }
+            let logID: Int64? = { if case .integer(let v) = values[0] { return v } else { return nil } }()
             guard case .integer(let seq) = values[Int(seqIndex)] else {
                 return .broken(ChainBreak(seq: nil, logID: logID, reason: "row has no chain position (seq is NULL): inserted outside the chain"))
             }
@@ -163,7 +195,7 @@ public enum SafetyChain {
                 return .broken(ChainBreak(seq: seq, logID: logID,
                                           reason: "prev_hash does not match the row_hash of seq \(seq - 1): rows inserted, deleted or reordered"))
             }
-            let computed = rowHash(prevHash: prev, values: values)
+            let computed = rowHash(prevHash: prev, chainValues: values)
             guard case .blob(let stored) = stmt.column(n + 1), stored == computed else {
                 return .broken(ChainBreak(seq: seq, logID: logID, reason: "row_hash does not match the row's contents: row edited, or its hash forged wrongly"))
             }
@@ -199,7 +231,18 @@ public enum SafetyChain {
         let seq = (last?[0].int64 ?? 0) + 1
         let prev = last?[1].bytes ?? zeroHash
         let logID = (try db.scalar("SELECT COALESCE(MAX(log_id), 0) + 1 FROM safety_log")?.int64) ?? 1
-        // Values exactly as SQLite will store them in these columns (see verify's read-back).
+        // SQLite stores NaN as NULL and -0.0 as 0.0: store what it will keep, and keep a
+        // non-finite reading (a disconnected sensor) in `details` so it is not lost.
+        var entry = entry
+        if let v = entry.photodiodeVoltage {
+            if !v.isFinite {
+                entry.photodiodeVoltage = nil
+                entry.details = mergeDetail(entry.details, key: "photodiode_voltage_v_raw", value: String(describing: v))
+            } else if v == 0 {
+                entry.photodiodeVoltage = 0.0
+            }
+        }
+        // Values exactly as SQLite will store them in these columns (see the read-back below).
         let values: [SQLValue] = [
             .integer(logID), .text(entry.timestamp.sqlDateTime), entry.sessionID.sqlValue, entry.techID.sqlValue,
             .text(entry.eventType), .text(entry.severity.rawValue), .text(entry.description),
@@ -217,23 +260,43 @@ public enum SafetyChain {
         try stored.bind([.integer(logID)])
         defer { stored.reset() }
         guard try stored.step() else { throw SQLiteError(code: 1, message: "safety_log row \(logID) vanished after insert") }
-        let readBack = (0..<Int32(hashedColumns.count)).map { stored.column($0) }
-        guard rowHash(prevHash: prev, values: readBack) == hash else {
+        let readBack = (0..<Int32(hashedColumns.count)).map { chainValue(stored, $0) }
+        guard rowHash(prevHash: prev, chainValues: readBack) == hash else {
             throw SQLiteError(code: 1, message: "safety_log row \(logID) would not verify after storage; not written")
         }
         return ChainHead(seq: seq, hash: hexString(hash))
     }
 
+    /// Adds `"key":"value"` to a JSON object text (or makes one).
+    static func mergeDetail(_ details: String?, key: String, value: String) -> String {
+        let pair = "\"\(key)\":\"\(value)\""
+        guard let d = details?.trimmingCharacters(in: .whitespaces), d.hasPrefix("{") else {
+            return details.map { "{\(pair),\"details\":\(jsonQuoted($0))}" } ?? "{\(pair)}"
+        }
+        let rest = d.dropFirst().trimmingCharacters(in: .whitespaces)
+        return rest.hasPrefix("}") ? "{\(pair)}" : "{\(pair)," + rest
+    }
+
+    static func jsonQuoted(_ s: String) -> String {
+        String(decoding: SampleStream.jsonString(s), as: UTF8.self)
+    }
+
     /// Migration step: gives every existing row, in `log_id` order, its `seq`,
     /// `prev_hash` and `row_hash`.
     static func backfill(_ db: Database) throws {
-        let rows = try db.rows("SELECT \(hashedColumns.filter { $0 != "seq" }.map(quoteIdentifier).joined(separator: ", ")) FROM safety_log ORDER BY log_id")
+        let cols = hashedColumns.filter { $0 != "seq" }
+        let select = try db.prepare("SELECT \(cols.map(quoteIdentifier).joined(separator: ", ")) FROM safety_log ORDER BY log_id")
+        try select.bind([])
+        var rows: [[ChainValue]] = []
+        while try select.step() { rows.append((0..<Int32(cols.count)).map { chainValue(select, $0) }) }
+        select.reset()
         let update = try db.prepare("UPDATE safety_log SET seq = ?, prev_hash = ?, row_hash = ? WHERE log_id = ?")
         var prev = zeroHash
         for (i, row) in rows.enumerated() {
             let seq = Int64(i + 1)
-            let hash = rowHash(prevHash: prev, values: row.values + [.integer(seq)])
-            try update.execute([.integer(seq), .blob(prev), .blob(hash), row[0]])
+            let hash = rowHash(prevHash: prev, chainValues: row + [.integer(seq)])
+            guard case .integer(let logID) = row[0] else { throw SQLiteError(code: 1, message: "safety_log row without log_id") }
+            try update.execute([.integer(seq), .blob(prev), .blob(hash), .integer(logID)])
             prev = hash
         }
     }

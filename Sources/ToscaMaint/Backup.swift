@@ -79,7 +79,7 @@ public struct CopyJob: Sendable {
         }
         // Verify the copy (D12 steps 2-3) and measure its facts, hashing in parallel.
         Journal.shared.status("verifying \(name)")
-        let (measurement, digest) = try measureAndHash(partial)
+        let (measurement, digest) = try Measurement.withDigest(path: partial, key: key)
         var problems: [String] = []
         if measurement.integrity != ["ok"] { problems.append("integrity_check: \(measurement.integrity.prefix(5).joined(separator: "; "))") }
         if !measurement.cipherIntegrity.isEmpty { problems.append("cipher_integrity_check: \(measurement.cipherIntegrity.prefix(5).joined(separator: "; "))") }
@@ -128,14 +128,4 @@ public struct CopyJob: Sendable {
         return PublishedCopy(path: finalPath, manifest: manifest)
     }
 
-    /// D12 steps 2-3 on one thread while the other hashes the file (two cores).
-    func measureAndHash(_ path: String) throws -> (Measurement, (hex: String, size: Int64)) {
-        final class Box: @unchecked Sendable { var result: Result<(hex: String, size: Int64), any Error>? }
-        let box = Box()
-        let group = DispatchGroup()
-        DispatchQueue.global().async(group: group) { box.result = Result { try FileDigest.sha256(path: path) } }
-        let m = Result { try Measurement.of(path: path, key: key) }
-        group.wait()
-        return (try m.get(), try box.result!.get())
-    }
 }

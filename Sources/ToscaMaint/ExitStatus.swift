@@ -64,10 +64,13 @@ public func classify(_ error: any Error) -> ToolFailure {
     case let e as SQLiteError:
         switch e.primaryCode {
         case 11, 26: return ToolFailure(.dataError, "database is damaged: \(e.description)", hint: "restore it from a verified backup")
+        case 19: return ToolFailure(.dataError, "a row was refused: \(e.description)")
         case 13, 10: return ToolFailure(.ioError, e.description)
         case 5, 6: return ToolFailure(.tempFail, e.description, hint: "retry later")
-        case 14: return ToolFailure(.noInput, e.description)
+        // D11: a WAL database cannot be opened without write access to its folder (-shm).
+        case 14: return ToolFailure(.cantCreate, e.description, hint: "maintenance needs write access to the data folder")
         case 3, 8, 23: return ToolFailure(.cantCreate, e.description)
+        case 1: return ToolFailure(.dataError, e.description)
         default: return ToolFailure(.ioError, e.description)
         }
     case let e as POSIXFailure:

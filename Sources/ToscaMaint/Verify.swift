@@ -15,18 +15,46 @@ public struct Measurement: Sendable {
     public var schema = ""
     public var hasChain = false
 
-    /// Reads everything from `path` over one read-only connection, in one read transaction.
-    public static func of(path: String, key: DatabaseKey?) throws -> Measurement {
+    /// Measures `path` and hashes it, on two threads (two cores): one connection runs
+    /// `integrity_check`, the row counts and the chain; the other thread hashes the file,
+    /// then runs `cipher_integrity_check` and `foreign_key_check` on a second connection.
+    public static func withDigest(path: String, key: DatabaseKey?) throws -> (Measurement, (hex: String, size: Int64)) {
+        final class Box: @unchecked Sendable {
+            var digest: Result<(hex: String, size: Int64), any Error>?
+            var side: Result<(cipher: [String], fk: Int), any Error>?
+        }
+        let box = Box()
+        let group = DispatchGroup()
+        DispatchQueue.global().async(group: group) {
+            box.digest = Result { try FileDigest.sha256(path: path) }
+            box.side = Result {
+                let db = try Database(path: path, options: .init(readOnly: true, key: key))
+                let cipher = key == nil ? [] : try db.rows("PRAGMA cipher_integrity_check").map { $0.values.map(\.description).joined(separator: " ") }
+                return (cipher, try db.rows("PRAGMA foreign_key_check").count)
+            }
+        }
+        let main = Result { try Measurement.of(path: path, key: key, sideChecks: false) }
+        group.wait()
+        var m = try main.get()
+        let side = try box.side!.get()
+        m.cipherIntegrity = side.cipher
+        m.foreignKeyViolations = side.fk
+        return (m, try box.digest!.get())
+    }
+
+    /// Reads everything from `path` over one read-only connection, in one read transaction
+    /// (`sideChecks: false` leaves out `cipher_integrity_check` and `foreign_key_check`).
+    public static func of(path: String, key: DatabaseKey?, sideChecks: Bool = true) throws -> Measurement {
         let db = try Database(path: path, options: .init(readOnly: true, key: key))
         var m = Measurement()
         try db.execute("BEGIN")
         defer { try? db.execute("COMMIT") }
         m.integrity = try db.integrityCheck()
-        if key != nil { m.cipherIntegrity = try db.rows("PRAGMA cipher_integrity_check").map { $0.values.map(\.description).joined(separator: " ") } }
+        if key != nil && sideChecks { m.cipherIntegrity = try db.rows("PRAGMA cipher_integrity_check").map { $0.values.map(\.description).joined(separator: " ") } }
         m.pageSize = try db.scalar("PRAGMA page_size")?.int ?? 0
         m.pageCount = try db.scalar("PRAGMA page_count")?.int ?? 0
         for t in try db.tableNames() { m.rowCounts[t] = try db.scalar("SELECT count(*) FROM \(quoteIdentifier(t))")?.int ?? 0 }
-        m.foreignKeyViolations = try db.rows("PRAGMA foreign_key_check").count
+        if sideChecks { m.foreignKeyViolations = try db.rows("PRAGMA foreign_key_check").count }
         if let status = try? Migrator().status(db) {
             m.schemaVersion = status.version
             m.schema = status.versionDescription
@@ -53,10 +81,8 @@ public enum Verification {
         // 1. The file.
         if !entry.digestMatches { problems.append("manifest facts were changed after publication (digest does not match)") }
         guard FileManager.default.fileExists(atPath: entry.path) else { return problems + ["database file is missing"] }
-        let (sha, size) = try FileDigest.sha256(path: entry.path)
-        if size != facts.sizeBytes { problems.append("size is \(size) bytes, manifest says \(facts.sizeBytes)") }
-        if sha != facts.sha256 { problems.append("SHA-256 differs from the manifest: the file changed after publication") }
-        // Keys: an encrypted copy opens only with the key it was made with.
+        // Hash and measure together (two threads); a file that will not open still gets hashed.
+        let measured: Result<(Measurement, (hex: String, size: Int64)), any Error>
         let header = try FileHeader.classify(path: entry.path)
         var useKey: DatabaseKey? = nil
         if facts.encryption.isEncrypted {
@@ -72,12 +98,20 @@ public enum Verification {
             useKey = key
         } else if header != .plaintext {
             problems.append("manifest says plaintext but the file is not plaintext SQLite")
-            return problems
         }
+        measured = Result { try Measurement.withDigest(path: entry.path, key: useKey) }
+        let (sha, size): (String, Int64)
+        switch measured {
+        case .success(let (_, d)): (sha, size) = (d.hex, d.size)
+        case .failure: (sha, size) = try FileDigest.sha256(path: entry.path)
+        }
+        if size != facts.sizeBytes { problems.append("size is \(size) bytes, manifest says \(facts.sizeBytes)") }
+        if sha != facts.sha256 { problems.append("SHA-256 differs from the manifest: the file changed after publication") }
         // 2 and 3.
         let m: Measurement
-        do { m = try Measurement.of(path: entry.path, key: useKey) } catch {
-            return problems + ["cannot be read as a database: \(error)"]
+        switch measured {
+        case .success(let (measurement, _)): m = measurement
+        case .failure(let error): return problems + ["cannot be read as a database: \(error)"]
         }
         problems += compare(m, with: facts)
         return problems
@@ -152,12 +186,16 @@ public struct LiveCheck: Sendable {
         // the newest backup.
         let verified = catalog.backups.filter { $0.isVerified && $0.manifest?.facts.chainHead != nil }
         var anchor = verified.last
-        if let restore = try lastRestore(db) {
-            let restored = catalog.entries.first { $0.name == restore.name }
-            let restoreEntry = try db.rows("SELECT timestamp FROM safety_log WHERE seq = ?", [.integer(restore.seq)]).first?[0].string
-            let restoredAt = restoreEntry.flatMap { UTCTime(sqlDateTime: $0) }
-            let since = verified.filter { e in restoredAt.map { (e.created ?? UTCTime(seconds: 0, microseconds: 0)) > $0 } ?? false }
-            anchor = since.last ?? restored ?? anchor
+        // A restore entry counts only when the catalog confirms it: the restored copy is
+        // there and a pre-restore safety copy was made after that copy and before the
+        // entry (the chain has no secret, so an appended entry alone proves nothing).
+        if let restore = try lastRestore(db),
+           let restored = catalog.entries.first(where: { $0.name == restore.name }), let restoredCreated = restored.created,
+           let stamp = try db.rows("SELECT timestamp FROM safety_log WHERE seq = ?", [.integer(restore.seq)]).first?[0].string,
+           let restoredAt = UTCTime(sqlDateTime: stamp), restoredAt <= UTCTime.now(),
+           catalog.entries.contains(where: { $0.kind == .preRestore && ($0.created.map { $0 >= restoredCreated && $0 <= restoredAt } ?? false) }) {
+            let since = verified.filter { ($0.created ?? UTCTime(seconds: 0, microseconds: 0)) > restoredAt }
+            anchor = since.last ?? restored
         }
         var problem: String? = nil
         if let anchor, let head = anchor.manifest?.facts.chainHead, chain.isIntact {

@@ -129,9 +129,9 @@ struct BackupBench: ParsableCommand {
         let target = Int64(sizeMib) * 1_048_576
         if fileSize(db) >= target * 95 / 100 { return }
         try? FileManager.default.removeItem(atPath: data)
-        let rec = try Recorder(dataDirectory: data) { db, isNew in
-            if isNew { try db.execute("INSERT INTO system_config (config_key, config_value, config_type) VALUES ('data_origin', 'simulated', 'text')") }
-        }
+        var options = RecorderOptions()
+        options.initialConfig = ["data_origin": "simulated"]
+        let rec = try Recorder(dataDirectory: data, options: options)
         let tech = try rec.addTechnician(username: "bench", fullName: "Bench")
         let subject = try rec.addSubject(code: "BENCH", createdByTechID: tech)
         let s = try rec.startSession(subjectID: subject, techID: tech, protocolID: nil)

@@ -15,7 +15,20 @@ struct SharedOptions: ParsableArguments {
     var json = false
 
     var dataDirectory: String { resolveDataDirectory(dataDir) }
-    func key() throws -> DatabaseKey? { try KeySource.resolve(keyFile: keyFile) }
+    /// The key: `--key-file`, else the `tosca-db-key` credential. A credential handed to a
+    /// unit on a device whose database is still plaintext (before the cutover) is set
+    /// aside with a notice; an explicit `--key-file` for a plaintext database is an error.
+    func key() throws -> DatabaseKey? {
+        if keyFile == nil, let key = try KeySource.resolve(keyFile: nil) {
+            let db = dataDirectory + "/tosca.db"
+            if (try? FileHeader.classify(path: db)) == .plaintext {
+                Journal.shared.log(.notice, "\(db) is plaintext: the \(KeySource.credentialName) credential is not used")
+                return nil
+            }
+            return key
+        }
+        return try KeySource.resolve(keyFile: keyFile)
+    }
 }
 
 /// Runs a command body, turning errors into `Error:`/`Try:` and the exit codes of D10.

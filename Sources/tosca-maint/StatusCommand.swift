@@ -28,7 +28,7 @@ struct StatusCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let report = try StatusReport.make(dataDirectory: shared.dataDirectory, key: try? shared.key(), maxAgeHours: maxAge)
+            let report = try StatusReport.make(dataDirectory: shared.dataDirectory, key: try shared.key(), maxAgeHours: maxAge)
             if let prometheus {
                 do { try AtomicFile.write(Array(report.prometheus.utf8), to: prometheus, mode: 0o644) } catch let e as POSIXFailure {
                     throw ToolFailure(.cantCreate, "cannot write \(prometheus): \(e)")

@@ -74,16 +74,12 @@ struct ToscaSim: ParsableCommand {
             let key = try KeySource.resolve(keyFile: keyFile)
             let allowReal = self.allowReal
             var options = RecorderOptions(key: key)
+            // D16: the mark goes in with the schema, in the transaction that creates the file.
+            options.initialConfig = ["data_origin": "simulated"]
             let latencies = LatencyLog()
             if latencyReport != nil { options.commitObserver = { ns, _ in latencies.add(ns) } }
             let recorder = try Recorder(dataDirectory: dataDirectory, options: options) { db, isNew in
-                if isNew {
-                    try db.execute("""
-                        INSERT INTO system_config (config_key, config_value, config_type, description)
-                        VALUES ('data_origin', 'simulated', 'text', 'made by tosca-sim: simulated data, never patient records')
-                        """)
-                    return
-                }
+                if isNew { return }
                 let origin = try db.scalar("SELECT config_value FROM system_config WHERE config_key = 'data_origin'")?.string
                 if origin != "simulated" && !allowReal {
                     throw RecorderError.refused("\(dataDirectory)/tosca.db was not made by tosca-sim (data_origin is \(origin.map { "'\($0)'" } ?? "not set")): refusing to record simulated sessions into it. Pass --allow-real only for a scratch copy, never on a device")

@@ -288,3 +288,40 @@ import ToscaCore
         #expect(none.keep.filter(\.entry.isBackup).map(\.entry.name) == ["daily-58"])
     }
 }
+
+@Suite struct KeyPolicyAndAnchorTests {
+    @Test func aCredentialOnAPlaintextDeviceIsSetAsideButAnExplicitKeyIsRefused() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data)
+        let cred = dir.sub("cred")
+        mkdir(cred, 0o700)
+        try writeKeyFile(cred + "/tosca-db-key")
+        let r = try maint(["backup", "--data-dir", data], environment: ["CREDENTIALS_DIRECTORY": cred])
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.stderr.contains("credential is not used"))
+        let explicit = try maint(["backup", "--data-dir", data, "--key-file", cred + "/tosca-db-key"])
+        #expect(explicit.status == 77, "\(explicit.output)")
+    }
+
+    @Test func aForgedRestoreEntryDoesNotMoveTheAnchor() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 2)
+        let old = try maint(["backup", "--data-dir", data]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        try simulatedData(data, sessions: 1)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        let db = data + "/tosca.db"
+        // Rewrite history after the old backup, then append a "restore" entry naming it.
+        try sqlite3Value(db, "DROP TRIGGER safety_log_no_delete; DROP TRIGGER safety_log_chain_insert;")
+        let oldHead = try Manifest.read(path: old + ".manifest.json").0.facts.chainHead!
+        try sqlite3Value(db, "DELETE FROM safety_log WHERE seq > \(oldHead.seq);")
+        let rec = try Recorder(dataDirectory: data)
+        try rec.recordSafetyEvent(SafetyLogEntry(eventType: "maintenance", severity: .info, description: "restore",
+                                                 details: "{\"restored_from\":\"\((old as NSString).lastPathComponent)\"}"))
+        try rec.close()
+        let r = try maint(["verify", "--live", "--data-dir", data])
+        #expect(r.status == 65, "\(r.output)")
+        #expect(r.stdout.contains("tampering"))
+    }
+}

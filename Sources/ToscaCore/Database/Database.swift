@@ -73,6 +73,8 @@ public final class Database {
         self.isKeyed = options.key != nil
         self.isReadOnly = options.readOnly
         sqlite3_extended_result_codes(db, 1)
+        // Before the first read: WAL recovery or a hot journal may hold a lock briefly.
+        sqlite3_busy_timeout(db, options.busyTimeoutMilliseconds)
         do {
             if let key = options.key {
                 let krc = key.withSQLCipherKey { ptr, len in sqlite3_key_v2(db, "main", ptr, len) }
@@ -85,7 +87,6 @@ public final class Database {
                 if options.key != nil { throw DatabaseOpenError.wrongKey(path: path) }
                 throw DatabaseOpenError.notADatabase(path: path, detail: e.message)
             }
-            sqlite3_busy_timeout(db, options.busyTimeoutMilliseconds)
             try execute("PRAGMA foreign_keys = ON")
             try execute("PRAGMA temp_store = MEMORY")
             if !options.readOnly {

@@ -99,6 +99,12 @@ public final class Statement {
         }
     }
 
+    /// The bytes of TEXT column `index` as stored (no UTF-8 repair).
+    public func rawText(_ index: Int32) -> [UInt8] {
+        guard let p = sqlite3_column_text(handle, index) else { return [] }
+        return Array(UnsafeBufferPointer(start: p, count: Int(sqlite3_column_bytes(handle, index))))
+    }
+
     /// The current row.
     public func currentRow() -> Row {
         let n = sqlite3_column_count(handle)

@@ -18,9 +18,10 @@ public enum JSONLRepair {
 
     /// Cuts everything after the last newline of `path` (a line torn by a crash: the
     /// writer only ever appends whole lines, so only the tail can be torn), fsyncs, and
-    /// returns what the file now holds.
-    public static func cutTornTail(path: String) throws -> Result {
-        let fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
+    /// returns what the file now holds. With `dryRun` nothing is cut: the result says what
+    /// would be (so the cut can be recorded before it is made).
+    public static func cutTornTail(path: String, dryRun: Bool = false) throws -> Result {
+        let fd = open(path, (dryRun ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else { throw POSIXFailure(operation: "open \(path)", code: errno) }
         defer { close(fd) }
         var hasher = SHA256()
@@ -44,7 +45,7 @@ public enum JSONLRepair {
             total += n
         }
         let cut = total - lastNewlineEnd
-        if cut > 0 {
+        if cut > 0 && !dryRun {
             guard ftruncate(fd, off_t(lastNewlineEnd)) == 0 else { throw POSIXFailure(operation: "truncate \(path)", code: errno) }
             guard fsync(fd) == 0 else { throw POSIXFailure(operation: "fsync \(path)", code: errno) }
         }

@@ -52,7 +52,13 @@ public final class Recorder: @unchecked Sendable {
         switch status.kind {
         case .empty:
             try db.execute("PRAGMA journal_mode = WAL")
-            try migrator.migrate(db)
+            let config = options.initialConfig
+            try migrator.migrate(db, beforeCommit: { db in
+                for (k, v) in config.sorted(by: { $0.key < $1.key }) {
+                    try db.execute("INSERT INTO system_config (config_key, config_value, config_type, description) VALUES (?, ?, 'text', ?)",
+                                   [.text(k), .text(v), .text("set when this database was created")])
+                }
+            })
             created = true
         case .legacyBaseline, .versioned:
             guard status.isCurrent else {
@@ -80,6 +86,12 @@ public final class Recorder: @unchecked Sendable {
 
     deinit {
         timer?.cancel()
+        // Best effort for a recorder released without close(): queued events and buffered
+        // samples still reach the disk (open sessions are recovered as aborted next time).
+        lock.withLock {
+            try? commitPending()
+            for s in sessions.values { try? s.flushStreams() }
+        }
     }
 
     // MARK: - Reference data
@@ -189,7 +201,8 @@ public final class Recorder: @unchecked Sendable {
     }
 
     /// Records one treatment event; committed per the grouping policy (see
-    /// ``RecorderOptions``). Call ``flush()`` to commit at once.
+    /// ``RecorderOptions``). Call ``flush()`` to commit at once. When it throws, this event
+    /// was not accepted (retrying cannot duplicate it); events accepted earlier stay queued.
     public func record(_ event: TreatmentEvent, in session: RecordingSession) throws {
         try locked { _ in
             guard sessions[session.id] === session else { throw RecorderError.unknownSession(session.id) }
@@ -198,17 +211,25 @@ public final class Recorder: @unchecked Sendable {
             if pending.isEmpty { pendingSince = monotonicNanoseconds() }
             pending.append((session.id, e))
             if pending.count >= options.eventGroupSize || monotonicNanoseconds() &- pendingSince >= options.eventGroupIntervalNanoseconds {
-                try commitPending()
+                do {
+                    try commitPending()
+                } catch {
+                    // Throwing means "this event was not accepted": take it back so a retry
+                    // cannot duplicate it. Events accepted earlier stay queued.
+                    pending.removeLast()
+                    throw error
+                }
             }
         }
     }
 
-    /// Appends a safety event to the chain and commits it (pending treatment events
-    /// first) before returning; returns the new chain head.
+    /// Appends a safety event to the chain and commits it before returning; returns the
+    /// new chain head. Pending treatment events are committed first when possible; if that
+    /// fails they stay queued and the safety event is still written.
     @discardableResult
     public func recordSafetyEvent(_ entry: SafetyLogEntry) throws -> ChainHead {
         try locked { db in
-            try commitPending()
+            do { try commitPending() } catch { backgroundError = error }
             return try db.transaction { try SafetyChain.append(entry, to: db) }
         }
     }
@@ -218,8 +239,14 @@ public final class Recorder: @unchecked Sendable {
         try locked { _ in
             try commitPending()
             for s in sessions.values { try s.flushStreams() }
+            backgroundError = nil
         }
     }
+
+    /// The last failure of a background flush (or of committing queued events before a
+    /// safety event), cleared by a successful ``flush()``. Background failures are retried
+    /// on the next tick; they never replace another call's own result.
+    public var lastBackgroundError: (any Error)? { lock.withLock { backgroundError } }
 
     /// Ends a session: commits its events, closes its streams (fsynced), writes
     /// `session.json`, then updates the `sessions` row (status, end time, summary
@@ -268,7 +295,7 @@ public final class Recorder: @unchecked Sendable {
             startTime: row[5].string ?? "", endTime: end.sqlDateTime, durationSeconds: durationSeconds,
             treatmentEventCount: stats?[0].int ?? 0, totalLaserOnTimeSeconds: onTime,
             avgPowerWatts: onTime > 0 ? energy / onTime : 0, maxPowerWatts: power?[2].double ?? 0, totalEnergyJoules: energy,
-            streams: streams)
+            postTreatmentNotes: notes, streams: streams)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         try AtomicFile.write(Array(try encoder.encode(manifest)) + [10], to: folder + "/session.json")
@@ -307,10 +334,6 @@ public final class Recorder: @unchecked Sendable {
     private func locked<T>(_ body: (Database) throws -> T) throws -> T {
         lock.lock()
         defer { lock.unlock() }
-        if let e = backgroundError {
-            backgroundError = nil
-            throw e
-        }
         guard let db else { throw RecorderError.invalidArgument("recorder is closed") }
         return try body(db)
     }
@@ -345,7 +368,7 @@ public final class Recorder: @unchecked Sendable {
     private func flushDue() {
         lock.lock()
         defer { lock.unlock() }
-        guard db != nil, backgroundError == nil else { return }
+        guard db != nil else { return }
         do {
             if !pending.isEmpty && monotonicNanoseconds() &- pendingSince >= options.eventGroupIntervalNanoseconds {
                 try commitPending()
@@ -362,57 +385,97 @@ public final class Recorder: @unchecked Sendable {
 
     // MARK: - Crash recovery
 
-    /// Sessions left `in_progress` by a recorder that died: cut torn JSONL tails, mark the
-    /// session `aborted` with a reason and its statistics, write its `session.json`.
+    /// Sessions left `in_progress` by a recorder that died. For each:
+    /// - a `session.json` that already says how the session ended, and whose stream
+    ///   hashes match the files, was written just before the crash: its ending is committed;
+    /// - otherwise torn JSONL tails are recorded in the safety log, then cut; the session
+    ///   becomes `aborted` with a reason and gets its `session.json` (a different one found
+    ///   there is kept aside as `session.json.replaced-<time>`, never overwritten).
     private func recoverInterruptedSessions() throws {
         guard let db else { return }
         let open = try db.rows("SELECT session_id, session_folder_path, tech_id, start_time FROM sessions WHERE status = 'in_progress' ORDER BY session_id")
         for row in open {
             guard let id = row[0].int64 else { continue }
-            let relative = row[1].string
-            let folder = relative.map { dataDirectory + "/" + $0 }
-            var cuts: [(String, Int, Int)] = []
-            var summaries: [StreamSummary] = []
-            if let folder {
-                let streamsDir = folder + "/streams"
-                let names = ((try? FileManager.default.contentsOfDirectory(atPath: streamsDir)) ?? []).filter { $0.hasSuffix(".jsonl") }.sorted()
-                for name in names {
-                    let path = streamsDir + "/" + name
-                    let result = try JSONLRepair.cutTornTail(path: path)
-                    if result.bytesCut > 0 { cuts.append((name, result.bytesCut, result.lines)) }
-                    summaries.append(StreamSummary(name: String(name.dropLast(6)), file: "streams/\(name)", fields: result.fields,
-                                                   lines: result.lines, bytes: result.bytes, sha256: result.sha256))
-                }
-            }
+            let techID = row[2].int64
             let now = UTCTime.now()
-            let lastEvent = try db.scalar("SELECT MAX(time_offset_ms) FROM treatment_events WHERE session_id = ?", [.integer(id)])?.int64 ?? 0
-            let reason = "recorder stopped before the session ended; recovered at \(now.iso8601)"
-            for (name, bytes, lines) in cuts {
-                try db.transaction {
-                    try SafetyChain.append(SafetyLogEntry(timestamp: now, sessionID: id, techID: row[2].int64, eventType: "stream_truncated",
-                                                          severity: .warning,
-                                                          description: "torn last line of streams/\(name) cut off during crash recovery",
-                                                          actionTaken: "cut \(bytes) byte(s) after the last complete line",
-                                                          details: "{\"stream\":\"\(name)\",\"bytes_cut\":\(bytes),\"lines_kept\":\(lines)}"), to: db)
-                }
-                recovery.truncatedStreams.append((id, "streams/\(name)", bytes))
-            }
-            if let folder, FileManager.default.fileExists(atPath: folder) {
-                _ = try finish(db: db, sessionID: id, folder: folder, end: now, status: .aborted, abortReason: reason, notes: nil,
-                               streams: summaries, durationSeconds: lastEvent / 1000,
-                               safetyEvent: SafetyLogEntry(timestamp: now, sessionID: id, techID: row[2].int64, eventType: "session_recovered",
-                                                           severity: .warning, description: "session found in progress at start-up; marked aborted",
-                                                           actionTaken: "status set to aborted"))
-            } else {
+            guard let relative = row[1].string, FileManager.default.fileExists(atPath: dataDirectory + "/" + relative) else {
                 try db.transaction {
                     try db.execute("UPDATE sessions SET status = 'aborted', abort_reason = ?, end_time = ? WHERE session_id = ?",
-                                   [.text(reason + " (session folder missing)"), .text(now.sqlDateTime), .integer(id)])
-                    try SafetyChain.append(SafetyLogEntry(timestamp: now, sessionID: id, techID: row[2].int64, eventType: "session_recovered",
+                                   [.text("recorder stopped before the session ended; session folder missing; recovered at \(now.iso8601)"),
+                                    .text(now.sqlDateTime), .integer(id)])
+                    try SafetyChain.append(SafetyLogEntry(timestamp: now, sessionID: id, techID: techID, eventType: "session_recovered",
                                                           severity: .warning, description: "session found in progress at start-up, folder missing; marked aborted",
                                                           actionTaken: "status set to aborted"), to: db)
                 }
+                recovery.abortedSessions.append(id)
+                continue
             }
+            let folder = dataDirectory + "/" + relative
+            let manifestPath = folder + "/session.json"
+            if let written = try? JSONDecoder().decode(SessionManifest.self, from: Data(contentsOf: URL(fileURLWithPath: manifestPath))),
+               written.sessionID == id, written.status != SessionStatus.inProgress.rawValue,
+               written.streams.allSatisfy({ (try? FileDigest.sha256(path: folder + "/" + $0.file).hex) == $0.sha256 }) {
+                try commitWrittenEnding(db: db, manifest: written, now: now, techID: techID)
+                if written.status == SessionStatus.aborted.rawValue { recovery.abortedSessions.append(id) }
+                continue
+            }
+            // Record each cut before making it: a crash in between records it twice, never not at all.
+            let streamsDir = folder + "/streams"
+            let names = ((try? FileManager.default.contentsOfDirectory(atPath: streamsDir)) ?? []).filter { $0.hasSuffix(".jsonl") }.sorted()
+            var cuts: [(String, JSONLRepair.Result)] = []
+            for name in names {
+                let scan = try JSONLRepair.cutTornTail(path: streamsDir + "/" + name, dryRun: true)
+                if scan.bytesCut > 0 { cuts.append((name, scan)) }
+            }
+            if !cuts.isEmpty {
+                try db.transaction {
+                    for (name, scan) in cuts {
+                        try SafetyChain.append(SafetyLogEntry(timestamp: now, sessionID: id, techID: techID, eventType: "stream_truncated",
+                                                              severity: .warning,
+                                                              description: "torn last line of streams/\(name) cut off during crash recovery",
+                                                              actionTaken: "cut \(scan.bytesCut) byte(s) after the last complete line",
+                                                              details: "{\"stream\":\"\(name)\",\"bytes_cut\":\(scan.bytesCut),\"lines_kept\":\(scan.lines)}"), to: db)
+                    }
+                }
+            }
+            var summaries: [StreamSummary] = []
+            for name in names {
+                let result = try JSONLRepair.cutTornTail(path: streamsDir + "/" + name)
+                if result.bytesCut > 0 { recovery.truncatedStreams.append((id, "streams/\(name)", result.bytesCut)) }
+                summaries.append(StreamSummary(name: String(name.dropLast(6)), file: "streams/\(name)", fields: result.fields,
+                                               lines: result.lines, bytes: result.bytes, sha256: result.sha256))
+            }
+            if FileManager.default.fileExists(atPath: manifestPath) {
+                let aside = manifestPath + ".replaced-\(now.folderStamp)"
+                guard rename(manifestPath, aside) == 0 else { throw POSIXFailure(operation: "keep \(manifestPath) aside", code: errno) }
+            }
+            let lastEvent = try db.scalar("SELECT MAX(time_offset_ms) FROM treatment_events WHERE session_id = ?", [.integer(id)])?.int64 ?? 0
+            _ = try finish(db: db, sessionID: id, folder: folder, end: now, status: .aborted,
+                           abortReason: "recorder stopped before the session ended; recovered at \(now.iso8601)", notes: nil,
+                           streams: summaries, durationSeconds: lastEvent / 1000,
+                           safetyEvent: SafetyLogEntry(timestamp: now, sessionID: id, techID: techID, eventType: "session_recovered",
+                                                       severity: .warning, description: "session found in progress at start-up; marked aborted",
+                                                       actionTaken: "status set to aborted"))
             recovery.abortedSessions.append(id)
+        }
+    }
+
+    /// Commits the ending a `session.json` records (the crash came between writing it and
+    /// committing the row).
+    private func commitWrittenEnding(db: Database, manifest m: SessionManifest, now: UTCTime, techID: Int64?) throws {
+        try db.transaction {
+            try db.execute("""
+                UPDATE sessions SET status = ?, abort_reason = ?, end_time = ?, duration_seconds = ?,
+                  total_laser_on_time_seconds = ?, avg_power_watts = ?, max_power_watts = ?, total_energy_joules = ?,
+                  post_treatment_notes = COALESCE(?, post_treatment_notes)
+                WHERE session_id = ? AND status = 'in_progress'
+                """, [.text(m.status), m.abortReason.sqlValue, .text(m.endTime), .integer(m.durationSeconds),
+                      m.totalLaserOnTimeSeconds.sqlValue, m.avgPowerWatts.sqlValue, m.maxPowerWatts.sqlValue,
+                      m.totalEnergyJoules.sqlValue, m.postTreatmentNotes.sqlValue, .integer(m.sessionID)])
+            try SafetyChain.append(SafetyLogEntry(timestamp: now, sessionID: m.sessionID, techID: techID, eventType: "session_recovered",
+                                                  severity: .info,
+                                                  description: "session had ended (\(m.status)) just before the recorder stopped; its session.json ending committed at start-up",
+                                                  actionTaken: "status set to \(m.status)"), to: db)
         }
     }
 }
@@ -432,6 +495,7 @@ public final class RecordingSession: @unchecked Sendable {
     unowned let recorder: Recorder
     private let lock = NSLock()
     private var streams: [String: SampleStream] = [:]
+    private var ended = false
 
     init(recorder: Recorder, id: Int64, subjectCode: String, techID: Int64, protocolID: Int64?, protocolName: String?,
          relativeFolder: String, folder: String, start: UTCTime, startMonotonic: UInt64) {
@@ -453,6 +517,7 @@ public final class RecordingSession: @unchecked Sendable {
     /// Opens (creates) `streams/<name>.jsonl` with the given fields.
     public func openStream(_ name: String, fields: [String]) throws -> SampleStream {
         try lock.withLock {
+            guard !ended else { throw RecorderError.invalidArgument("session \(id) has ended: no new streams") }
             if let s = streams[name] {
                 guard s.fields == fields else { throw RecorderError.invalidArgument("stream \(name) is open with fields \(s.fields)") }
                 return s
@@ -466,6 +531,9 @@ public final class RecordingSession: @unchecked Sendable {
     func flushStreams() throws { for s in lock.withLock({ Array(streams.values) }) { try s.flush() } }
     func flushStreamsIfDue() throws { for s in lock.withLock({ Array(streams.values) }) { try s.flushIfDue() } }
     func closeStreams() throws -> [StreamSummary] {
-        try lock.withLock { try streams.values.sorted { $0.name < $1.name }.map { try $0.close() } }
+        try lock.withLock {
+            ended = true
+            return try streams.values.sorted { $0.name < $1.name }.map { try $0.close() }
+        }
     }
 }

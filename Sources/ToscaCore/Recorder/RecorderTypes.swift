@@ -62,6 +62,9 @@ public struct RecorderOptions: Sendable {
     public var streamPolicy = StreamFlushPolicy()
     /// Run a background flusher so that the time limits hold while idle.
     public var backgroundFlush = true
+    /// `system_config` rows (key → value) written in the transaction that creates a new
+    /// database (the simulator's `data_origin`, D16).
+    public var initialConfig: [String: String] = [:]
     /// Called with each commit's duration in nanoseconds and event count (benchmarks).
     public var commitObserver: (@Sendable (UInt64, Int) -> Void)?
 
@@ -114,6 +117,7 @@ public struct SessionManifest: Codable, Sendable, Equatable {
     public var avgPowerWatts: Double?
     public var maxPowerWatts: Double?
     public var totalEnergyJoules: Double?
+    public var postTreatmentNotes: String?
     public var streams: [StreamSummary]
 
     enum CodingKeys: String, CodingKey {
@@ -123,6 +127,7 @@ public struct SessionManifest: Codable, Sendable, Equatable {
         case durationSeconds = "duration_seconds", treatmentEventCount = "treatment_event_count"
         case totalLaserOnTimeSeconds = "total_laser_on_time_seconds", avgPowerWatts = "avg_power_watts"
         case maxPowerWatts = "max_power_watts", totalEnergyJoules = "total_energy_joules"
+        case postTreatmentNotes = "post_treatment_notes"
     }
 }
 

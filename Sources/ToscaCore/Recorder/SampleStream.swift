@@ -169,21 +169,26 @@ public final class SampleStream: @unchecked Sendable {
 
     private func writeBuffer() throws {
         guard !buffer.isEmpty else { return }
-        try buffer.withUnsafeBytes { raw in
-            var offset = 0
+        var offset = 0
+        var failure: Int32 = 0
+        buffer.withUnsafeBytes { raw in
             while offset < raw.count {
                 let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
                 if n < 0 {
                     if errno == EINTR { continue }
-                    throw POSIXFailure(operation: "write \(path)", code: errno)
+                    failure = errno
+                    break
                 }
                 offset += n
             }
-            hasher.update(bufferPointer: raw)
+            // Account for exactly what reached the file, even when a write failed midway,
+            // so a retry never writes those bytes twice and the hash matches the file.
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: raw[0..<offset]))
         }
-        bytesOut += buffer.count
-        buffer.removeAll(keepingCapacity: true)
-        unsynced = true
+        bytesOut += offset
+        if offset > 0 { unsynced = true }
+        if offset == buffer.count { buffer.removeAll(keepingCapacity: true) } else { buffer.removeFirst(offset) }
+        if failure != 0 { throw POSIXFailure(operation: "write \(path)", code: failure) }
     }
 
     private func syncIfDue(now: UInt64) throws {

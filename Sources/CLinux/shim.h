@@ -1,0 +1,16 @@
+// Linux calls that Swift's Glibc module does not expose (they need _GNU_SOURCE).
+#ifndef TOSCA_CLINUX_SHIM_H
+#define TOSCA_CLINUX_SHIM_H
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+#include <fcntl.h>
+#include <stdint.h>
+
+/// sync_file_range(2) with WAIT_BEFORE | WRITE | WAIT_AFTER: push a range to the disk and
+/// wait for it, without the metadata flush of fsync.
+static inline int tosca_write_range_and_wait(int fd, int64_t offset, int64_t length) {
+    return sync_file_range(fd, (off64_t)offset, (off64_t)length,
+                           SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+}
+#endif
