@@ -24,6 +24,7 @@ struct BackupBench: ParsableCommand {
     @Option(help: "Folder for the databases (kept between runs when given).") var workDir: String?
     @Option(help: "Seconds of recording for each latency run.") var latencySeconds = 20.0
     @Flag(help: "Skip the encrypted variant.") var plaintextOnly = false
+    @Option(help: "Runs of each timing; the median is shown.") var runs = 3
 
     func run() throws {
         setPrivateUmask()
@@ -40,7 +41,7 @@ struct BackupBench: ParsableCommand {
         if !plaintextOnly { try makeEncrypted(from: plain + "/tosca.db", data: enc, keyFile: keyFile, sqlcipher: sqlcipher) }
         let size = fileSize(plain + "/tosca.db")
         print("tosca-bench backup: \(String(format: "%.0f", Double(size) / 1_048_576)) MiB database, scratch on \(try filesystemType(base)), SQLCipher \(try SQLCipherLibrary.checkVersion())")
-        print("each time is one run after a warm-up read of the file; ratios are ours / baseline (below 1: faster)\n")
+        print("each time is the median of \(runs) runs after a warm-up read of the file; ratios are ours / baseline (below 1: faster)\n")
 
         for (label, data, key) in [("plaintext", plain, nil as String?)] + (plaintextOnly ? [] : [("encrypted", enc, keyFile)]) {
             let db = data + "/tosca.db"
@@ -48,16 +49,17 @@ struct BackupBench: ParsableCommand {
             let out = base + "/out"
             try? FileManager.default.removeItem(atPath: out)
             try AtomicFile.makeDirectory(out)
-            let cp = try timed { _ = try shell("/bin/sh", ["-c", "cp \"$0\" \"$1\" && sync \"$1\"", db, out + "/cp.db"]) }
+            func clear(_ name: String) -> () throws -> Void { { unlink(out + "/" + name); _ = try shell("/bin/sync", []) } }
+            let cp = try timed(reset: clear("cp.db")) { _ = try shell("/bin/sh", ["-c", "cp \"$0\" \"$1\" && sync \"$1\"", db, out + "/cp.db"]) }
             let keyHex = try key.map { try String(contentsOfFile: $0, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) }
             let cliCopy: Double
             if let keyHex {
-                cliCopy = try timed {
+                cliCopy = try timed(reset: clear("cli.db")) {
                     try runCLI(sqlcipher, [db], stdin: "PRAGMA key = \"x'\(keyHex)'\";\nATTACH DATABASE '\(out)/cli.db' AS copy KEY \"x'\(keyHex)'\";\nSELECT sqlcipher_export('copy');\nDETACH DATABASE copy;\n")
                     _ = try shell("/bin/sync", [out + "/cli.db"])
                 }
             } else {
-                cliCopy = try timed { try runCLI(sqlite3, [db, ".backup '\(out)/cli.db'"]); _ = try shell("/bin/sync", [out + "/cli.db"]) }
+                cliCopy = try timed(reset: clear("cli.db")) { try runCLI(sqlite3, [db, ".backup '\(out)/cli.db'"]); _ = try shell("/bin/sync", [out + "/cli.db"]) }
             }
             let cliCheck = try timed {
                 if let keyHex { try runCLI(sqlcipher, [out + "/cli.db"], stdin: "PRAGMA key = \"x'\(keyHex)'\";\nPRAGMA integrity_check;\n") }
@@ -65,14 +67,15 @@ struct BackupBench: ParsableCommand {
             }
             let cliHash = try timed { _ = try shell("/usr/bin/sha256sum", [out + "/cli.db"]) }
             let dbKey = try key.map { try KeySource.read(path: $0) }
-            let ours = try timed {
+            let ours = try timed(reset: clear("ours.db")) {
                 let source = try Database(path: db, options: .init(readOnly: true, key: dbKey))
+                try source.execute("PRAGMA mmap_size = 4294967296") // as CopyJob does
                 try source.execute("BEGIN")
                 try OnlineBackup.copy(source: source, destinationPath: out + "/ours.db", key: dbKey)
                 try source.execute("COMMIT")
                 try FileDigest.fsyncFile(out + "/ours.db")
             }
-            let whole = try timed { try runCLI(maint, ["backup", "--data-dir", data] + (key.map { ["--key-file", $0] } ?? [])) }
+            let whole = try timed(reset: { try? FileManager.default.removeItem(atPath: data + "/backups"); _ = try shell("/bin/sync", []) }) { try runCLI(maint, ["backup", "--data-dir", data] + (key.map { ["--key-file", $0] } ?? [])) }
             try? FileManager.default.removeItem(atPath: data + "/backups")
             try? FileManager.default.removeItem(atPath: out)
             let byHand = cliCopy + cliCheck + cliHash
@@ -96,10 +99,16 @@ struct BackupBench: ParsableCommand {
 
     func fileSize(_ p: String) -> Int64 { ((try? FileManager.default.attributesOfItem(atPath: p)[.size]) as? NSNumber)?.int64Value ?? 0 }
 
-    func timed(_ body: () throws -> Void) throws -> Double {
-        let t0 = monotonicNanoseconds()
-        try body()
-        return Double(monotonicNanoseconds() - t0) / 1e9
+    /// The median of `runs` timings of `body`; `reset` runs before each (untimed).
+    func timed(reset: () throws -> Void = {}, _ body: () throws -> Void) throws -> Double {
+        var times: [Double] = []
+        for _ in 0..<max(1, runs) {
+            try reset()
+            let t0 = monotonicNanoseconds()
+            try body()
+            times.append(Double(monotonicNanoseconds() - t0) / 1e9)
+        }
+        return times.sorted()[times.count / 2]
     }
 
     func runCLI(_ exe: String, _ args: [String], stdin: String? = nil) throws {
@@ -205,10 +214,14 @@ struct BackupBench: ParsableCommand {
             return text.trimmingCharacters(in: .whitespacesAndNewlines) + (during == nil ? "" : " (\(backups) backups, sim stderr: \(e.isEmpty ? "empty" : String(decoding: e, as: UTF8.self)))")
         }
         let idle = try simRun("idle", during: nil)
+        // The copies are removed after the window, not between backups: deleting a 1 GiB
+        // file is prune's work, and on a filesystem mounted with `discard` it stalls every
+        // fsync (the recorder's too) while the blocks are trimmed.
+        try? FileManager.default.removeItem(atPath: data + "/backups")
         let busy = try simRun("busy") {
             try runCLI("/usr/bin/nice", ["-n", "19", "/usr/bin/ionice", "-c", "3", maint, "backup", "--data-dir", data])
-            try? FileManager.default.removeItem(atPath: data + "/backups")
         }
+        try? FileManager.default.removeItem(atPath: data + "/backups")
         func p99(_ s: String) -> Double {
             guard let r = s.range(of: "\"p99_ms\":") else { return 0 }
             return Double(s[r.upperBound...].prefix { "0123456789.".contains($0) }) ?? 0

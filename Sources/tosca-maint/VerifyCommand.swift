@@ -3,6 +3,13 @@ import Foundation
 import ToscaCore
 import ToscaMaint
 
+/// The canonical absolute path (symlinks resolved), or the path itself when it does not exist.
+func realPath(_ p: String) -> String {
+    guard let r = realpath(p, nil) else { return p }
+    defer { free(r) }
+    return String(cString: r)
+}
+
 struct VerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
@@ -68,7 +75,7 @@ struct VerifyCommand: ParsableCommand {
                     guard FileManager.default.fileExists(atPath: path) || FileManager.default.fileExists(atPath: Manifest.path(for: path)) else {
                         throw ToolFailure(.noInput, "no copy at \(p)", hint: "tosca-maint list")
                     }
-                    if let e = catalog.entries.first(where: { $0.path == path || ($0.path as NSString).standardizingPath == path }) {
+                    if let e = catalog.entries.first(where: { realPath($0.path) == realPath(path) }) {
                         targets.append(e)
                     } else if FileManager.default.fileExists(atPath: Manifest.path(for: path)) {
                         do {

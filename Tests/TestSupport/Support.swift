@@ -125,6 +125,7 @@ public func sqlcipher(_ db: String, keyHex: String, _ sql: String) throws -> Pro
 
 public struct OracleError: Error, CustomStringConvertible {
     public let message: String
+    public init(message: String) { self.message = message }
     public var description: String { message }
 }
 
