@@ -18,6 +18,12 @@ echo
 echo "== tosca-maint verify --latest --live"
 "$BIN/tosca-maint" verify --data-dir "$DATA" --latest --live
 echo
+echo "== tosca-maint restore --drill   (restores the newest backup into a scratch folder and checks it)"
+"$BIN/tosca-maint" restore --drill --data-dir "$DATA"
+echo
+echo "== tosca-maint restore --latest --dry-run   (what a restore would do; stop the recorder first for a real one)"
+"$BIN/tosca-maint" restore --latest --dry-run --data-dir "$DATA"
+echo
 echo "== tosca-maint list"
 "$BIN/tosca-maint" list --data-dir "$DATA"
 echo

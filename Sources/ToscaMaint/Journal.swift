@@ -16,6 +16,9 @@ public enum MessageID: String, Sendable, CaseIterable {
     case partialRemoved = "5fa3728c5a31479e884b359fec2c20c0"
     case pruneRemoved = "66636794cfe94e01bdbd9e13e95a87e9"
     case statusReport = "056d45c46329465bb7d64b9150eb0a2f"
+    case restored = "d6191402d04047feb9cc4bd2a94a2da5"
+    case drillPassed = "5f38eaa8090d405599c23b98f29df47a"
+    case drillFailed = "461d110dbac44114b0fd0766a4bbbec1"
 }
 
 /// syslog priorities.

@@ -26,6 +26,8 @@ public struct StatusReport: Codable, Sendable {
     public let encrypted: Bool?
     public let schemaVersion: Int?
     public let schema: String?
+    public let lastDrillUTC: String?
+    public let maxDrillAgeDays: Double
     public let verdict: String
     public let exitCode: Int32
 
@@ -36,9 +38,11 @@ public struct StatusReport: Codable, Sendable {
         case backupCount = "backup_count", backupBytes = "backup_bytes", safetyCopyCount = "safety_copy_count"
         case safetyCopyBytes = "safety_copy_bytes", quarantinedCount = "quarantined_count", freeBytes = "free_bytes"
         case schemaVersion = "schema_version", exitCode = "exit_code"
+        case lastDrillUTC = "last_drill_utc", maxDrillAgeDays = "max_drill_age_days"
     }
 
-    public static func make(dataDirectory: String, key: DatabaseKey?, maxAgeHours: Double, now: UTCTime = .now()) throws -> StatusReport {
+    public static func make(dataDirectory: String, key: DatabaseKey?, maxAgeHours: Double, maxDrillAgeDays: Double = 8,
+                            now: UTCTime = .now()) throws -> StatusReport {
         let catalog = try Catalog.scan(dataDirectory: dataDirectory)
         let newest = catalog.newestVerifiedBackup
         let preciseAge = newest?.created.map { Double(now.seconds - $0.seconds) + Double(now.microseconds - $0.microseconds) / 1e6 }
@@ -47,6 +51,8 @@ public struct StatusReport: Codable, Sendable {
         for e in catalog.entries {
             for c in e.manifest?.checks ?? [] where last == nil || c.timeUTC >= last!.1.timeUTC { last = (e, c) }
         }
+        let lastDrill = catalog.entries.flatMap { $0.manifest?.checks ?? [] }.filter { $0.level == "drill" && $0.ok }.map(\.timeUTC).max()
+        let drillAge = lastDrill.flatMap { UTCTime(iso8601: $0) }.map { Double(now.seconds - $0.seconds) }
         func size(_ e: CatalogEntry) -> Int64 {
             ((try? FileManager.default.attributesOfItem(atPath: e.path)[.size]) as? NSNumber)?.int64Value ?? 0
         }
@@ -73,6 +79,10 @@ public struct StatusReport: Codable, Sendable {
         } else if let preciseAge, preciseAge > maxAgeHours * 3600 {
             verdict = "the newest verified backup is \(String(format: "%.1f", preciseAge / 3600)) hours old, older than \(maxAgeHours)"
             code = ExitStatus.unhealthy.rawValue
+        } else if drillAge == nil || drillAge! > maxDrillAgeDays * 86_400 {
+            verdict = lastDrill.map { "the last passing restore drill (\($0)) is older than \(maxDrillAgeDays) days" }
+                ?? "no restore drill has passed yet (tosca-maint restore --drill)"
+            code = ExitStatus.unhealthy.rawValue
         } else {
             verdict = "ok"
             code = 0
@@ -84,7 +94,7 @@ public struct StatusReport: Codable, Sendable {
             backupCount: catalog.backups.count, backupBytes: catalog.backups.map(size).reduce(0, +),
             safetyCopyCount: catalog.safetyCopies.count, safetyCopyBytes: catalog.safetyCopies.map(size).reduce(0, +),
             quarantinedCount: catalog.quarantined.count, freeBytes: free, encrypted: encrypted, schemaVersion: version, schema: schema,
-            verdict: verdict, exitCode: code)
+            lastDrillUTC: lastDrill, maxDrillAgeDays: maxDrillAgeDays, verdict: verdict, exitCode: code)
     }
 
     /// node_exporter textfile-collector format.
@@ -100,6 +110,8 @@ public struct StatusReport: Codable, Sendable {
         metric("tosca_backup_newest_verified_timestamp_seconds", "Creation time of the newest verified backup (Unix seconds).",
                newestVerifiedCreatedUTC.flatMap { UTCTime(iso8601: $0) }.map { String($0.seconds) })
         metric("tosca_backup_last_check_ok", "1 when the most recent check of any copy passed.", lastCheck.map { $0.result == "ok" ? "1" : "0" })
+        metric("tosca_backup_last_drill_timestamp_seconds", "Time of the last passing restore drill (Unix seconds).",
+               lastDrillUTC.flatMap { UTCTime(iso8601: $0) }.map { String($0.seconds) })
         metric("tosca_backup_count", "Backups (daily and manual) in the catalog.", String(backupCount))
         metric("tosca_backup_bytes", "Bytes used by backups.", String(backupBytes))
         metric("tosca_safety_copy_count", "Safety copies in the catalog.", String(safetyCopyCount))
@@ -118,6 +130,7 @@ public struct StatusReport: Codable, Sendable {
             Status        \(verdict)
             Newest verified backup  \(newestVerifiedBackup.map { "\($0), \(String(format: "%.1f", Double(newestVerifiedAgeSeconds ?? 0) / 3600)) h old" } ?? "none")
             Last check    \(lastCheck.map { "\($0.result) (\($0.level) of \($0.copy) at \($0.timeUTC))" } ?? "none")
+            Last drill    \(lastDrillUTC ?? "none")
             Backups       \(backupCount), \(mib(backupBytes))
             Safety copies \(safetyCopyCount), \(mib(safetyCopyBytes))\(quarantinedCount > 0 ? "\nQuarantined   \(quarantinedCount) file(s) in backups/quarantine" : "")
             Free space    \(freeBytes.map(mib) ?? "unknown")

@@ -34,6 +34,8 @@ struct SharedOptions: ParsableArguments {
 /// Runs a command body, turning errors into `Error:`/`Try:` and the exit codes of D10.
 func runReporting(_ body: () throws -> Int32) throws {
     setPrivateUmask()
+    // A file-size limit must surface as EFBIG (exit 74), not kill us mid-write.
+    signal(SIGXFSZ, SIG_IGN)
     let status: Int32
     do { status = try body() } catch { throw ExitCode(report(error, program: "tosca-maint")) }
     if status != 0 { throw ExitCode(status) }

@@ -10,25 +10,27 @@ struct StatusCommand: ParsableCommand {
         discussion: """
             Shows the age of the newest verified backup, the most recent check and its result, \
             space used by backups and by safety copies, free space, whether the live database \
-            is encrypted, and its schema version.
+            is encrypted, its schema version, and when a restore drill last passed.
 
             Examples:
               tosca-maint status
               tosca-maint status --max-age 26 --prometheus /var/lib/prometheus/node-exporter/tosca.prom
 
-            Exit codes: 0 healthy, 1 no verified backup newer than --max-age hours, 65 the most \
-            recent check found corruption or tampering.
+            Exit codes: 0 healthy, 1 no verified backup newer than --max-age hours or no passing \
+            restore drill within --max-drill-age days, 65 the most recent check found corruption \
+            or tampering.
             """)
 
     @OptionGroup var shared: SharedOptions
     @Option(help: "Hours after which the newest verified backup counts as stale.") var maxAge: Double = 26
+    @Option(help: "Days after which the last passing restore drill counts as stale.") var maxDrillAge: Double = 8
     @Option(help: "Also write the figures as a node_exporter textfile (written atomically).") var prometheus: String?
 
     func validate() throws { guard maxAge > 0 else { throw ValidationError("--max-age must be positive") } }
 
     func run() throws {
         try runReporting {
-            let report = try StatusReport.make(dataDirectory: shared.dataDirectory, key: try shared.key(), maxAgeHours: maxAge)
+            let report = try StatusReport.make(dataDirectory: shared.dataDirectory, key: try shared.key(), maxAgeHours: maxAge, maxDrillAgeDays: maxDrillAge)
             if let prometheus {
                 do { try AtomicFile.write(Array(report.prometheus.utf8), to: prometheus, mode: 0o644) } catch let e as POSIXFailure {
                     throw ToolFailure(.cantCreate, "cannot write \(prometheus): \(e)")

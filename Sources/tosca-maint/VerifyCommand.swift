@@ -3,13 +3,6 @@ import Foundation
 import ToscaCore
 import ToscaMaint
 
-/// The canonical absolute path (symlinks resolved), or the path itself when it does not exist.
-func realPath(_ p: String) -> String {
-    guard let r = realpath(p, nil) else { return p }
-    defer { free(r) }
-    return String(cString: r)
-}
-
 struct VerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",

@@ -39,6 +39,8 @@ import ToscaCore
         #expect(list.status == 0)
         let rows = try #require(try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [String: Any])
         #expect((rows["copies"] as? [[String: Any]])?.first?["kind"] as? String == "daily")
+        #expect(try maint(["status", "--data-dir", data]).status == 1) // no drill yet
+        #expect(try maint(["restore", "--drill", "--data-dir", data]).status == 0)
         let prom = dir.sub("tosca.prom")
         let s = try maint(["status", "--data-dir", data, "--prometheus", prom])
         #expect(s.status == 0, "\(s.output)")
@@ -248,6 +250,9 @@ import ToscaCore
         #expect(none.status == 1, "\(none.output)")
         #expect(none.stdout.contains("\"verdict\" : \"no verified backup\""))
         #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        let noDrill = try maint(["status", "--data-dir", data])
+        #expect(noDrill.status == 1 && noDrill.stdout.contains("no restore drill"), "\(noDrill.output)")
+        #expect(try maint(["restore", "--drill", "--data-dir", data]).status == 0)
         usleep(50_000)
         #expect(try maint(["status", "--data-dir", data, "--max-age", "0.00001"]).status == 1)
         #expect(try maint(["status", "--data-dir", data]).status == 0)

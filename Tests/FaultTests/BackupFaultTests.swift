@@ -69,3 +69,40 @@ import ToscaCore
         #expect(try maint(["verify", "--all", "--live", "--data-dir", data]).status == 0)
     }
 }
+
+@Suite(.serialized) struct RestoreFaultTests {
+    /// `restore` killed with SIGKILL at random moments: the live database is the old one or
+    /// the restored one, sound; the next run cleans up.
+    @Test func sigkillDuringRestoreLeavesTheOldOrTheNewDatabase() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data)
+        try growDatabase(data + "/tosca.db", events: 60_000)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        let db = data + "/tosca.db"
+        let copyEvents = try sqlite3Value(db, "SELECT count(*) FROM treatment_events;")
+        try growDatabase(db, events: 5_000)
+        let liveEvents = try sqlite3Value(db, "SELECT count(*) FROM treatment_events;")
+        let t0 = Date()
+        #expect(try maint(["restore", "--latest", "--yes", "--data-dir", data]).status == 0)
+        let duration = max(Date().timeIntervalSince(t0), 0.05)
+        var states = Set<String>()
+        for trial in 0..<10 {
+            try growDatabase(db, events: 5_000) // make "old" differ from the copy again
+            let old = try sqlite3Value(db, "SELECT count(*) FROM treatment_events;")
+            let p = try Spawned(executable("tosca-maint"), ["restore", "--latest", "--yes", "--data-dir", data])
+            usleep(UInt32(Double.random(in: 0...(duration * 1.1)) * 1_000_000))
+            p.signal(SIGKILL)
+            _ = p.wait()
+            #expect(try sqlite3Value(db, "PRAGMA integrity_check;") == "ok", "trial \(trial)")
+            let now = try sqlite3Value(db, "SELECT count(*) FROM treatment_events;")
+            #expect(now == old || now == copyEvents, "trial \(trial): \(now) is neither \(old) nor \(copyEvents)")
+            states.insert(now == old ? "old" : "restored")
+            let next = try maint(["restore", "--latest", "--yes", "--data-dir", data])
+            #expect(next.status == 0, "trial \(trial): \(next.output)")
+            #expect(!listing(data).contains { $0.contains("restore-partial") })
+        }
+        _ = liveEvents
+        #expect(try maint(["verify", "--all", "--data-dir", data]).status == 0)
+    }
+}

@@ -1,0 +1,308 @@
+import Foundation
+import ToscaCore
+
+/// Which copy to restore.
+public enum RestoreSelection: Sendable, Equatable {
+    case latest
+    /// A calendar day `YYYY-MM-DD`, local unless `utc`.
+    case date(String, utc: Bool)
+    case path(String)
+}
+
+/// What a restore would do, shown before it does it.
+public struct RestorePlan: Codable, Sendable {
+    public let copy: String
+    public let copyPath: String
+    public let copyKind: String
+    public let copyCreatedUTC: String
+    public let copyCreatedLocal: String
+    public let target: String
+    /// Sessions in the current database that the copy does not hold (nil: unreadable or absent).
+    public let newerSessions: Int?
+    /// Safety-log rows in the current database beyond the copy's head.
+    public let newerSafetyLogRows: Int?
+    public let currentDatabase: String
+    public let copySchemaVersion: Int
+    public let buildSchemaVersion: Int
+
+    enum CodingKeys: String, CodingKey {
+        case copy, target
+        case copyPath = "copy_path", copyKind = "copy_kind", copyCreatedUTC = "copy_created_utc", copyCreatedLocal = "copy_created_local"
+        case newerSessions = "newer_sessions", newerSafetyLogRows = "newer_safety_log_rows", currentDatabase = "current_database"
+        case copySchemaVersion = "copy_schema_version", buildSchemaVersion = "build_schema_version"
+    }
+
+    public var text: String {
+        var out = """
+            Restore plan
+              copy            \(copy) (\(copyKind)), made \(copyCreatedLocal) = \(copyCreatedUTC)
+              into            \(target)
+              current file    \(currentDatabase)
+            """
+        if let s = newerSessions, let r = newerSafetyLogRows {
+            out += "\n  will be lost    \(s) session(s) and \(r) safety-log row(s) newer than the copy (kept in a pre-restore safety copy)"
+        }
+        if copySchemaVersion < buildSchemaVersion {
+            out += "\n  note            the copy has schema \(copySchemaVersion), this build \(buildSchemaVersion): run `tosca-maint migrate up` after the restore"
+        }
+        return out + "\n"
+    }
+}
+
+/// `tosca-maint restore` (and `restore --drill`).
+public struct RestoreJob: Sendable {
+    public let dataDirectory: String
+    public let key: DatabaseKey?
+    public var databasePath: String { dataDirectory + "/tosca.db" }
+
+    public init(dataDirectory: String, key: DatabaseKey?) {
+        self.dataDirectory = dataDirectory
+        self.key = key
+    }
+
+    /// Finds the copy; throws 66 (with a hint) when there is none.
+    public func select(_ selection: RestoreSelection, catalog: Catalog, timeZone: TimeZone = .current) throws -> CatalogEntry {
+        switch selection {
+        case .latest:
+            guard let e = catalog.newestVerifiedBackup else {
+                throw ToolFailure(.noInput, "no verified backup in \(catalog.backupsDirectory)",
+                                  hint: catalog.entries.isEmpty ? "tosca-maint backup makes one; tosca-maint list shows what is there"
+                                                                : "tosca-maint list; restore a named copy with --backup PATH")
+            }
+            return e
+        case .date(let day, let utc):
+            var cal = Calendar(identifier: .gregorian)
+            cal.timeZone = utc ? TimeZone(identifier: "UTC")! : timeZone
+            func dayOf(_ e: CatalogEntry) -> String? {
+                guard let d = e.created?.date else { return nil }
+                let c = cal.dateComponents([.year, .month, .day], from: d)
+                return String(format: "%04d-%02d-%02d", c.year!, c.month!, c.day!)
+            }
+            if let e = catalog.backups.last(where: { $0.isVerified && dayOf($0) == day }) { return e }
+            let days = Array(Set(catalog.backups.filter(\.isVerified).compactMap(dayOf))).sorted()
+            let before = days.last { $0 < day }, after = days.first { $0 > day }
+            let nearest = [before, after].compactMap { $0 }
+            throw ToolFailure(.noInput, "no verified backup on \(day) (\(utc ? "UTC" : "local") day)",
+                              hint: nearest.isEmpty ? "there are no verified backups; tosca-maint list"
+                                                    : "the nearest days with one: \(nearest.joined(separator: ", ")) (tosca-maint restore --date DAY)")
+        case .path(let p):
+            let real = realPath(p)
+            if let e = catalog.entries.first(where: { realPath($0.path) == real }) { return e }
+            guard FileManager.default.fileExists(atPath: p) else { throw ToolFailure(.noInput, "no copy at \(p)", hint: "tosca-maint list") }
+            guard FileManager.default.fileExists(atPath: Manifest.path(for: p)) else {
+                throw ToolFailure(.dataError, "\(p) has no manifest: it is not a published copy and is never restored", hint: "tosca-maint list")
+            }
+            do {
+                let (m, ok) = try Manifest.read(path: Manifest.path(for: p))
+                return CatalogEntry(name: (p as NSString).lastPathComponent, path: p, manifest: m, digestMatches: ok, manifestError: nil)
+            } catch {
+                return CatalogEntry(name: (p as NSString).lastPathComponent, path: p, manifest: nil, digestMatches: false, manifestError: String(describing: error))
+            }
+        }
+    }
+
+    /// D12 on the chosen copy; a failure names the newest older copy that verifies (65).
+    public func verifyOrExplain(_ entry: CatalogEntry, catalog: Catalog) throws {
+        if entry.manifest?.facts.unverifiable == true {
+            throw ToolFailure(.dataError, "\(entry.name) is a raw safety copy kept for forensics: it cannot be verified and is not restored by this command",
+                              hint: "copy its files by hand if you must inspect them")
+        }
+        let problems = try Verification.problems(of: entry, key: key)
+        if entry.manifest != nil { try? Verification.record(ManifestCheck(level: "verify", ok: problems.isEmpty, problems: problems), for: entry) }
+        guard problems.isEmpty else {
+            var older: String? = nil
+            for candidate in catalog.entries.reversed() where candidate.isBackup && (candidate.created ?? UTCTime(seconds: 0, microseconds: 0)) < (entry.created ?? UTCTime.now()) {
+                if candidate.name == entry.name || candidate.manifest?.facts.encryption.keyID != key?.keyID && candidate.manifest?.facts.encryption.isEncrypted == true { continue }
+                if (try? Verification.problems(of: candidate, key: key))?.isEmpty == true { older = candidate.path; break }
+            }
+            Journal.shared.log(.err, "restore refused: \(entry.path) fails verification: \(problems.joined(separator: "; "))", id: .verifyFailed,
+                               fields: ["TOSCA_BACKUP_PATH": entry.path])
+            throw ToolFailure(.dataError, "\(entry.name) fails verification and is not restored:\n  " + problems.joined(separator: "\n  "),
+                              hint: older.map { "the newest older copy that verifies is \($0): tosca-maint restore --backup \($0)" } ?? "no older copy verifies; see tosca-maint list")
+        }
+    }
+
+    /// The plan against the current database (read-only).
+    public func plan(for entry: CatalogEntry, target: String) -> RestorePlan {
+        let facts = entry.manifest!.facts
+        let local = DateFormatter()
+        local.dateFormat = "yyyy-MM-dd HH:mm:ss zzz"
+        var newerSessions: Int? = nil, newerRows: Int? = nil
+        var current = "absent"
+        if FileManager.default.fileExists(atPath: target) {
+            current = "present"
+            if let live = try? Database(path: target, options: .init(readOnly: true, key: key)),
+               let copy = try? Database(path: entry.path, options: .init(readOnly: true, key: key)) {
+                let copyMaxSession = (try? copy.scalar("SELECT COALESCE(MAX(session_id), 0) FROM sessions"))??.int64 ?? 0
+                newerSessions = (try? live.scalar("SELECT count(*) FROM sessions WHERE session_id > ?", [.integer(copyMaxSession)]))??.int
+                let liveHead = (try? SafetyChain.head(live)) ?? nil
+                newerRows = max(0, Int((liveHead?.seq ?? 0) - (facts.chainHead?.seq ?? 0)))
+                if (try? live.scalar("SELECT count(*) FROM sqlite_master WHERE name = 'safety_log' AND sql LIKE '%seq%'"))??.int == 0 {
+                    newerRows = (try? live.scalar("SELECT count(*) FROM safety_log"))??.int.map { max(0, $0 - (facts.rowCounts["safety_log"] ?? 0)) }
+                }
+            } else {
+                current = "present but cannot be opened (it will be kept as raw files)"
+            }
+        }
+        return RestorePlan(copy: entry.name, copyPath: entry.path, copyKind: facts.kind.rawValue, copyCreatedUTC: facts.createdUTC,
+                           copyCreatedLocal: facts.created.map { local.string(from: $0.date) } ?? "?", target: target,
+                           newerSessions: newerSessions, newerSafetyLogRows: newerRows, currentDatabase: current,
+                           copySchemaVersion: facts.schemaVersion, buildSchemaVersion: toscaMigrations.last?.version ?? 0)
+    }
+
+    /// Keeps the current database as a `pre-restore` safety copy: through the backup API
+    /// when it opens and verifies, else its raw files, marked unverifiable (D6).
+    public func keepCurrent(caller holdsLocks: Bool) throws -> String? {
+        guard FileManager.default.fileExists(atPath: databasePath) else { return nil }
+        do {
+            var job = CopyJob(dataDirectory: dataDirectory, key: key, kind: .preRestore, reason: "before restore")
+            job.showProgress = true
+            return try job.makeCopy().path
+        } catch let f as ToolFailure where f.status == .ioError || f.status == .cantCreate {
+            throw f
+        } catch {
+            Journal.shared.log(.warning, "current database cannot be copied through SQLite (\(error)): keeping its raw files for forensics")
+            return try keepRawFiles(reason: String(describing: error))
+        }
+    }
+
+    func keepRawFiles(reason: String) throws -> String {
+        let dir = Catalog.backupsDirectory(of: dataDirectory)
+        let now = UTCTime.now()
+        let name = Catalog.freeName(in: dir, kind: .preRestore, time: now)
+        let dest = dir + "/" + name
+        var sizes: Int64 = 0
+        for suffix in ["-wal", "-shm", ""] where FileManager.default.fileExists(atPath: databasePath + suffix) {
+            try FileCopy.copy(from: databasePath + suffix, to: dest + suffix)
+            sizes += Int64((try? FileManager.default.attributesOfItem(atPath: dest + suffix)[.size] as? NSNumber)??.intValue ?? 0)
+        }
+        let (sha, size) = try FileDigest.sha256(path: dest)
+        var facts = ManifestFacts(kind: .preRestore, createdUTC: now.iso8601, sourcePath: databasePath, toolVersion: toscaMaintVersion,
+                                  fileName: name, sha256: sha, sizeBytes: size, pageSize: 0, pageCount: 0, schemaVersion: 0,
+                                  schema: "unknown", rowCounts: [:], foreignKeyViolations: 0, chainHead: nil,
+                                  encryption: key.map { .sqlcipher(version: (try? SQLCipherLibrary.checkVersion()) ?? "?", keyID: $0.keyID) } ?? .none,
+                                  unverifiable: true, reason: "raw db, -wal and -shm files kept for forensics: \(reason)", digest: "")
+        facts.digest = try facts.computedDigest()
+        try Manifest(facts: facts, checks: []).write(path: Manifest.path(for: dest))
+        return dest
+    }
+
+    /// Copies `entry` into `<target>.restore-partial`, checks D12 steps 2-3 on it, then
+    /// swaps it in: stale `-wal`/`-shm` removed first, rename, folder fsynced.
+    public func restoreFile(_ entry: CatalogEntry, to target: String, replace: Bool) throws {
+        let facts = entry.manifest!.facts
+        let dir = (target as NSString).deletingLastPathComponent
+        let temp = target + ".restore-partial"
+        for suffix in ["", "-journal", "-wal", "-shm"] { unlink(temp + suffix) }
+        var done = false
+        defer { if !done { for suffix in ["", "-journal", "-wal", "-shm"] { unlink(temp + suffix) } } }
+        do {
+            try FileCopy.copy(from: entry.path, to: temp)
+        } catch let e as POSIXFailure {
+            throw ToolFailure(e.code == ENOSPC || e.code == EFBIG || e.code == EDQUOT || e.code == EIO ? .ioError : .cantCreate,
+                              "cannot write \(temp): \(e)", hint: "the current database is untouched; free space or fix permissions in \(dir)")
+        }
+        let (m, digest) = try Measurement.withDigest(path: temp, key: key)
+        var problems = Verification.compare(m, with: facts)
+        if digest.hex != facts.sha256 { problems.append("the restored file's SHA-256 differs from the copy's manifest") }
+        guard problems.isEmpty else {
+            throw ToolFailure(.dataError, "the restored file fails verification; the current database is untouched:\n  " + problems.joined(separator: "\n  "))
+        }
+        if replace {
+            // An empty WAL first (we hold tosca.lock: no writer), so removing it loses nothing.
+            if FileManager.default.fileExists(atPath: target), let live = try? Database(path: target, options: .init(key: key)) {
+                _ = try? live.rows("PRAGMA wal_checkpoint(TRUNCATE)")
+            }
+            for suffix in ["-wal", "-shm", "-journal"] {
+                if unlink(target + suffix) != 0 && errno != ENOENT { throw POSIXFailure(operation: "remove \(target + suffix)", code: errno) }
+            }
+            guard rename(temp, target) == 0 else { throw POSIXFailure(operation: "rename \(temp) to \(target)", code: errno) }
+        } else {
+            guard link(temp, target) == 0 else {
+                throw ToolFailure(.cantCreate, "cannot create \(target): \(String(cString: strerror(errno)))", hint: "--to never overwrites; name a new file")
+            }
+            unlink(temp)
+        }
+        done = true
+        try AtomicFile.syncDirectory(dir.isEmpty ? "." : dir)
+    }
+
+    /// Appends the `maintenance` safety-log entry to the restored database.
+    public func recordRestore(into target: String, copy: CatalogEntry, preRestore: String?) throws -> Bool {
+        let db = try Database(path: target, options: .init(key: key))
+        guard try Migrator().status(db).applied.contains(where: { $0.id == "0006_safety_log_chain" }) else { return false }
+        let user = ProcessInfo.processInfo.environment["SUDO_USER"] ?? ProcessInfo.processInfo.environment["USER"] ?? String(getuid())
+        let details = JSONValue.object([
+            "restored_from": .string(copy.name), "copy_created_utc": .string(copy.manifest?.facts.createdUTC ?? ""),
+            "copy_sha256": .string(copy.manifest?.facts.sha256 ?? ""), "pre_restore_copy": preRestore.map { .string(($0 as NSString).lastPathComponent) } ?? .null,
+            "user": .string(user), "tool_version": .string(toscaMaintVersion),
+        ]).canonical
+        try db.transaction {
+            try SafetyChain.append(SafetyLogEntry(eventType: "maintenance", severity: .warning,
+                                                  description: "database restored from \(copy.name) by \(user)",
+                                                  actionTaken: "tosca-maint restore", details: details), to: db)
+        }
+        return true
+    }
+
+    /// D12's drill: restores the copy into a temporary folder, runs steps 2-3 there,
+    /// records the result in the copy's manifest. Changes nothing else.
+    public func drill(_ entry: CatalogEntry) throws -> [String] {
+        guard let facts = entry.manifest?.facts else { return ["\(entry.name): no manifest"] }
+        var problems = try Verification.problems(of: entry, key: key)
+        if problems.isEmpty {
+            let scratch = NSTemporaryDirectory() + "/tosca-drill-\(getpid())-\(UTCTime.now().seconds)"
+            try AtomicFile.makeDirectory(scratch)
+            defer { try? FileManager.default.removeItem(atPath: scratch) }
+            do {
+                try restoreFile(entry, to: scratch + "/tosca.db", replace: false)
+                let m = try Measurement.of(path: scratch + "/tosca.db", key: key)
+                problems += Verification.compare(m, with: facts)
+            } catch let f as ToolFailure {
+                problems.append(f.message)
+            }
+        }
+        try Verification.record(ManifestCheck(level: "drill", ok: problems.isEmpty, problems: problems), for: entry)
+        return problems
+    }
+}
+
+/// Byte copies with fsync.
+public enum FileCopy {
+    /// Copies `source` to a new file `destination` (never over an existing one), fsynced.
+    public static func copy(from source: String, to destination: String) throws {
+        let inFD = open(source, O_RDONLY | O_CLOEXEC)
+        guard inFD >= 0 else { throw POSIXFailure(operation: "open \(source)", code: errno) }
+        defer { close(inFD) }
+        let outFD = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard outFD >= 0 else { throw POSIXFailure(operation: "create \(destination)", code: errno) }
+        var ok = false
+        defer {
+            close(outFD)
+            if !ok { unlink(destination) }
+        }
+        var buf = [UInt8](repeating: 0, count: 4 << 20)
+        var written: Int64 = 0
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(inFD, $0.baseAddress, $0.count) }
+            if n < 0 { if errno == EINTR { continue }; throw POSIXFailure(operation: "read \(source)", code: errno) }
+            if n == 0 { break }
+            var off = 0
+            while off < n {
+                let w = buf.withUnsafeBytes { write(outFD, $0.baseAddress! + off, n - off) }
+                if w < 0 { if errno == EINTR { continue }; throw POSIXFailure(operation: "write \(destination)", code: errno) }
+                off += w
+            }
+            written += Int64(n)
+        }
+        guard fsync(outFD) == 0 else { throw POSIXFailure(operation: "fsync \(destination)", code: errno) }
+        ok = true
+    }
+}
+
+/// The canonical absolute path (symlinks resolved), or the path itself when it does not exist.
+public func realPath(_ p: String) -> String {
+    guard let r = realpath(p, nil) else { return p }
+    defer { free(r) }
+    return String(cString: r)
+}
