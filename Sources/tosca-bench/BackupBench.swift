@@ -88,7 +88,41 @@ struct BackupBench: ParsableCommand {
             print(String(format: "  tosca-maint backup (copy, verify, manifest, publish)  %.2f s   %@x by hand", whole, r(whole, byHand)))
             print("")
         }
+        try restore(data: plain, sqlite3: sqlite3, maint: maint, base: base)
         try latency(data: plain, sim: sim, maint: maint)
+    }
+
+    /// Restore of the backup of the plaintext database against the by-hand work.
+    func restore(data: String, sqlite3: String, maint: String, base: String) throws {
+        try? FileManager.default.removeItem(atPath: data + "/backups")
+        let made = try shell(maint, ["backup", "--data-dir", data])
+        let copy = made.split(separator: "\n").last.map(String.init) ?? ""
+        let out = base + "/restore-out"
+        try? FileManager.default.removeItem(atPath: out)
+        try AtomicFile.makeDirectory(out)
+        let byHand = try timed(reset: { unlink(out + "/hand.db"); _ = try shell("/bin/sync", []) }) {
+            try runCLI(sqlite3, [copy, "PRAGMA integrity_check;"])
+            try runCLI(sqlite3, [out + "/hand.db", ".restore '\(copy)'"])
+            try runCLI(sqlite3, [out + "/hand.db", "PRAGMA integrity_check;"])
+        }
+        let to = try timed(reset: { unlink(out + "/ours.db"); _ = try shell("/bin/sync", []) }) {
+            try runCLI(maint, ["restore", "--backup", copy, "--to", out + "/ours.db", "--yes", "--data-dir", data])
+        }
+        let inPlace = try timed(reset: {
+            for n in (try? FileManager.default.contentsOfDirectory(atPath: data + "/backups")) ?? [] where n.contains("pre-restore") {
+                unlink(data + "/backups/" + n)
+            }
+            _ = try shell("/bin/sync", [])
+        }) {
+            try runCLI(maint, ["restore", "--backup", copy, "--yes", "--data-dir", data])
+        }
+        try? FileManager.default.removeItem(atPath: out)
+        try? FileManager.default.removeItem(atPath: data + "/backups")
+        print("restore of the plaintext backup:")
+        print(String(format: "  by hand: integrity_check of the copy + .restore + integrity_check  %7.2f s", byHand))
+        print(String(format: "  tosca-maint restore --to (verify copy, stage, verify result)       %7.2f s   %.2fx by hand", to, to / byHand))
+        print(String(format: "  tosca-maint restore in place (also a verified pre-restore copy)    %7.2f s   %.2fx by hand", inPlace, inPlace / byHand))
+        print("")
     }
 
     func sibling(_ name: String) -> String? {

@@ -45,6 +45,27 @@ import ToscaCore
         try simulatedData(data, sessions: 1)
     }
 
+    @Test func aDamagedLiveDatabaseIsKeptAsRawFilesForForensics() throws {
+        let dir = TempDir()
+        let (data, copy) = try dataWithBackup(dir)
+        let db = data + "/tosca.db"
+        try sqlite3Value(db, "PRAGMA wal_checkpoint(TRUNCATE);")
+        // Destroy the header: the file no longer opens.
+        try flipByte(db, at: 0)
+        try flipByte(db, at: 1)
+        let damagedSHA = fileSHA256(db)
+        let r = try maint(["restore", "--latest", "--yes", "--data-dir", data])
+        #expect(r.status == 0, "\(r.output)")
+        let raw = try #require(listing(data + "/backups").first { $0.hasSuffix("_pre-restore.db") })
+        #expect(fileSHA256(data + "/backups/" + raw) == damagedSHA)
+        let m = try Manifest.read(path: data + "/backups/" + raw + ".manifest.json").0
+        #expect(m.facts.unverifiable == true)
+        let v = try maint(["verify", "--all", "--data-dir", data])
+        #expect(v.status == 0, "\(v.output)")
+        #expect(v.stdout.contains("kept for forensics"))
+        #expect(try sqlite3Value(db, "SELECT count(*) FROM sessions;") == (try sqlite3Value(copy, "SELECT count(*) FROM sessions;")))
+    }
+
     @Test func choosingCopiesAndBadInput() throws {
         let dir = TempDir()
         let data = dir.sub("data")
