@@ -245,19 +245,25 @@ public struct RestoreJob: Sendable {
         return true
     }
 
-    /// D12's drill: restores the copy into a temporary folder, runs steps 2-3 there,
-    /// records the result in the copy's manifest. Changes nothing else.
+    /// D12's drill: verifies the copy, restores it into a scratch folder in `backups/`,
+    /// runs steps 2-3 on the result, records the result in the copy's manifest. Changes
+    /// nothing else.
     public func drill(_ entry: CatalogEntry) throws -> [String] {
-        guard let facts = entry.manifest?.facts else { return ["\(entry.name): no manifest"] }
+        guard entry.manifest != nil else { return ["\(entry.name): no manifest"] }
         var problems = try Verification.problems(of: entry, key: key)
         if problems.isEmpty {
-            let scratch = NSTemporaryDirectory() + "/tosca-drill-\(getpid())-\(UTCTime.now().seconds)"
+            // A scratch folder beside the copies (same filesystem, so the space is known);
+            // leftovers of an interrupted drill go first. The caller holds .maint.lock.
+            let backups = Catalog.backupsDirectory(of: dataDirectory)
+            for n in (try? FileManager.default.contentsOfDirectory(atPath: backups)) ?? [] where n.hasPrefix(".drill-") {
+                try? FileManager.default.removeItem(atPath: backups + "/" + n)
+            }
+            let scratch = backups + "/.drill-\(getpid())"
             try AtomicFile.makeDirectory(scratch)
             defer { try? FileManager.default.removeItem(atPath: scratch) }
             do {
+                // Copies, then runs D12 steps 2-3 on the restored file against the facts.
                 try restoreFile(entry, to: scratch + "/tosca.db", replace: false)
-                let m = try Measurement.of(path: scratch + "/tosca.db", key: key)
-                problems += Verification.compare(m, with: facts)
             } catch let f as ToolFailure {
                 problems.append(f.message)
             }
