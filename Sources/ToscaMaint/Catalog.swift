@@ -60,7 +60,13 @@ public struct Catalog: Sendable {
         let set = Set(names)
         for n in names {
             let p = dir + "/" + n
-            if n.hasSuffix(".partial") || n.hasSuffix(".partial-journal") { partials.append(p); continue }
+            // Leftovers of interrupted runs: .partial files (and their -wal/-shm/-journal),
+            // atomic-write temporaries, raw journals whose database file never arrived.
+            if n.contains(".partial") || (n.hasPrefix(".") && n.hasSuffix(".tmp")) { partials.append(p); continue }
+            if let r = n.range(of: ".db-", options: .backwards), ["wal", "shm", "journal"].contains(String(n[r.upperBound...])),
+               !set.contains(String(n[..<r.lowerBound]) + ".db") {
+                partials.append(p); continue
+            }
             if n.hasSuffix(".db.manifest.json") {
                 if !set.contains(String(n.dropLast(".manifest.json".count))) { orphanManifests.append(p) }
                 continue

@@ -131,8 +131,8 @@ public struct RestoreJob: Sendable {
         var current = "absent"
         if FileManager.default.fileExists(atPath: target) {
             current = "present"
-            if let live = try? Database(path: target, options: .init(readOnly: true, key: key)),
-               let copy = try? Database(path: entry.path, options: .init(readOnly: true, key: key)) {
+            if let live = try? Database(path: target, options: .init(readOnly: true, key: liveKey(target))),
+               let copy = try? Database(path: entry.path, options: .init(readOnly: true, key: key(for: entry))) {
                 let copyMaxSession = (try? copy.scalar("SELECT COALESCE(MAX(session_id), 0) FROM sessions"))??.int64 ?? 0
                 newerSessions = (try? live.scalar("SELECT count(*) FROM sessions WHERE session_id > ?", [.integer(copyMaxSession)]))??.int
                 let liveHead = (try? SafetyChain.head(live)) ?? nil
@@ -150,17 +150,50 @@ public struct RestoreJob: Sendable {
                            copySchemaVersion: facts.schemaVersion, buildSchemaVersion: toscaMigrations.last?.version ?? 0)
     }
 
-    /// Keeps the current database as a `pre-restore` safety copy: through the backup API
-    /// when it opens and verifies, else its raw files, marked unverifiable (D6).
+    /// The key for a copy: the given one when the copy is encrypted, none when plaintext.
+    func key(for entry: CatalogEntry) -> DatabaseKey? {
+        entry.manifest?.facts.encryption.isEncrypted == true ? key : nil
+    }
+
+    /// The key for the live file: none when its header says plaintext SQLite.
+    func liveKey(_ path: String) -> DatabaseKey? {
+        (try? FileHeader.classify(path: path)) == .plaintext ? nil : key
+    }
+
+    /// Errors that mean "this file is damaged", as opposed to busy, locked or keyed wrongly.
+    static func isDamage(_ error: any Error) -> Bool {
+        switch error {
+        case let e as DatabaseOpenError:
+            switch e {
+            // Not SQLite and no key given: damaged, or encrypted with a key we were not
+            // handed. Its raw files keep it either way, byte for byte.
+            case .notADatabase, .notPlaintext: return true
+            default: return false
+            }
+        case let e as SQLiteError: return e.primaryCode == 11 || e.primaryCode == 26
+        case let e as ToolFailure: return e.status == .dataError
+        case is MigrationError: return true
+        default: return false
+        }
+    }
+
+    /// Keeps the current database as a `pre-restore` safety copy (D6): through the backup
+    /// API when it opens and verifies; its raw `db`, `-wal`, `-shm` files (marked
+    /// unverifiable) when it is damaged, or when only its journals are left. Busy, locked
+    /// or key problems stop the restore here, before anything changes.
     public func keepCurrent(caller holdsLocks: Bool) throws -> String? {
-        guard FileManager.default.fileExists(atPath: databasePath) else { return nil }
+        let fm = FileManager.default
+        let present = ["", "-wal", "-shm", "-journal"].filter { fm.fileExists(atPath: databasePath + $0) }
+        if present.isEmpty { return nil }
+        guard present.contains("") else {
+            Journal.shared.log(.warning, "\(databasePath) is missing but its journal files are there: keeping them for forensics")
+            return try keepRawFiles(reason: "tosca.db was missing; its journal files are kept")
+        }
         do {
-            var job = CopyJob(dataDirectory: dataDirectory, key: key, kind: .preRestore, reason: "before restore")
+            var job = CopyJob(dataDirectory: dataDirectory, key: liveKey(databasePath), kind: .preRestore, reason: "before restore")
             job.showProgress = true
             return try job.makeCopy().path
-        } catch let f as ToolFailure where f.status == .ioError || f.status == .cantCreate {
-            throw f
-        } catch {
+        } catch where Self.isDamage(error) {
             Journal.shared.log(.warning, "current database cannot be copied through SQLite (\(error)): keeping its raw files for forensics")
             return try keepRawFiles(reason: String(describing: error))
         }
@@ -171,26 +204,46 @@ public struct RestoreJob: Sendable {
         let now = UTCTime.now()
         let name = Catalog.freeName(in: dir, kind: .preRestore, time: now)
         let dest = dir + "/" + name
-        var sizes: Int64 = 0
-        for suffix in ["-wal", "-shm", ""] where FileManager.default.fileExists(atPath: databasePath + suffix) {
-            try FileCopy.copy(from: databasePath + suffix, to: dest + suffix)
-            sizes += Int64((try? FileManager.default.attributesOfItem(atPath: dest + suffix)[.size] as? NSNumber)??.intValue ?? 0)
+        // Under .partial names first, renamed into place: a crash leaves only partials.
+        var moved: [(String, String)] = []
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let from = databasePath + suffix
+            let staged = dest + ".partial" + suffix
+            if FileManager.default.fileExists(atPath: from) {
+                try FileCopy.copy(from: from, to: staged)
+            } else if suffix.isEmpty {
+                guard FileManager.default.createFile(atPath: staged, contents: Data()) else {
+                    throw POSIXFailure(operation: "create \(staged)", code: errno)
+                }
+            } else { continue }
+            moved.append((staged, dest + suffix))
         }
+        for (staged, final) in moved.reversed() { // the database file last
+            guard rename(staged, final) == 0 else { throw POSIXFailure(operation: "rename \(staged)", code: errno) }
+        }
+        try AtomicFile.syncDirectory(dir)
         let (sha, size) = try FileDigest.sha256(path: dest)
+        let header = (try? FileHeader.classify(path: dest)) ?? .empty
         var facts = ManifestFacts(kind: .preRestore, createdUTC: now.iso8601, sourcePath: databasePath, toolVersion: toscaMaintVersion,
                                   fileName: name, sha256: sha, sizeBytes: size, pageSize: 0, pageCount: 0, schemaVersion: 0,
                                   schema: "unknown", rowCounts: [:], foreignKeyViolations: 0, chainHead: nil,
-                                  encryption: key.map { .sqlcipher(version: (try? SQLCipherLibrary.checkVersion()) ?? "?", keyID: $0.keyID) } ?? .none,
+                                  encryption: header == .other ? EncryptionFacts(mode: "unknown (not plaintext SQLite)") : .none,
                                   unverifiable: true, reason: "raw db, -wal and -shm files kept for forensics: \(reason)", digest: "")
         facts.digest = try facts.computedDigest()
         try Manifest(facts: facts, checks: []).write(path: Manifest.path(for: dest))
         return dest
     }
 
-    /// Copies `entry` into `<target>.restore-partial`, checks D12 steps 2-3 on it, then
-    /// swaps it in: stale `-wal`/`-shm` removed first, rename, folder fsynced.
-    public func restoreFile(_ entry: CatalogEntry, to target: String, replace: Bool) throws {
+    /// Copies `entry` into `<target>.restore-partial`, checks D12 steps 2-3 on it (and that
+    /// its SHA-256 is the copy's), lets `prepare` change it (the maintenance entry), gives
+    /// it the old file's owner and mode, then swaps it in: the live WAL is checkpointed
+    /// to empty first, the stale `-wal`/`-shm` removed, the file renamed, the folder
+    /// fsynced. `journalsKept`: the live journals are in a raw safety copy, so they may
+    /// go even when the live file cannot be opened to checkpoint them.
+    public func restoreFile(_ entry: CatalogEntry, to target: String, replace: Bool, journalsKept: Bool = false,
+                            prepare: ((String) throws -> Void)? = nil) throws {
         let facts = entry.manifest!.facts
+        let copyKey = key(for: entry)
         let dir = (target as NSString).deletingLastPathComponent
         let temp = target + ".restore-partial"
         for suffix in ["", "-journal", "-wal", "-shm"] { unlink(temp + suffix) }
@@ -199,19 +252,42 @@ public struct RestoreJob: Sendable {
         do {
             try FileCopy.copy(from: entry.path, to: temp)
         } catch let e as POSIXFailure {
+            if e.operation.hasPrefix("open \(entry.path)") || e.operation.hasPrefix("read \(entry.path)") {
+                throw ToolFailure(e.code == ENOENT ? .noInput : .ioError, "cannot read the copy: \(e)", hint: "tosca-maint list")
+            }
             throw ToolFailure(e.code == ENOSPC || e.code == EFBIG || e.code == EDQUOT || e.code == EIO ? .ioError : .cantCreate,
                               "cannot write \(temp): \(e)", hint: "the current database is untouched; free space or fix permissions in \(dir)")
         }
-        let (m, digest) = try Measurement.withDigest(path: temp, key: key)
+        let (m, digest) = try Measurement.withDigest(path: temp, key: copyKey)
         var problems = Verification.compare(m, with: facts)
         if digest.hex != facts.sha256 { problems.append("the restored file's SHA-256 differs from the copy's manifest") }
         guard problems.isEmpty else {
             throw ToolFailure(.dataError, "the restored file fails verification; the current database is untouched:\n  " + problems.joined(separator: "\n  "))
         }
+        try prepare?(temp)
+        // The recorder must be able to open it: the old file's owner and mode, else the folder's.
+        var st = stat()
+        if stat(target, &st) == 0 || stat(dir.isEmpty ? "." : dir, &st) == 0 {
+            chown(temp, st.st_uid, st.st_gid)
+            chmod(temp, (st.st_mode & 0o777) & ~0o111 & ~0o077 | 0o600)
+        }
+        try FileDigest.fsyncFile(temp)
         if replace {
-            // An empty WAL first (we hold tosca.lock: no writer), so removing it loses nothing.
-            if FileManager.default.fileExists(atPath: target), let live = try? Database(path: target, options: .init(key: key)) {
-                _ = try? live.rows("PRAGMA wal_checkpoint(TRUNCATE)")
+            if FileManager.default.fileExists(atPath: target) {
+                do {
+                    let live = try Database(path: target, options: .init(key: liveKey(target)))
+                    let r = try live.rows("PRAGMA wal_checkpoint(TRUNCATE)").first
+                    if let busy = r?[0].int, busy != 0 {
+                        throw ToolFailure(.tempFail, "something still reads \(target): its WAL cannot be emptied; nothing was swapped",
+                                          hint: "stop every program that has the database open, then retry")
+                    }
+                } catch let f as ToolFailure {
+                    throw f
+                } catch {
+                    guard journalsKept else {
+                        throw ToolFailure(.dataError, "\(target) cannot be opened to empty its WAL and its journals were not kept: nothing was swapped (\(error))")
+                    }
+                }
             }
             for suffix in ["-wal", "-shm", "-journal"] {
                 if unlink(target + suffix) != 0 && errno != ENOENT { throw POSIXFailure(operation: "remove \(target + suffix)", code: errno) }
@@ -227,9 +303,10 @@ public struct RestoreJob: Sendable {
         try AtomicFile.syncDirectory(dir.isEmpty ? "." : dir)
     }
 
-    /// Appends the `maintenance` safety-log entry to the restored database.
+    /// Appends the `maintenance` safety-log entry to a restored (staged) file; `false` when
+    /// its schema has no chain yet.
     public func recordRestore(into target: String, copy: CatalogEntry, preRestore: String?) throws -> Bool {
-        let db = try Database(path: target, options: .init(key: key))
+        let db = try Database(path: target, options: .init(key: key(for: copy)))
         guard try Migrator().status(db).applied.contains(where: { $0.id == "0006_safety_log_chain" }) else { return false }
         let user = ProcessInfo.processInfo.environment["SUDO_USER"] ?? ProcessInfo.processInfo.environment["USER"] ?? String(getuid())
         let details = JSONValue.object([

@@ -70,8 +70,12 @@ public struct StatusReport: Codable, Sendable {
             }
         }
         let verdict: String, code: Int32
+        let failedBackup = catalog.backups.last { $0.manifest?.lastCheck?.ok == false }
         if let last, !last.1.ok {
             verdict = "the last check (\(last.1.level) of \(last.0.name) at \(last.1.timeUTC)) FAILED: \(last.1.problems.prefix(3).joined(separator: "; "))"
+            code = ExitStatus.dataError.rawValue
+        } else if let failedBackup, let check = failedBackup.manifest?.lastCheck {
+            verdict = "backup \(failedBackup.name) FAILED its last check (\(check.level) at \(check.timeUTC)): \(check.problems.prefix(3).joined(separator: "; "))"
             code = ExitStatus.dataError.rawValue
         } else if newest == nil {
             verdict = "no verified backup"

@@ -13,7 +13,7 @@ struct RestoreCommand: ParsableCommand {
             published copy, safety copies included), and verifies it first: a copy that fails \
             is never restored, and the message names the newest older copy that verifies.
             2. Takes backups/.maint.lock, then tosca.lock: stop the recorder first (exit 75 \
-            while it runs).
+            while it runs). --to takes only .maint.lock.
             3. Shows the plan: the copy, its time, and how many sessions and safety-log rows of \
             the current database are newer than it. --dry-run stops here. On a terminal it asks \
             for confirmation; without a terminal it needs --yes.
@@ -25,8 +25,8 @@ struct RestoreCommand: ParsableCommand {
             6. Appends a `maintenance` entry (which copy, when, by whom) to the restored safety log.
             If the copy's schema is older than this build, run `tosca-maint migrate up` next.
 
-            --to PATH restores into a new file for inspection, without locks or changes to the \
-            live database; it never overwrites. --drill restores the newest verified backup (or \
+            --to PATH restores into a new file for inspection, without tosca.lock or changes to \
+            the live database; it never overwrites. --drill restores the newest verified backup (or \
             --backup PATH) into a temporary folder, checks it, and records the result in its \
             manifest; nothing else changes.
 
@@ -87,6 +87,8 @@ struct RestoreCommand: ParsableCommand {
                 guard !FileManager.default.fileExists(atPath: to) else {
                     throw ToolFailure(.cantCreate, "\(to) exists: --to never overwrites", hint: "name a new file")
                 }
+                // Manifests get the verification result: serialize with other maintenance runs.
+                lock = try takeMaintenanceLock(dataDirectory: data)
             } else {
                 lock = try takeMaintenanceLock(dataDirectory: data)
                 do { dbLock = try FileLock(path: data + "/tosca.lock") } catch FileLockError.held(_, let holder) {
@@ -95,7 +97,7 @@ struct RestoreCommand: ParsableCommand {
                 }
             }
             let catalog = try Catalog.scan(dataDirectory: data)
-            if lock != nil { try Housekeeping.run(catalog) }
+            if dbLock != nil { try Housekeeping.run(catalog) }
             let selection: RestoreSelection = latest ? .latest : date.map { .date($0, utc: utc) } ?? .path(backup!)
             let entry = try job.select(selection, catalog: try Catalog.scan(dataDirectory: data))
             try job.verifyOrExplain(entry, catalog: catalog)
@@ -117,9 +119,14 @@ struct RestoreCommand: ParsableCommand {
                 preRestore = try job.keepCurrent(caller: true)
                 if let preRestore { print("kept the current database as \(preRestore)") }
             }
-            try job.restoreFile(entry, to: target, replace: to == nil)
+            let rawKept = preRestore.map { (try? Manifest.read(path: Manifest.path(for: $0)).0.facts.unverifiable) == true } ?? false
+            var recorded = false
+            // The maintenance entry goes into the staged file, before the swap: the restored
+            // database never exists without it.
+            try job.restoreFile(entry, to: target, replace: to == nil, journalsKept: rawKept, prepare: to == nil ? { staged in
+                recorded = try job.recordRestore(into: staged, copy: entry, preRestore: preRestore)
+            } : nil)
             if to == nil {
-                let recorded = try job.recordRestore(into: target, copy: entry, preRestore: preRestore)
                 Journal.shared.log(.warning, "restored \(target) from \(entry.path)\(preRestore.map { "; previous database kept as \($0)" } ?? "")",
                                    id: .restored, fields: ["TOSCA_BACKUP_PATH": entry.path, "TOSCA_DATABASE": target])
                 if !recorded { print("note: the restored database has no safety-log chain yet; nothing was appended to it") }

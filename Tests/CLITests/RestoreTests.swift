@@ -66,6 +66,22 @@ import ToscaCore
         #expect(try sqlite3Value(db, "SELECT count(*) FROM sessions;") == (try sqlite3Value(copy, "SELECT count(*) FROM sessions;")))
     }
 
+    @Test func aJournalLeftWithoutItsDatabaseIsKeptBeforeTheRestore() throws {
+        let dir = TempDir()
+        let (data, _) = try dataWithBackup(dir)
+        let db = data + "/tosca.db"
+        unlink(db)
+        let wal = Data((0..<5000).map { UInt8(truncatingIfNeeded: $0 &* 13) })
+        _ = FileManager.default.createFile(atPath: db + "-wal", contents: wal)
+        let r = try maint(["restore", "--latest", "--yes", "--data-dir", data])
+        #expect(r.status == 0, "\(r.output)")
+        let raw = try #require(listing(data + "/backups").first { $0.hasSuffix("_pre-restore.db-wal") })
+        #expect(FileManager.default.contents(atPath: data + "/backups/" + raw) == wal)
+        #expect(!FileManager.default.fileExists(atPath: db + "-wal"))
+        #expect(try sqlite3Value(db, "PRAGMA integrity_check;") == "ok")
+        #expect(try maint(["verify", "--all", "--data-dir", data]).status == 0)
+    }
+
     @Test func choosingCopiesAndBadInput() throws {
         let dir = TempDir()
         let data = dir.sub("data")
