@@ -14,6 +14,9 @@ public struct CopyJob: Sendable {
     public let key: DatabaseKey?
     public let kind: CopyKind
     public var reason: String?
+    /// For `pre-migration` copies (D6): the schema versions, recorded in the manifest.
+    public var fromVersion: String?
+    public var toVersion: String?
     public var showProgress = true
     public var now: @Sendable () -> UTCTime = { UTCTime.now() }
 
@@ -102,7 +105,7 @@ public struct CopyJob: Sendable {
             schemaVersion: measurement.schemaVersion, schema: measurement.schema, rowCounts: measurement.rowCounts,
             foreignKeyViolations: measurement.foreignKeyViolations, chainHead: measurement.chain.head,
             encryption: key.map { .sqlcipher(version: (try? SQLCipherLibrary.checkVersion()) ?? "?", keyID: $0.keyID) } ?? .none,
-            unverifiable: nil, reason: reason, digest: "")
+            unverifiable: nil, reason: reason, fromVersion: fromVersion, toVersion: toVersion, digest: "")
         facts.digest = try facts.computedDigest()
         let manifest = Manifest(facts: facts, checks: [ManifestCheck(level: "backup", time: now(), ok: true, problems: [])])
         // Publish (D4): the database under its final name (never over an existing file),

@@ -18,6 +18,10 @@ public enum MessageID: String, Sendable, CaseIterable {
     case statusReport = "056d45c46329465bb7d64b9150eb0a2f"
     case restored = "d6191402d04047feb9cc4bd2a94a2da5"
     case drillPassed = "5f38eaa8090d405599c23b98f29df47a"
+    case migrationStep = "725df2ebe4f94be895584c90713c07d1"
+    case migrationApplied = "88f0958879a141ee8ab31b5ac086098f"
+    case migrationFailed = "b426e604e2f64dbfabebb6d14615f9de"
+    case snapshotTaken = "e1085d7f59664a658eb0a855e61ae1d9"
     case drillFailed = "461d110dbac44114b0fd0766a4bbbec1"
 }
 

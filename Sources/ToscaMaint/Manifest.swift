@@ -52,6 +52,9 @@ public struct ManifestFacts: Codable, Sendable, Equatable {
     public var unverifiable: Bool?
     /// Why a snapshot was taken.
     public var reason: String?
+    /// A pre-migration copy: the schema it was taken at and the one `migrate up` aims for.
+    public var fromVersion: String?
+    public var toVersion: String?
     /// SHA-256 of the canonical JSON of these facts without `digest`.
     public var digest: String
 
@@ -60,7 +63,7 @@ public struct ManifestFacts: Codable, Sendable, Equatable {
         case formatVersion = "format_version", createdUTC = "created_utc", sourcePath = "source_path", toolVersion = "tool_version"
         case fileName = "file_name", sizeBytes = "size_bytes", pageSize = "page_size", pageCount = "page_count"
         case schemaVersion = "schema_version", rowCounts = "row_counts", foreignKeyViolations = "foreign_key_violations"
-        case chainHead = "chain_head"
+        case chainHead = "chain_head", fromVersion = "from_version", toVersion = "to_version"
     }
 
     /// The digest these facts should carry.

@@ -228,7 +228,7 @@ public struct RestoreJob: Sendable {
                                   fileName: name, sha256: sha, sizeBytes: size, pageSize: 0, pageCount: 0, schemaVersion: 0,
                                   schema: "unknown", rowCounts: [:], foreignKeyViolations: 0, chainHead: nil,
                                   encryption: header == .other ? EncryptionFacts(mode: "unknown (not plaintext SQLite)") : .none,
-                                  unverifiable: true, reason: "raw db, -wal and -shm files kept for forensics: \(reason)", digest: "")
+                                  unverifiable: true, reason: "raw db, -wal and -shm files kept for forensics: \(reason)", fromVersion: nil, toVersion: nil, digest: "")
         facts.digest = try facts.computedDigest()
         try Manifest(facts: facts, checks: []).write(path: Manifest.path(for: dest))
         return dest

@@ -264,7 +264,7 @@ import ToscaCore
             let t = UTCTime(seconds: 1_790_000_000 + Int64(day) * 86_400, microseconds: 0)
             let facts = ManifestFacts(kind: kind, createdUTC: t.iso8601, sourcePath: "x", toolVersion: "t", fileName: "f\(day)", sha256: "",
                                       sizeBytes: 0, pageSize: 4096, pageCount: 1, schemaVersion: 6, schema: "6", rowCounts: [:],
-                                      foreignKeyViolations: 0, chainHead: nil, encryption: .none, unverifiable: nil, reason: nil, digest: "")
+                                      foreignKeyViolations: 0, chainHead: nil, encryption: .none, unverifiable: nil, reason: nil, fromVersion: nil, toVersion: nil, digest: "")
             return CatalogEntry(name: "\(kind.rawValue)-\(day)", path: "/nonexistent/\(day)",
                                 manifest: Manifest(facts: facts, checks: [ManifestCheck(level: "backup", time: t, ok: ok, problems: [])]),
                                 digestMatches: true, manifestError: nil)
