@@ -97,3 +97,29 @@ import ToscaCore
         #expect(try maint(["migrate", "--help"]).stdout.contains("--repair-orphans"))
     }
 }
+
+@Suite struct MigrateFallBackTests {
+    /// A migration that changes rows it does not document fails verification, and the
+    /// pre-migration copy comes back.
+    @Test func aResultThatFailsVerificationIsReplacedByTheSafetyCopy() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        mkdir(data, 0o700)
+        let db = data + "/tosca.db"
+        try makeLegacyDatabase(at: db)
+        let dumpBefore = try sqlite3Value(db, ".dump")
+        var job = MigrateJob(dataDirectory: data, key: nil)
+        job.migrator = Migrator(migrations: toscaMigrations + [
+            Migration(id: "0007_test_loses_a_row", summary: "test only", steps: [.sql("DELETE FROM protocols WHERE protocol_id = 2;")]),
+        ])
+        do {
+            _ = try job.up(upTo: nil, repairOrphans: false) { _ in }
+            Issue.record("a migration that lost a row went through")
+        } catch let f as ToolFailure {
+            #expect(f.status == .dataError)
+            #expect(f.message.contains("table protocols changed") && f.message.contains("restored"), "\(f.message)")
+        }
+        #expect(try sqlite3Value(db, ".dump") == dumpBefore)
+        #expect(try sqlite3Value(db, "PRAGMA integrity_check;") == "ok")
+    }
+}
