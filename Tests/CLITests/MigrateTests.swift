@@ -5,18 +5,6 @@ import ToscaCore
 @testable import ToscaMaint
 
 @Suite struct MigrateTests {
-    /// Every row of every v0.9.12 table as the stock CLI prints it (baseline columns only).
-    func legacyRows(_ path: String) throws -> [String: String] {
-        var out: [String: String] = [:]
-        let mem = try Database(path: ":memory:", options: .init(create: true))
-        try mem.execute(toscaBaselineSchemaSQL)
-        for table in try mem.tableNames() {
-            let cols = try mem.columnNames(of: table).joined(separator: ", ")
-            out[table] = try sqlite3Value(path, ".mode quote\nSELECT \(cols) FROM \(table) ORDER BY rowid;")
-        }
-        return out
-    }
-
     @Test func orphansRefuseUnlessRepairedAndNothingOldIsLost() throws {
         let dir = TempDir()
         let data = dir.sub("data")
@@ -24,7 +12,7 @@ import ToscaCore
         let db = data + "/tosca.db"
         try makeLegacyDatabase(at: db, orphans: true)
         let sha = fileSHA256(db)
-        let before = try legacyRows(db)
+        let before = try legacyTableRows(db)
         let status = try maint(["migrate", "status", "--data-dir", data])
         #expect(status.status == 0 && status.stdout.contains("TOSCA v0.9.12 baseline, unversioned"))
         let refused = try maint(["migrate", "up", "--yes", "--data-dir", data])
@@ -42,7 +30,7 @@ import ToscaCore
         let r = try maint(["migrate", "up", "--yes", "--repair-orphans", "--data-dir", data])
         #expect(r.status == 0, "\(r.output)")
         // Every old row is still there as the stock CLI shows it; placeholders present.
-        var after = try legacyRows(db)
+        var after = try legacyTableRows(db)
         let placeholder = try sqlite3Value(db, "SELECT username || '|' || is_active FROM tech_users WHERE tech_id = 0;")
         #expect(placeholder == "unknown-legacy-0|0")
         after["tech_users"] = after["tech_users"].map { $0.split(separator: "\n").filter { !$0.hasPrefix("0,") }.joined(separator: "\n") }

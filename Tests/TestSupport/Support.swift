@@ -234,3 +234,16 @@ public func growDatabase(_ db: String, events: Int) throws {
                '{"door":"closed","estop":"armed"}', '{"pad":"' || hex(randomblob(64)) || '"}' FROM n;
         """)
 }
+
+/// Every row of every TOSCA v0.9.12 table, as the stock `sqlite3` CLI prints it in quote
+/// mode, over the baseline's columns only (so columns added by migrations do not count).
+public func legacyTableRows(_ path: String) throws -> [String: String] {
+    var out: [String: String] = [:]
+    let mem = try Database(path: ":memory:", options: .init(create: true))
+    try mem.execute(toscaBaselineSchemaSQL)
+    for table in try mem.tableNames() {
+        let cols = try mem.columnNames(of: table).joined(separator: ", ")
+        out[table] = try sqlite3Value(path, ".mode quote\nSELECT \(cols) FROM \(table) ORDER BY rowid;")
+    }
+    return out
+}

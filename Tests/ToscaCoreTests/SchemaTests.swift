@@ -88,24 +88,11 @@ import TestSupport
 }
 
 @Suite struct LegacyMigrationTests {
-    /// Every row of every v0.9.12 table, as the stock CLI prints it (only the columns the
-    /// baseline has, so columns added by migrations do not count).
-    func legacyRows(_ path: String) throws -> [String: String] {
-        var out: [String: String] = [:]
-        let mem = try Database(path: ":memory:", options: .init(create: true))
-        try mem.execute(toscaBaselineSchemaSQL)
-        for table in try mem.tableNames() {
-            let cols = try mem.columnNames(of: table).joined(separator: ", ")
-            out[table] = try sqlite3Value(path, ".mode quote\nSELECT \(cols) FROM \(table) ORDER BY rowid;")
-        }
-        return out
-    }
-
     @Test func aFilledV0912DatabaseMigratesWithNothingLost() throws {
         let dir = TempDir()
         let path = dir.sub("legacy.db")
         try makeLegacyDatabase(at: path)
-        let before = try legacyRows(path)
+        let before = try legacyTableRows(path)
         #expect(before["sessions"]?.split(separator: "\n").count == 40)
         #expect(before["safety_log"]?.split(separator: "\n").count == 60)
         let db = try Database(path: path)
@@ -114,7 +101,7 @@ import TestSupport
         let report = try Migrator().migrate(db)
         #expect(!report.createdBaseline)
         #expect(report.applied.count == toscaMigrations.count)
-        let after = try legacyRows(path)
+        let after = try legacyTableRows(path)
         #expect(after == before)
         // The chain is back-filled in log_id order and verifies.
         let chain = try SafetyChain.verify(db)
