@@ -22,6 +22,7 @@ public enum MessageID: String, Sendable, CaseIterable {
     case migrationApplied = "88f0958879a141ee8ab31b5ac086098f"
     case migrationFailed = "b426e604e2f64dbfabebb6d14615f9de"
     case snapshotTaken = "e1085d7f59664a658eb0a855e61ae1d9"
+    case encrypted = "4b3c3df882cd414b9b532bf205021296"
     case drillFailed = "461d110dbac44114b0fd0766a4bbbec1"
 }
 

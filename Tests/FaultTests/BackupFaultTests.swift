@@ -140,3 +140,41 @@ import ToscaCore
         }
     }
 }
+
+@Suite(.serialized) struct EncryptFaultTests {
+    /// The cutover killed at random moments: a working database, plaintext before the swap
+    /// and encrypted after; a re-run finishes the work.
+    @Test func sigkillDuringTheCutoverLeavesAWorkingDatabase() throws {
+        let dir = TempDir()
+        let hex = try writeKeyFile(dir.sub("key"))
+        var seen = Set<String>()
+        for trial in 0..<8 {
+            let data = dir.sub("data\(trial)")
+            try simulatedData(data)
+            try growDatabase(data + "/tosca.db", events: 40_000)
+            #expect(try maint(["backup", "--data-dir", data]).status == 0)
+            let before = try sqlite3Value(data + "/tosca.db", "SELECT count(*) FROM treatment_events;")
+            let p = try Spawned(executable("tosca-maint"), ["encrypt", "--key-file", dir.sub("key"), "--yes", "--data-dir", data])
+            usleep(UInt32.random(in: 0...1_200_000))
+            p.signal(SIGKILL)
+            _ = p.wait()
+            let db = data + "/tosca.db"
+            if try FileHeader.classify(path: db) == .plaintext {
+                seen.insert("plaintext")
+                #expect(try sqlite3Value(db, "PRAGMA integrity_check;") == "ok", "trial \(trial)")
+                #expect(try sqlite3Value(db, "SELECT count(*) FROM treatment_events;") == before)
+            } else {
+                seen.insert("encrypted")
+                let r = try sqlcipher(db, keyHex: hex, "PRAGMA integrity_check; SELECT count(*) FROM treatment_events;")
+                #expect(r.stdout.split(separator: "\n").map(String.init) == ["ok", "ok", before], "trial \(trial): \(r.output)")
+            }
+            let next = try maint(["encrypt", "--key-file", dir.sub("key"), "--yes", "--data-dir", data])
+            #expect(next.status == 0, "trial \(trial): \(next.output)")
+            for c in listing(data + "/backups") where c.hasSuffix(".db") {
+                #expect(try FileHeader.classify(path: data + "/backups/" + c) == .other, "trial \(trial): \(c) still plaintext")
+            }
+            #expect(!listing(data).contains { $0.contains("encrypt-partial") })
+            #expect(try maint(["verify", "--all", "--live", "--key-file", dir.sub("key"), "--data-dir", data]).status == 0, "trial \(trial)")
+        }
+    }
+}

@@ -1,0 +1,95 @@
+import ArgumentParser
+import Foundation
+import ToscaCore
+import ToscaMaint
+
+struct KeygenCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keygen",
+        abstract: "Write a new raw 256-bit SQLCipher key: 64 hex characters, mode 0400.",
+        discussion: """
+            32 random bytes from the kernel. Never overwrites (73). Seal it for the units with \
+            systemd-creds and keep the plaintext key file offline.
+
+            Example:
+              tosca-maint keygen --out /root/tosca-db-key
+            """)
+    @Option(help: "The key file to create.") var out: String
+    @Flag(help: "Print the result as JSON on stdout.") var json = false
+
+    func run() throws {
+        try runReporting {
+            let id = try KeyGen.write(to: out)
+            if json { try printJSON(["path": out, "key_id": id]); return 0 }
+            print("""
+                wrote \(out) (mode 0400, key id \(id))
+                Seal it for the units (credential name \(KeySource.credentialName)):
+                  systemd-creds encrypt --name=\(KeySource.credentialName) \(out) /etc/credstore.encrypted/\(KeySource.credentialName).cred
+                then keep \(out) offline (the cutover and key rotation take --key-file).
+                """)
+            return 0
+        }
+    }
+}
+
+struct EncryptCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "encrypt",
+        abstract: "The Phase 6 cutover: the plaintext database and every copy to SQLCipher.",
+        discussion: """
+            SQLCipher 4.6: AES-256-CBC with a per-page HMAC-SHA512, a raw 256-bit key (no KDF).
+              1. already encrypted and no plaintext copy left: says so, 0 (plaintext copies left: \
+            resumes at step 6);
+              2. takes backups/.maint.lock, then tosca.lock (75 while the recorder runs);
+              3. a verified plaintext pre-encryption safety copy (mode 0600);
+              4. ATTACH ... KEY + sqlcipher_export into a file beside the database, then \
+            user_version, application_id and WAL mode, which export leaves out;
+              5. proves it equal (same tables, same rows by a content hash per table, \
+            integrity_check, cipher_integrity_check, the safety-log chain, unreadable as \
+            plaintext) and swaps it in; any failure up to here leaves the plaintext database \
+            as it was;
+              6. every plaintext copy in backups/ becomes an encrypted one (verified, a new \
+            manifest with the key id), then the plaintext files are removed, the pre-encryption \
+            copy too unless --keep-plaintext-copy. Removal does not erase data on ext4 or flash: \
+            see Runbooks and use an encrypted data partition.
+            --rehearse runs steps 3-5 in a scratch folder, reports, and changes nothing.
+
+            Examples:
+              tosca-maint encrypt --key-file /root/tosca-db-key --rehearse
+              tosca-maint encrypt --key-file /root/tosca-db-key --yes
+            """)
+    @Option(help: "Data folder holding tosca.db (default: $TOSCA_DATA_DIR, else ./data).") var dataDir: String?
+    @Option(help: "The new key: 64 hex characters, mode 0400 (tosca-maint keygen).") var keyFile: String
+    @Flag(help: "Print the result as JSON on stdout.") var json = false
+    @Flag(help: "Steps 3-5 in a scratch folder; change nothing.") var rehearse = false
+    @Flag(help: "Do not ask for confirmation.") var yes = false
+    @Flag(help: "Keep the plaintext pre-encryption copy (destroy it yourself afterwards).") var keepPlaintextCopy = false
+
+    func run() throws {
+        try runReporting {
+            var job = EncryptJob(dataDirectory: resolveDataDirectory(dataDir), key: try KeySource.read(path: keyFile))
+            job.keepPlaintextCopy = keepPlaintextCopy
+            if rehearse {
+                let problems = try job.rehearse()
+                if problems.isEmpty { print("rehearsal ok: the encrypted export equals the database (key id \(job.key.keyID)); nothing changed"); return 0 }
+                throw ToolFailure(.dataError, "rehearsal found problems; nothing changed:\n  " + problems.joined(separator: "\n  "))
+            }
+            let outcome = try job.run {
+                print("Encrypting \(job.databasePath) with key id \(job.key.keyID), then every plaintext copy in backups/.")
+                if yes { return }
+                guard isatty(0) == 1 else { throw ToolFailure(.usage, "no terminal to confirm on: refusing without --yes", hint: "rehearse first: --rehearse") }
+                print("Type 'encrypt' to go on: ", terminator: "")
+                guard readLine()?.trimmingCharacters(in: .whitespaces) == "encrypt" else { throw ToolFailure(.usage, "not confirmed: nothing changed") }
+            }
+            if outcome.alreadyDone { print("already encrypted and no plaintext copy left: nothing to do"); return 0 }
+            if outcome.swapped { print("encrypted \(job.databasePath) (key id \(job.key.keyID))") }
+            for c in outcome.converted { print("encrypted copy \(c.to) of \(c.from)") }
+            for d in outcome.deleted { print("removed plaintext \(d)") }
+            if let kept = outcome.keptPlaintext {
+                print("KEPT plaintext pre-encryption copy \(kept): it holds patient data unencrypted; destroy it (and its medium) once the cutover is accepted")
+            }
+            for (name, why) in outcome.skipped { print("NOT converted \(name): \(why)") }
+            return outcome.skipped.isEmpty ? 0 : ExitStatus.dataError.rawValue
+        }
+    }
+}

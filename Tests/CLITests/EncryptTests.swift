@@ -1,0 +1,76 @@
+import Foundation
+import Testing
+import TestSupport
+import ToscaCore
+@testable import ToscaMaint
+
+@Suite struct EncryptTests {
+    func tableCounts(_ db: String, keyHex: String? = nil) throws -> String {
+        let sql = "SELECT (SELECT count(*) FROM sessions) || ',' || (SELECT count(*) FROM treatment_events) || ',' || (SELECT count(*) FROM safety_log) || ',' || (SELECT group_concat(subject_code) FROM subjects);"
+        if let keyHex {
+            let r = try sqlcipher(db, keyHex: keyHex, sql)
+            return r.stdout.split(separator: "\n").last.map(String.init) ?? ""
+        }
+        return try sqlite3Value(db, sql)
+    }
+
+    @Test func theCutoverLeavesNoPlaintextDatabaseOrCopy() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 3)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        #expect(try maint(["snapshot", "--reason", "test", "--data-dir", data]).status == 0)
+        let before = try tableCounts(data + "/tosca.db")
+        let k = try maint(["keygen", "--out", dir.sub("key")])
+        #expect(k.status == 0, "\(k.output)")
+        var st = stat()
+        stat(dir.sub("key"), &st)
+        #expect(st.st_mode & 0o777 == 0o400)
+        let hex = try String(contentsOfFile: dir.sub("key"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(hex.count == 64 && hex.allSatisfy(\.isHexDigit))
+        #expect(try maint(["keygen", "--out", dir.sub("key")]).status == 73)
+        // A rehearsal changes nothing.
+        let sha = fileSHA256(data + "/tosca.db")
+        let names = listing(data + "/backups")
+        let rehearsal = try maint(["encrypt", "--key-file", dir.sub("key"), "--rehearse", "--data-dir", data])
+        #expect(rehearsal.status == 0, "\(rehearsal.output)")
+        #expect(fileSHA256(data + "/tosca.db") == sha && listing(data + "/backups") == names)
+        let r = try maint(["encrypt", "--key-file", dir.sub("key"), "--yes", "--data-dir", data])
+        #expect(r.status == 0, "\(r.output)")
+        // The stock sqlite3 CLI reads nothing; sqlcipher with the key reads the same rows.
+        #expect(try sqlite3(data + "/tosca.db", "SELECT count(*) FROM sqlite_master;").status != 0)
+        let copies = listing(data + "/backups").filter { $0.hasSuffix(".db") }
+        #expect(copies.count == 3) // backup, snapshot, pre-encryption: each now encrypted
+        for c in copies { #expect(try sqlite3(data + "/backups/" + c, "SELECT count(*) FROM sqlite_master;").status != 0, "\(c) readable") }
+        #expect(try tableCounts(data + "/tosca.db", keyHex: hex) == before)
+        // No file outside sessions/ holds a subject code.
+        let grep = try run("/bin/grep", ["-rl", "--exclude-dir=sessions", "SIM-0", data])
+        #expect(grep.stdout.isEmpty, "plaintext left: \(grep.stdout)")
+        #expect(try maint(["verify", "--all", "--live", "--key-file", dir.sub("key"), "--data-dir", data]).status == 0)
+        let again = try maint(["encrypt", "--key-file", dir.sub("key"), "--yes", "--data-dir", data])
+        #expect(again.status == 0 && again.stdout.contains("nothing to do"), "\(again.output)")
+        // The recorder goes on with the key.
+        try simulatedData(data, sessions: 1, keyFile: dir.sub("key"))
+        // A key offered only through the environment is never used.
+        let env = try maint(["backup", "--data-dir", data], environment: ["TOSCA_DB_KEY": hex, "SQLCIPHER_KEY": hex, "KEY": hex])
+        #expect(env.status == 77 && env.stderr.contains("--key-file"), "\(env.output)")
+    }
+
+    @Test func badKeyFilesChangeNothing() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data)
+        let sha = fileSHA256(data + "/tosca.db")
+        let hex = try writeKeyFile(dir.sub("open"), mode: 0o644)
+        _ = FileManager.default.createFile(atPath: dir.sub("short"), contents: Data(hex.prefix(40).utf8))
+        chmod(dir.sub("short"), 0o400)
+        _ = FileManager.default.createFile(atPath: dir.sub("nothex"), contents: Data((String(hex.dropLast()) + "z").utf8))
+        chmod(dir.sub("nothex"), 0o400)
+        for k in ["open", "short", "nothex"] {
+            let r = try maint(["encrypt", "--key-file", dir.sub(k), "--yes", "--data-dir", data])
+            #expect(r.status == 77, "\(k): \(r.output)")
+        }
+        #expect(fileSHA256(data + "/tosca.db") == sha)
+        #expect(listing(data + "/backups").filter { $0.hasSuffix(".db") }.isEmpty)
+    }
+}
