@@ -30,3 +30,14 @@ public enum SQLCipherExport {
         try source.execute("PRAGMA tosca_export.application_id = \(appID)")
     }
 }
+
+extension Database {
+    /// Re-encrypts the whole database under `newKey` (`sqlite3_rekey_v2`; the key never
+    /// appears in SQL text). The connection must have been opened with the current key.
+    /// See <https://www.zetetic.net/sqlcipher/sqlcipher-api/#rekey>.
+    public func rekey(to newKey: DatabaseKey) throws {
+        guard isKeyed else { throw SQLiteError(code: SQLITE_MISUSE, message: "rekey needs a connection opened with the current key") }
+        let rc = newKey.withSQLCipherKey { sqlite3_rekey_v2(handle, "main", $0, $1) }
+        guard rc == SQLITE_OK else { throw error(rc, sql: "rekey") }
+    }
+}

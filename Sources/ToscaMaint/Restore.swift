@@ -241,7 +241,7 @@ public struct RestoreJob: Sendable {
     /// fsynced. `journalsKept`: the live journals are in a raw safety copy, so they may
     /// go even when the live file cannot be opened to checkpoint them.
     public func restoreFile(_ entry: CatalogEntry, to target: String, replace: Bool, journalsKept: Bool = false,
-                            prepare: ((String) throws -> Void)? = nil) throws {
+                            encryptWith: DatabaseKey? = nil, prepare: ((String) throws -> Void)? = nil) throws {
         let facts = entry.manifest!.facts
         let copyKey = key(for: entry)
         let dir = (target as NSString).deletingLastPathComponent
@@ -265,6 +265,22 @@ public struct RestoreJob: Sendable {
             throw ToolFailure(.dataError, "the restored file fails verification; the current database is untouched:\n  " + problems.joined(separator: "\n  "))
         }
         try prepare?(temp)
+        if let encryptWith {
+            // A plaintext copy going into an encrypted device: exported encrypted on the way
+            // in, proven equal, so no plaintext database ever comes back (Phase 6).
+            let encrypted = target + ".restore-encrypted"
+            for suffix in ["", "-journal", "-wal", "-shm"] { unlink(encrypted + suffix) }
+            do {
+                let plain = try Database(path: temp, options: .init())
+                try SQLCipherExport.encrypt(source: plain, into: encrypted, key: encryptWith)
+            }
+            let problems = try EncryptJob(dataDirectory: dataDirectory, key: encryptWith).proveEqual(plain: temp, encrypted: encrypted)
+            guard problems.isEmpty else {
+                unlink(encrypted)
+                throw ToolFailure(.dataError, "the encrypted restore differs from the copy; the current database is untouched:\n  " + problems.joined(separator: "\n  "))
+            }
+            guard rename(encrypted, temp) == 0 else { throw POSIXFailure(operation: "rename \(encrypted)", code: errno) }
+        }
         // The recorder must be able to open it: the old file's owner and mode, else the folder's.
         var st = stat()
         if stat(target, &st) == 0 || stat(dir.isEmpty ? "." : dir, &st) == 0 {

@@ -93,3 +93,42 @@ struct EncryptCommand: ParsableCommand {
         }
     }
 }
+
+struct RekeyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rekey",
+        abstract: "Rotate the key: the live database and every copy, from one key to another.",
+        discussion: """
+            Takes backups/.maint.lock then tosca.lock (75 while the recorder runs), a verified \
+            pre-rekey safety copy under the old key, re-keys the database (sqlite3_rekey), \
+            verifies it under the new key, then re-keys every copy in backups/ through the \
+            backup API, verifies it, and gives it a manifest with the new key id. Interrupted, \
+            a re-run resumes: copies still under the old key are found by their key id.
+
+            Example:
+              tosca-maint rekey --key-file /root/old-key --new-key-file /root/new-key --yes
+            """)
+    @Option(help: "Data folder holding tosca.db (default: $TOSCA_DATA_DIR, else ./data).") var dataDir: String?
+    @Option(help: "The current key file.") var keyFile: String
+    @Option(help: "The new key file (tosca-maint keygen).") var newKeyFile: String
+    @Flag(help: "Do not ask for confirmation.") var yes = false
+
+    func run() throws {
+        try runReporting {
+            let job = RekeyJob(dataDirectory: resolveDataDirectory(dataDir), oldKey: try KeySource.read(path: keyFile),
+                               newKey: try KeySource.read(path: newKeyFile))
+            let outcome = try job.run {
+                print("Re-keying \(job.databasePath) and its copies from key id \(job.oldKey.keyID) to \(job.newKey.keyID).")
+                if yes { return }
+                guard isatty(0) == 1 else { throw ToolFailure(.usage, "no terminal to confirm on: refusing without --yes") }
+                print("Type 'rekey' to go on: ", terminator: "")
+                guard readLine()?.trimmingCharacters(in: .whitespaces) == "rekey" else { throw ToolFailure(.usage, "not confirmed: nothing changed") }
+            }
+            if outcome.rekeyedLive { print("re-keyed \(job.databasePath) (key id \(job.newKey.keyID))") }
+            for c in outcome.rekeyedCopies { print("re-keyed copy \(c)") }
+            for (n, why) in outcome.skipped { print("NOT re-keyed \(n): \(why)") }
+            if !outcome.rekeyedLive && outcome.rekeyedCopies.isEmpty && outcome.skipped.isEmpty { print("already under key id \(job.newKey.keyID): nothing to do") }
+            return outcome.skipped.isEmpty ? 0 : ExitStatus.dataError.rawValue
+        }
+    }
+}

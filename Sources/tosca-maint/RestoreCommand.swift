@@ -114,6 +114,16 @@ struct RestoreCommand: ParsableCommand {
                     return ExitStatus.usage.rawValue
                 }
             }
+            // No plaintext database ever comes back to an encrypted device.
+            var encryptWith: DatabaseKey? = nil
+            let liveEncrypted = to == nil && (try? FileHeader.classify(path: target)) == .other
+            if liveEncrypted && entry.manifest?.facts.encryption.isEncrypted == false {
+                guard let key = job.key else {
+                    throw ToolFailure(.noPermission, "\(target) is encrypted and \(entry.name) is plaintext: give the key, and the copy is encrypted on the way in",
+                                      hint: "pass --key-file (or load the \(KeySource.credentialName) credential)")
+                }
+                encryptWith = key
+            }
             var preRestore: String? = nil
             if to == nil {
                 preRestore = try job.keepCurrent(caller: true)
@@ -123,7 +133,7 @@ struct RestoreCommand: ParsableCommand {
             var recorded = false
             // The maintenance entry goes into the staged file, before the swap: the restored
             // database never exists without it.
-            try job.restoreFile(entry, to: target, replace: to == nil, journalsKept: rawKept, prepare: to == nil ? { staged in
+            try job.restoreFile(entry, to: target, replace: to == nil, journalsKept: rawKept, encryptWith: encryptWith, prepare: to == nil ? { staged in
                 recorded = try job.recordRestore(into: staged, copy: entry, preRestore: preRestore)
             } : nil)
             if to == nil {

@@ -56,6 +56,58 @@ import ToscaCore
         #expect(env.status == 77 && env.stderr.contains("--key-file"), "\(env.output)")
     }
 
+    @Test func rekeyMovesTheDatabaseAndEveryCopyToTheNewKey() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        let oldHex = try writeKeyFile(dir.sub("old"))
+        try simulatedData(data, keyFile: dir.sub("old"))
+        #expect(try maint(["backup", "--data-dir", data, "--key-file", dir.sub("old")]).status == 0)
+        let before = try tableCounts(data + "/tosca.db", keyHex: oldHex)
+        #expect(try maint(["keygen", "--out", dir.sub("new")]).status == 0)
+        let newHex = try String(contentsOfFile: dir.sub("new"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let r = try maint(["rekey", "--key-file", dir.sub("old"), "--new-key-file", dir.sub("new"), "--yes", "--data-dir", data])
+        #expect(r.status == 0, "\(r.output)")
+        // The old key stops working everywhere; the new one works everywhere.
+        #expect(try tableCounts(data + "/tosca.db", keyHex: newHex) == before)
+        #expect(try sqlcipher(data + "/tosca.db", keyHex: oldHex, "SELECT count(*) FROM sessions;").status != 0)
+        let copies = listing(data + "/backups").filter { $0.hasSuffix(".db") }
+        #expect(copies.count == 2) // the backup and the pre-rekey copy
+        for c in copies {
+            #expect(try sqlcipher(data + "/backups/" + c, keyHex: oldHex, "SELECT count(*) FROM sessions;").status != 0, "\(c) still opens with the old key")
+            #expect(try sqlcipher(data + "/backups/" + c, keyHex: newHex, "SELECT count(*) FROM sessions;").status == 0, "\(c)")
+        }
+        #expect(try maint(["verify", "--all", "--live", "--key-file", dir.sub("new"), "--data-dir", data]).status == 0)
+        #expect(try maint(["verify", "--live", "--key-file", dir.sub("old"), "--data-dir", data]).status == 77)
+        let again = try maint(["rekey", "--key-file", dir.sub("old"), "--new-key-file", dir.sub("new"), "--yes", "--data-dir", data])
+        #expect(again.status == 0 && again.stdout.contains("nothing to do"), "\(again.output)")
+    }
+
+    @Test func aPlaintextCopyComesBackEncrypted() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data)
+        #expect(try maint(["encrypt", "--key-file", dir.sub("key"), "--yes", "--data-dir", data]).status == 77) // no key file yet
+        let hex = try writeKeyFile(dir.sub("key"))
+        // A plaintext copy taken before the cutover, kept outside the catalog's conversion.
+        let plainCopy = try maint(["backup", "--data-dir", data]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let outside = dir.sub("old")
+        mkdir(outside, 0o700)
+        _ = try run("/bin/cp", [plainCopy, plainCopy + ".manifest.json", outside + "/"])
+        #expect(try maint(["encrypt", "--key-file", dir.sub("key"), "--yes", "--data-dir", data]).status == 0)
+        let copy = outside + "/" + (plainCopy as NSString).lastPathComponent
+        let noKey = try maint(["restore", "--backup", copy, "--yes", "--data-dir", data])
+        #expect(noKey.status == 77, "\(noKey.output)")
+        let r = try maint(["restore", "--backup", copy, "--yes", "--key-file", dir.sub("key"), "--data-dir", data])
+        #expect(r.status == 0, "\(r.output)")
+        #expect(try FileHeader.classify(path: data + "/tosca.db") == .other)
+        #expect(try sqlcipher(data + "/tosca.db", keyHex: hex, "PRAGMA integrity_check;").stdout.contains("ok"))
+        // The same rows as the copy, plus the restore's maintenance entry in the safety log.
+        let restored = try tableCounts(data + "/tosca.db", keyHex: hex).split(separator: ",").map(String.init)
+        let original = try tableCounts(copy).split(separator: ",").map(String.init)
+        #expect(restored[0] == original[0] && restored[1] == original[1] && restored[3...] == original[3...])
+        #expect(Int(restored[2]) == Int(original[2])! + 1)
+    }
+
     @Test func badKeyFilesChangeNothing() throws {
         let dir = TempDir()
         let data = dir.sub("data")

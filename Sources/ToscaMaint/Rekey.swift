@@ -1,0 +1,121 @@
+import Foundation
+import ToscaCore
+
+/// `tosca-maint rekey`: the live database and every copy from one key to another.
+/// Re-running it resumes: copies still under the old key are found by their key id.
+public struct RekeyJob: Sendable {
+    public let dataDirectory: String
+    public let oldKey: DatabaseKey
+    public let newKey: DatabaseKey
+    public var databasePath: String { dataDirectory + "/tosca.db" }
+
+    public init(dataDirectory: String, oldKey: DatabaseKey, newKey: DatabaseKey) {
+        self.dataDirectory = dataDirectory
+        self.oldKey = oldKey
+        self.newKey = newKey
+    }
+
+    public struct Outcome: Sendable {
+        public var rekeyedLive = false
+        public var safetyCopy: String?
+        public var rekeyedCopies: [String] = []
+        public var skipped: [(String, String)] = []
+    }
+
+    public func run(confirm: () throws -> Void) throws -> Outcome {
+        var outcome = Outcome()
+        guard oldKey.keyID != newKey.keyID else { throw ToolFailure(.usage, "the new key is the old key") }
+        guard FileManager.default.fileExists(atPath: databasePath) else { throw DatabaseOpenError.missing(path: databasePath) }
+        let lock = try takeMaintenanceLock(dataDirectory: dataDirectory)
+        defer { lock.unlock() }
+        let dbLock: FileLock
+        do { dbLock = try FileLock(path: dataDirectory + "/tosca.lock") } catch FileLockError.held(_, let holder) {
+            throw ToolFailure(.tempFail, "the recorder (or another tool) has \(databasePath) open\(holder.map { " (pid \($0))" } ?? "")",
+                              hint: "stop the recording service, then run the key rotation again")
+        }
+        defer { dbLock.unlock() }
+        try Housekeeping.run(try Catalog.scan(dataDirectory: dataDirectory))
+        let underOld = (try? Database(path: databasePath, options: .init(readOnly: true, key: oldKey))) != nil
+        if underOld {
+            try confirm()
+            var copyJob = CopyJob(dataDirectory: dataDirectory, key: oldKey, kind: .preRekey, reason: "before re-keying to key id \(newKey.keyID)")
+            copyJob.showProgress = true
+            outcome.safetyCopy = try copyJob.makeCopy().path
+            let headBefore: ChainHead?
+            do {
+                let db = try Database(path: databasePath, options: .init(key: oldKey))
+                headBefore = try? SafetyChain.head(db)
+                let r = try db.rows("PRAGMA wal_checkpoint(TRUNCATE)").first
+                if let busy = r?[0].int, busy != 0 { throw ToolFailure(.tempFail, "something still reads \(databasePath): retry when it has finished") }
+                try db.rekey(to: newKey)
+            }
+            // Verify under the new key.
+            let m = try Measurement.of(path: databasePath, key: newKey)
+            var problems: [String] = []
+            if m.integrity != ["ok"] { problems.append("integrity_check: \(m.integrity.prefix(3).joined(separator: "; "))") }
+            if !m.cipherIntegrity.isEmpty { problems.append("cipher_integrity_check failed") }
+            if case .broken(let b) = m.chain { problems.append(b.description) }
+            if m.hasChain && m.chain.head != headBefore { problems.append("safety-log head changed") }
+            guard problems.isEmpty else {
+                throw ToolFailure(.dataError, "the re-keyed database fails verification:\n  " + problems.joined(separator: "\n  "),
+                                  hint: "restore the pre-rekey copy \(outcome.safetyCopy ?? "") with the old key")
+            }
+            if (try? Database(path: databasePath, options: .init(readOnly: true, key: oldKey))) != nil {
+                throw ToolFailure(.dataError, "the old key still opens \(databasePath) after rekey")
+            }
+            outcome.rekeyedLive = true
+            Journal.shared.log(.notice, "\(databasePath) re-keyed from key id \(oldKey.keyID) to \(newKey.keyID)", id: .encrypted)
+        } else {
+            // Already under the new key (an interrupted run): it must open with it.
+            _ = try Database(path: databasePath, options: .init(readOnly: true, key: newKey))
+        }
+        try rekeyCopies(&outcome)
+        return outcome
+    }
+
+    /// Every copy under the old key, re-keyed through the backup API, verified, published
+    /// under a new name with a new manifest; then the old-key file goes.
+    func rekeyCopies(_ outcome: inout Outcome) throws {
+        let catalog = try Catalog.scan(dataDirectory: dataDirectory)
+        let dir = catalog.backupsDirectory
+        for entry in catalog.entries where entry.manifest?.facts.encryption.keyID == oldKey.keyID && entry.manifest?.facts.unverifiable != true {
+            let facts = entry.manifest!.facts
+            let problems = try Verification.problems(of: entry, key: oldKey)
+            guard problems.isEmpty else { outcome.skipped.append((entry.name, problems.joined(separator: "; "))); continue }
+            let name = Catalog.freeName(in: dir, kind: facts.kind, time: facts.created ?? .now())
+            let final = dir + "/" + name
+            let partial = final + ".partial"
+            var published = false
+            defer { if !published { for s in ["", "-journal", "-wal", "-shm"] { unlink(partial + s) } } }
+            do {
+                let source = try Database(path: entry.path, options: .init(readOnly: true, key: oldKey))
+                try source.execute("BEGIN")
+                try OnlineBackup.copy(source: source, destinationPath: partial, key: newKey)
+                try source.execute("COMMIT")
+            }
+            try FileDigest.fsyncFile(partial)
+            let (m, digest) = try Measurement.withDigest(path: partial, key: newKey)
+            let diffs = Verification.compare(m, with: facts)
+            guard diffs.isEmpty else { outcome.skipped.append((entry.name, diffs.joined(separator: "; "))); continue }
+            var newFacts = facts
+            newFacts.fileName = name
+            newFacts.sha256 = digest.hex
+            newFacts.sizeBytes = digest.size
+            newFacts.pageCount = m.pageCount
+            newFacts.encryption = .sqlcipher(version: (try? SQLCipherLibrary.checkVersion()) ?? "?", keyID: newKey.keyID)
+            newFacts.toolVersion = toscaMaintVersion
+            newFacts.reason = "\(facts.reason.map { $0 + "; " } ?? "")re-keyed copy of \(entry.name)"
+            newFacts.digest = ""
+            newFacts.digest = try newFacts.computedDigest()
+            guard link(partial, final) == 0 else { throw POSIXFailure(operation: "publish \(final)", code: errno) }
+            unlink(partial)
+            published = true
+            try AtomicFile.syncDirectory(dir)
+            try Manifest(facts: newFacts, checks: [ManifestCheck(level: "rekey", ok: true, problems: [])]).write(path: Manifest.path(for: final))
+            for p in [entry.path, entry.manifestPath] where unlink(p) != 0 && errno != ENOENT {
+                throw POSIXFailure(operation: "remove \(p)", code: errno)
+            }
+            outcome.rekeyedCopies.append(name)
+        }
+    }
+}
