@@ -26,6 +26,11 @@ public struct EncryptJob: Sendable {
     /// Step 5: `encrypted` holds exactly what `plain` holds: same tables, same rows (a
     /// content hash per table), D12 steps 2-3, and it is not readable as plaintext SQLite.
     public func proveEqual(plain: String, encrypted: String) throws -> [String] {
+        try proveEqualMeasuring(plain: plain, encrypted: encrypted).problems
+    }
+
+    /// ``proveEqual(plain:encrypted:)``, also returning the encrypted file's measurement.
+    public func proveEqualMeasuring(plain: String, encrypted: String) throws -> (problems: [String], measurement: Measurement) {
         var problems: [String] = []
         if try FileHeader.classify(path: encrypted) == .plaintext { problems.append("\(encrypted) is plaintext SQLite") }
         if (try? Database(path: encrypted, options: .init(readOnly: true))) != nil { problems.append("\(encrypted) opens without a key") }
@@ -35,8 +40,21 @@ public struct EncryptJob: Sendable {
         if try e.tableNames() != tables { problems.append("tables differ: \(tables) vs \(try e.tableNames())") }
         var columns: [String: [String]] = [:]
         for t in tables { columns[t] = try p.columnNames(of: t) }
+        // The encrypted side (decryption is the slow part) on a second thread.
+        final class Box: @unchecked Sendable { var b: Result<[String: (rows: Int, sha256: String)], any Error>? }
+        let box = Box()
+        let group = DispatchGroup()
+        let key = self.key
+        let cols = columns
+        DispatchQueue.global().async(group: group) {
+            box.b = Result {
+                let e2 = try Database(path: encrypted, options: .init(readOnly: true, key: key))
+                return try MigrateJob.tableDigests(e2, tables: tables, columns: cols)
+            }
+        }
         let a = try MigrateJob.tableDigests(p, tables: tables, columns: columns)
-        let b = try MigrateJob.tableDigests(e, tables: tables, columns: columns)
+        group.wait()
+        let b = try box.b!.get()
         for t in tables where a[t]?.rows != b[t]?.rows || a[t]?.sha256 != b[t]?.sha256 {
             problems.append("table \(t) differs: \(a[t]?.rows ?? 0) rows, \(b[t]?.rows ?? 0) encrypted")
         }
@@ -49,7 +67,7 @@ public struct EncryptJob: Sendable {
         if case .broken(let br) = m.chain { problems.append(br.description) }
         let plainHead = try? SafetyChain.head(p)
         if m.hasChain && m.chain.head != plainHead ?? nil { problems.append("safety-log heads differ") }
-        return problems
+        return (problems, m)
     }
 
     /// Steps 3-5 into a scratch folder: reports, changes nothing (`--rehearse`).
@@ -144,8 +162,12 @@ public struct EncryptJob: Sendable {
             }
             let reason = "encrypted copy of \(entry.name)"
             if !catalog.entries.contains(where: { $0.manifest?.facts.reason == reason && $0.manifest?.facts.encryption.keyID == key.keyID }) {
-                let problems = try Verification.problems(of: entry, key: nil)
-                guard problems.isEmpty else { outcome.skipped.append((entry.name, problems.joined(separator: "; "))); continue }
+                // D12 step 1: the file is the one verified at publication (steps 2-3 run
+                // on the encrypted export below, against this file's content).
+                let (sha, size) = try FileDigest.sha256(path: entry.path)
+                guard entry.digestMatches, sha == facts.sha256, size == facts.sizeBytes else {
+                    outcome.skipped.append((entry.name, "changed since publication (SHA-256, size or manifest digest)")); continue
+                }
                 let name = Catalog.freeName(in: dir, kind: facts.kind, time: facts.created ?? .now())
                 let final = dir + "/" + name
                 let partial = final + ".partial"
@@ -156,9 +178,9 @@ public struct EncryptJob: Sendable {
                     try SQLCipherExport.encrypt(source: plain, into: partial, key: key)
                 }
                 try FileDigest.fsyncFile(partial)
-                let problemsEnc = try proveEqual(plain: entry.path, encrypted: partial)
+                let (problemsEnc, m) = try proveEqualMeasuring(plain: entry.path, encrypted: partial)
                 guard problemsEnc.isEmpty else { outcome.skipped.append((entry.name, problemsEnc.joined(separator: "; "))); continue }
-                let (m, digest) = try Measurement.withDigest(path: partial, key: key)
+                let digest = try FileDigest.sha256(path: partial)
                 var newFacts = facts
                 newFacts.fileName = name
                 newFacts.sha256 = digest.hex

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import ToscaCore
 
@@ -18,24 +17,8 @@ public struct MigrateJob: Sendable {
 
     /// Rows, and a content hash over them in rowid order, of each table.
     public static func tableDigests(_ db: Database, tables: [String], columns: [String: [String]]) throws -> [String: (rows: Int, sha256: String)] {
-        var out: [String: (Int, String)] = [:]
-        for t in tables {
-            let cols = (columns[t] ?? []).map(quoteIdentifier).joined(separator: ", ")
-            let stmt = try db.prepare("SELECT \(cols) FROM \(quoteIdentifier(t)) ORDER BY rowid")
-            try stmt.bind([])
-            var encoder: [UInt8] = []
-            var rows = 0
-            var hasher = SHA256()
-            while try stmt.step() {
-                rows += 1
-                encoder.removeAll(keepingCapacity: true)
-                let values = (0..<Int32(columns[t]?.count ?? 0)).map { stmt.column($0) }
-                encoder = SafetyChain.encode(prevHash: [], values: values)
-                hasher.update(data: encoder)
-            }
-            stmt.reset()
-            out[t] = (rows, hexString(hasher.finalize()))
-        }
+        var out: [String: (rows: Int, sha256: String)] = [:]
+        for t in tables { out[t] = try db.contentHash(table: t, columns: columns[t] ?? []) }
         return out
     }
 

@@ -116,7 +116,11 @@ struct RestoreCommand: ParsableCommand {
             }
             // No plaintext database ever comes back to an encrypted device.
             var encryptWith: DatabaseKey? = nil
-            let liveEncrypted = to == nil && (try? FileHeader.classify(path: target)) == .other
+            // A live file that is not plaintext SQLite is encrypted, or damaged: with a key
+            // given, or encrypted copies in the catalog, the device is encrypted.
+            let notPlaintext = to == nil && (try? FileHeader.classify(path: target)) == .other
+            let deviceEncrypted = job.key != nil || catalog.entries.contains { $0.manifest?.facts.encryption.isEncrypted == true }
+            let liveEncrypted = notPlaintext && deviceEncrypted
             if liveEncrypted && entry.manifest?.facts.encryption.isEncrypted == false {
                 guard let key = job.key else {
                     throw ToolFailure(.noPermission, "\(target) is encrypted and \(entry.name) is plaintext: give the key, and the copy is encrypted on the way in",
