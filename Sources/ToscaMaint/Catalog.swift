@@ -186,3 +186,27 @@ public func takeMaintenanceLock(dataDirectory: String) throws -> FileLock {
         throw ToolFailure(.cantCreate, "cannot create \(path): \(reason)", hint: "make \(dir) writable by this user")
     }
 }
+
+/// `.maint.lock`, then `tosca.lock` (D5), for the operations that need the recorder stopped
+/// (restore, migrate, encrypt, rekey); 75 when either is held. Released with the value.
+public struct ExclusiveLocks: Sendable {
+    public let maintenance: FileLock
+    public let database: FileLock
+
+    /// `what` completes the hint: "stop the recording service, then run <what> again".
+    public init(dataDirectory: String, what: String) throws {
+        maintenance = try takeMaintenanceLock(dataDirectory: dataDirectory)
+        do {
+            database = try FileLock(path: dataDirectory + "/tosca.lock")
+        } catch FileLockError.held(_, let holder) {
+            maintenance.unlock()
+            throw ToolFailure(.tempFail, "the recorder (or another tool) has \(dataDirectory)/tosca.db open\(holder.map { " (pid \($0))" } ?? "")",
+                              hint: "stop the recording service, then run \(what) again")
+        }
+    }
+
+    public func unlock() {
+        database.unlock()
+        maintenance.unlock()
+    }
+}

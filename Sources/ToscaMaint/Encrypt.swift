@@ -94,14 +94,8 @@ public struct EncryptJob: Sendable {
     public func run(confirm: () throws -> Void) throws -> Outcome {
         var outcome = Outcome()
         guard FileManager.default.fileExists(atPath: databasePath) else { throw DatabaseOpenError.missing(path: databasePath) }
-        let lock = try takeMaintenanceLock(dataDirectory: dataDirectory)
-        defer { lock.unlock() }
-        let dbLock: FileLock
-        do { dbLock = try FileLock(path: dataDirectory + "/tosca.lock") } catch FileLockError.held(_, let holder) {
-            throw ToolFailure(.tempFail, "the recorder (or another tool) has \(databasePath) open\(holder.map { " (pid \($0))" } ?? "")",
-                              hint: "stop the recording service, then run the cutover again")
-        }
-        defer { dbLock.unlock() }
+        let locks = try ExclusiveLocks(dataDirectory: dataDirectory, what: "the cutover")
+        defer { locks.unlock() }
         try Housekeeping.run(try Catalog.scan(dataDirectory: dataDirectory))
         let live = databasePath
         if try FileHeader.classify(path: live) == .plaintext {

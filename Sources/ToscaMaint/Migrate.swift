@@ -44,14 +44,8 @@ public struct MigrateJob: Sendable {
     public func up(upTo: String?, repairOrphans: Bool, confirm: (MigrationStatus) throws -> Void) throws -> Outcome {
         var outcome = Outcome()
         guard FileManager.default.fileExists(atPath: databasePath) else { throw DatabaseOpenError.missing(path: databasePath) }
-        let lock = try takeMaintenanceLock(dataDirectory: dataDirectory)
-        defer { lock.unlock() }
-        let dbLock: FileLock
-        do { dbLock = try FileLock(path: dataDirectory + "/tosca.lock") } catch FileLockError.held(_, let holder) {
-            throw ToolFailure(.tempFail, "the recorder (or another tool) has \(databasePath) open\(holder.map { " (pid \($0))" } ?? "")",
-                              hint: "stop the recording service, then run the migration again")
-        }
-        defer { dbLock.unlock() }
+        let locks = try ExclusiveLocks(dataDirectory: dataDirectory, what: "the migration")
+        defer { locks.unlock() }
         try Housekeeping.run(try Catalog.scan(dataDirectory: dataDirectory))
 
         let db = try Database(path: databasePath, options: .init(key: key))

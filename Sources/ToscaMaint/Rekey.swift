@@ -26,14 +26,8 @@ public struct RekeyJob: Sendable {
         var outcome = Outcome()
         guard oldKey.keyID != newKey.keyID else { throw ToolFailure(.usage, "the new key is the old key") }
         guard FileManager.default.fileExists(atPath: databasePath) else { throw DatabaseOpenError.missing(path: databasePath) }
-        let lock = try takeMaintenanceLock(dataDirectory: dataDirectory)
-        defer { lock.unlock() }
-        let dbLock: FileLock
-        do { dbLock = try FileLock(path: dataDirectory + "/tosca.lock") } catch FileLockError.held(_, let holder) {
-            throw ToolFailure(.tempFail, "the recorder (or another tool) has \(databasePath) open\(holder.map { " (pid \($0))" } ?? "")",
-                              hint: "stop the recording service, then run the key rotation again")
-        }
-        defer { dbLock.unlock() }
+        let locks = try ExclusiveLocks(dataDirectory: dataDirectory, what: "the key rotation")
+        defer { locks.unlock() }
         try Housekeeping.run(try Catalog.scan(dataDirectory: dataDirectory))
         let underOld = (try? Database(path: databasePath, options: .init(readOnly: true, key: oldKey))) != nil
         if underOld {

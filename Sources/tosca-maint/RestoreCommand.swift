@@ -80,24 +80,20 @@ struct RestoreCommand: ParsableCommand {
             let data = shared.dataDirectory
             let job = RestoreJob(dataDirectory: data, key: try shared.key())
             if drill { return try runDrill(job) }
-            var lock: FileLock? = nil, dbLock: FileLock? = nil
-            defer { dbLock?.unlock(); lock?.unlock() }
+            var maintLock: FileLock? = nil, locks: ExclusiveLocks? = nil
+            defer { locks?.unlock(); maintLock?.unlock() }
             let target = to ?? job.databasePath
             if let to {
                 guard !FileManager.default.fileExists(atPath: to) else {
                     throw ToolFailure(.cantCreate, "\(to) exists: --to never overwrites", hint: "name a new file")
                 }
                 // Manifests get the verification result: serialize with other maintenance runs.
-                lock = try takeMaintenanceLock(dataDirectory: data)
+                maintLock = try takeMaintenanceLock(dataDirectory: data)
             } else {
-                lock = try takeMaintenanceLock(dataDirectory: data)
-                do { dbLock = try FileLock(path: data + "/tosca.lock") } catch FileLockError.held(_, let holder) {
-                    throw ToolFailure(.tempFail, "the recorder (or another tool) has \(data)/tosca.db open\(holder.map { " (pid \($0))" } ?? "")",
-                                      hint: "stop the recording service, then run the restore again")
-                }
+                locks = try ExclusiveLocks(dataDirectory: data, what: "the restore")
             }
             let catalog = try Catalog.scan(dataDirectory: data)
-            if dbLock != nil { try Housekeeping.run(catalog) }
+            if locks != nil { try Housekeeping.run(catalog) }
             let selection: RestoreSelection = latest ? .latest : date.map { .date($0, utc: utc) } ?? .path(backup!)
             let entry = try job.select(selection, catalog: try Catalog.scan(dataDirectory: data))
             try job.verifyOrExplain(entry, catalog: catalog)
