@@ -147,11 +147,25 @@ public struct EncryptJob: Sendable {
     func convertCatalog(_ outcome: inout Outcome) throws {
         let catalog = try Catalog.scan(dataDirectory: dataDirectory)
         let dir = catalog.backupsDirectory
+        // Leftovers of interrupted rehearsals hold plaintext copies: remove them (we hold .maint.lock).
+        for n in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where n.hasPrefix(".rehearse-") {
+            try? FileManager.default.removeItem(atPath: dir + "/" + n)
+        }
+        // Plaintext files the catalog does not list are never deleted silently: reported.
+        for q in catalog.quarantined where (try? FileHeader.classify(path: q)) == .plaintext {
+            outcome.skipped.append((q, "plaintext file in quarantine: examine it, then remove it by hand"))
+        }
         for entry in catalog.entries {
-            guard let facts = entry.manifest?.facts, !facts.encryption.isEncrypted else { continue }
+            guard let facts = entry.manifest?.facts else {
+                outcome.skipped.append((entry.name, "manifest unreadable: \(entry.manifestError ?? "?"); not converted"))
+                continue
+            }
+            guard !facts.encryption.isEncrypted else { continue }
             let isKeptCopy = keepPlaintextCopy && facts.kind == .preEncryption
             if facts.unverifiable == true {
-                if !isKeptCopy { try deletePlaintext(entry, &outcome) }
+                // A raw forensic copy (a damaged database's files) may be the only record of
+                // some sessions: never deleted by the cutover.
+                outcome.skipped.append((entry.name, "raw forensic copy kept as it is (plaintext): examine it, then destroy it by hand"))
                 continue
             }
             let reason = "encrypted copy of \(entry.name)"

@@ -72,6 +72,13 @@ public struct RekeyJob: Sendable {
     func rekeyCopies(_ outcome: inout Outcome) throws {
         let catalog = try Catalog.scan(dataDirectory: dataDirectory)
         let dir = catalog.backupsDirectory
+        // Files the old key still opens but that are not re-keyed here are reported, never
+        // passed over in silence: quarantined files and raw forensic copies.
+        let unlisted = catalog.quarantined + catalog.entries.filter { $0.manifest?.facts.unverifiable == true }.map(\.path)
+        for p in unlisted where (try? FileHeader.classify(path: p)) == .other
+            && (try? Database(path: p, options: .init(readOnly: true, key: oldKey))) != nil {
+            outcome.skipped.append((p, "still opens with the old key and is not re-keyed (quarantined or raw copy): examine it, then remove it"))
+        }
         for entry in catalog.entries where entry.manifest?.facts.encryption.keyID == oldKey.keyID && entry.manifest?.facts.unverifiable != true {
             let facts = entry.manifest!.facts
             let problems = try Verification.problems(of: entry, key: oldKey)

@@ -114,7 +114,9 @@ struct RestoreCommand: ParsableCommand {
             var encryptWith: DatabaseKey? = nil
             // A live file that is not plaintext SQLite is encrypted, or damaged: with a key
             // given, or encrypted copies in the catalog, the device is encrypted.
-            let notPlaintext = to == nil && (try? FileHeader.classify(path: target)) == .other
+            // (A missing or empty live file counts as "not plaintext" here: on an encrypted
+            // device a lost tosca.db must not come back as plaintext either.)
+            let notPlaintext = to == nil && (try? FileHeader.classify(path: target)) != .plaintext
             let deviceEncrypted = job.key != nil || catalog.entries.contains { $0.manifest?.facts.encryption.isEncrypted == true }
             let liveEncrypted = notPlaintext && deviceEncrypted
             if liveEncrypted && entry.manifest?.facts.encryption.isEncrypted == false {
