@@ -189,22 +189,9 @@ public struct EncryptJob: Sendable {
                 let (problemsEnc, m) = try proveEqualMeasuring(plain: entry.path, encrypted: partial)
                 guard problemsEnc.isEmpty else { outcome.skipped.append((entry.name, problemsEnc.joined(separator: "; "))); continue }
                 let digest = try FileDigest.sha256(path: partial)
-                var newFacts = facts
-                newFacts.fileName = name
-                newFacts.sha256 = digest.hex
-                newFacts.sizeBytes = digest.size
-                newFacts.pageSize = m.pageSize
-                newFacts.pageCount = m.pageCount
-                newFacts.encryption = .sqlcipher(version: (try? SQLCipherLibrary.checkVersion()) ?? "?", keyID: key.keyID)
-                newFacts.toolVersion = toscaMaintVersion
-                newFacts.reason = reason
-                newFacts.digest = ""
-                newFacts.digest = try newFacts.computedDigest()
-                guard link(partial, final) == 0 else { throw POSIXFailure(operation: "publish \(final)", code: errno) }
-                unlink(partial)
+                let newFacts = try facts.encryptedVersion(name: name, digest: digest, measurement: m, keyID: key.keyID, reason: reason)
+                try publishVerified(partial: partial, final: final, facts: newFacts, level: "encrypt")
                 published = true
-                try AtomicFile.syncDirectory(dir)
-                try Manifest(facts: newFacts, checks: [ManifestCheck(level: "encrypt", ok: true, problems: [])]).write(path: Manifest.path(for: final))
                 outcome.converted.append((entry.name, name))
             }
             if isKeptCopy { outcome.keptPlaintext = entry.path } else { try deletePlaintext(entry, &outcome) }

@@ -162,3 +162,33 @@ extension UTCTime {
         self.init(seconds: Int64(timegm(&t)), microseconds: Int32(us))
     }
 }
+
+extension ManifestFacts {
+    /// The facts of an encrypted (or re-keyed) version of this copy, published as `name`:
+    /// the same kind, creation time, rows and chain head; the new file's hash, size, pages
+    /// and key id; a fresh digest.
+    public func encryptedVersion(name: String, digest: (hex: String, size: Int64), measurement m: Measurement,
+                                 keyID: String, reason: String) throws -> ManifestFacts {
+        var f = self
+        f.fileName = name
+        f.sha256 = digest.hex
+        f.sizeBytes = digest.size
+        f.pageSize = m.pageSize
+        f.pageCount = m.pageCount
+        f.encryption = .sqlcipher(version: (try? SQLCipherLibrary.checkVersion()) ?? "?", keyID: keyID)
+        f.toolVersion = toscaMaintVersion
+        f.reason = reason
+        f.digest = ""
+        f.digest = try f.computedDigest()
+        return f
+    }
+}
+
+/// Publishes a verified `partial` as `final` (D4): the database under its name (never over
+/// an existing file), the folder fsynced, then its manifest with one check of `level`.
+public func publishVerified(partial: String, final: String, facts: ManifestFacts, level: String) throws {
+    guard link(partial, final) == 0 else { throw POSIXFailure(operation: "publish \(final)", code: errno) }
+    unlink(partial)
+    try AtomicFile.syncDirectory((final as NSString).deletingLastPathComponent)
+    try Manifest(facts: facts, checks: [ManifestCheck(level: level, ok: true, problems: [])]).write(path: Manifest.path(for: final))
+}

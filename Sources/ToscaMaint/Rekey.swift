@@ -98,21 +98,10 @@ public struct RekeyJob: Sendable {
             let (m, digest) = try Measurement.withDigest(path: partial, key: newKey)
             let diffs = Verification.compare(m, with: facts)
             guard diffs.isEmpty else { outcome.skipped.append((entry.name, diffs.joined(separator: "; "))); continue }
-            var newFacts = facts
-            newFacts.fileName = name
-            newFacts.sha256 = digest.hex
-            newFacts.sizeBytes = digest.size
-            newFacts.pageCount = m.pageCount
-            newFacts.encryption = .sqlcipher(version: (try? SQLCipherLibrary.checkVersion()) ?? "?", keyID: newKey.keyID)
-            newFacts.toolVersion = toscaMaintVersion
-            newFacts.reason = "\(facts.reason.map { $0 + "; " } ?? "")re-keyed copy of \(entry.name)"
-            newFacts.digest = ""
-            newFacts.digest = try newFacts.computedDigest()
-            guard link(partial, final) == 0 else { throw POSIXFailure(operation: "publish \(final)", code: errno) }
-            unlink(partial)
+            let newFacts = try facts.encryptedVersion(name: name, digest: digest, measurement: m, keyID: newKey.keyID,
+                                                      reason: "\(facts.reason.map { $0 + "; " } ?? "")re-keyed copy of \(entry.name)")
+            try publishVerified(partial: partial, final: final, facts: newFacts, level: "rekey")
             published = true
-            try AtomicFile.syncDirectory(dir)
-            try Manifest(facts: newFacts, checks: [ManifestCheck(level: "rekey", ok: true, problems: [])]).write(path: Manifest.path(for: final))
             for p in [entry.path, entry.manifestPath] where unlink(p) != 0 && errno != ENOENT {
                 throw POSIXFailure(operation: "remove \(p)", code: errno)
             }
