@@ -5,13 +5,14 @@
 #   SQLCipher 4.6 (libsqlcipher-dev, sqlcipher) from bookworm-backports (ARCHITECTURE D1:
 #   the main suite's 3.4.1 silently writes plaintext backups of encrypted databases);
 #   libarchive-dev, libsystemd-dev, sqlite3 (test oracle), zstd, libarchive-tools (bsdtar,
-#   benchmark baseline) from the main suite.
+#   benchmark baseline) from the main suite; make (make install), systemd (systemd-analyze,
+#   journalctl: the unit and catalog tests) and man-db (the man-page test).
 set -euo pipefail
 
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 
-need_pkgs=(libarchive-dev libsystemd-dev sqlite3 zstd libarchive-tools pkg-config)
+need_pkgs=(libarchive-dev libsystemd-dev sqlite3 zstd libarchive-tools pkg-config make systemd man-db)
 bpo_pkgs=(libsqlcipher-dev sqlcipher)
 
 have_all() {

@@ -74,13 +74,18 @@ public enum KeySource {
     /// The systemd credential name the units load.
     public static let credentialName = "tosca-db-key"
 
+    /// What the units' `SetCredential=tosca-db-key:none` fallback holds when no sealed key
+    /// exists (a plaintext device): read as "no credential".
+    public static let noCredentialMarker = "none"
+
     /// The key from `--key-file`, else from `$CREDENTIALS_DIRECTORY/tosca-db-key`, else `nil`.
+    /// A credential holding only ``noCredentialMarker`` counts as absent.
     public static func resolve(keyFile: String?,
                                environment: [String: String] = ProcessInfo.processInfo.environment) throws -> DatabaseKey? {
         if let keyFile { return try read(path: keyFile) }
         if let dir = environment["CREDENTIALS_DIRECTORY"], !dir.isEmpty {
             let path = (dir as NSString).appendingPathComponent(credentialName)
-            if FileManager.default.fileExists(atPath: path) { return try read(path: path) }
+            if FileManager.default.fileExists(atPath: path) { return try read(path: path, markerMeansAbsent: true) }
         }
         return nil
     }
@@ -88,6 +93,11 @@ public enum KeySource {
     /// Reads and checks one key file: no symlink, a regular file, owned by the caller or
     /// root, no group or other bits, 64 hex characters and an optional newline.
     public static func read(path: String) throws -> DatabaseKey {
+        guard let key = try read(path: path, markerMeansAbsent: false) else { throw KeyFileError.badFormat(path: path) }
+        return key
+    }
+
+    static func read(path: String, markerMeansAbsent: Bool) throws -> DatabaseKey? {
         let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         if fd < 0 {
             let e = errno
@@ -110,6 +120,12 @@ public enum KeySource {
             total += n
         }
         var length = total
+        // The marker is 4 bytes: a key (64 or 65 bytes) is never copied here.
+        if markerMeansAbsent && total <= noCredentialMarker.utf8.count + 1 {
+            var content = Array(buf[0..<total])
+            if content.last == UInt8(ascii: "\n") { content.removeLast() }
+            if content == Array(noCredentialMarker.utf8) { return nil }
+        }
         if length == 65 && buf[64] == UInt8(ascii: "\n") { length = 64 }
         guard length == 64 else { throw KeyFileError.badFormat(path: path) }
         do { return try DatabaseKey(hex: buf[0..<64]) } catch { throw KeyFileError.badFormat(path: path) }

@@ -203,7 +203,7 @@ public struct EncryptJob: Sendable {
             if unlink(p) != 0 && errno != ENOENT { throw POSIXFailure(operation: "remove \(p)", code: errno) }
         }
         outcome.deleted.append(entry.name)
-        Journal.shared.log(.notice, "removed plaintext copy \(entry.path) (removal does not erase it from ext4 or flash media)", id: .pruneRemoved,
+        Journal.shared.log(.notice, "removed plaintext copy \(entry.path) (removal does not erase it from ext4 or flash media)", id: .plaintextRemoved,
                            fields: ["TOSCA_BACKUP_PATH": entry.path])
     }
 }

@@ -87,9 +87,17 @@ public func classify(_ error: any Error) -> ToolFailure {
 /// Prints `Error: ...` (and `Try: ...`) to stderr and returns the exit status.
 public func report(_ error: any Error, program: String) -> Int32 {
     let f = classify(error)
-    var text = "Error: \(f.message)\n"
-    if let hint = f.hint { text += "Try: \(hint)\n" }
-    FileHandle.standardError.write(Data(text.utf8))
+    if Journal.shared.underSystemd {
+        // One structured entry (D9): the exit status and the hint as fields, so the
+        // failure@ alert, `journalctl -x` and the catalog can point at it.
+        var fields = ["TOSCA_EXIT_STATUS": String(f.status.rawValue), "TOSCA_PROGRAM": program]
+        if let hint = f.hint { fields["TOSCA_HINT"] = hint }
+        Journal.shared.log(.err, "\(f.message)\(f.hint.map { " (try: \($0))" } ?? "")", id: .commandFailed, fields: fields)
+    } else {
+        var text = "Error: \(f.message)\n"
+        if let hint = f.hint { text += "Try: \(hint)\n" }
+        FileHandle.standardError.write(Data(text.utf8))
+    }
     return f.status.rawValue
 }
 

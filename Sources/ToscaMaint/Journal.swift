@@ -24,11 +24,15 @@ public enum MessageID: String, Sendable, CaseIterable {
     case snapshotTaken = "e1085d7f59664a658eb0a855e61ae1d9"
     case encrypted = "4b3c3df882cd414b9b532bf205021296"
     case drillFailed = "461d110dbac44114b0fd0766a4bbbec1"
+    case rekeyed = "e373c453835346608466a56f905a5d43"
+    case plaintextRemoved = "0671786132d34157a92f8ca408c6e931"
+    case commandFailed = "239921ebec3c44a7b8fb04161df9e444"
+    case unitFailed = "fa6ae65e826447c581e91da6298e5e56"
 }
 
 /// syslog priorities.
 public enum Priority: Int, Sendable {
-    case err = 3, warning = 4, notice = 5, info = 6, debug = 7
+    case crit = 2, err = 3, warning = 4, notice = 5, info = 6, debug = 7
 }
 
 /// Where log lines go (D9): the journal through `sd_journal_sendv` under systemd, else
@@ -59,7 +63,7 @@ public final class Journal: @unchecked Sendable {
         } else if !quiet {
             let tag: String
             switch priority {
-            case .err: tag = "error: "
+            case .crit, .err: tag = "error: "
             case .warning: tag = "warning: "
             default: tag = ""
             }

@@ -58,7 +58,7 @@ public struct RekeyJob: Sendable {
                 throw ToolFailure(.dataError, "the old key still opens \(databasePath) after rekey")
             }
             outcome.rekeyedLive = true
-            Journal.shared.log(.notice, "\(databasePath) re-keyed from key id \(oldKey.keyID) to \(newKey.keyID)", id: .encrypted)
+            Journal.shared.log(.notice, "\(databasePath) re-keyed from key id \(oldKey.keyID) to \(newKey.keyID)", id: .rekeyed)
         } else {
             // Already under the new key (an interrupted run): it must open with it.
             _ = try Database(path: databasePath, options: .init(readOnly: true, key: newKey))

@@ -63,11 +63,39 @@ final class DatagramSink {
         // A failure is logged with its own MESSAGE_ID and priority 3.
         let failed = try maint(["verify", "--data-dir", data, dir.sub("nothing.db")], environment: ["INVOCATION_ID": "x"])
         #expect(failed.status == 66)
+        // A command's error is one structured entry (not a bare stderr line) with its status.
+        let commandFailed = journal.drain().first { $0.contains("MESSAGE_ID=239921ebec3c44a7b8fb04161df9e444") }
+        #expect(commandFailed?.contains("TOSCA_EXIT_STATUS=66") == true && commandFailed?.contains("TOSCA_HINT=tosca-maint list") == true,
+                "\(String(describing: commandFailed))")
+        #expect(!failed.stderr.contains("Error:"), "\(failed.stderr)")
         let copy = data + "/backups/" + listing(data + "/backups").first { $0.hasSuffix(".db") }!
         try flipByte(copy, at: 4200)
         let bad = try maint(["verify", "--latest", "--data-dir", data], environment: ["INVOCATION_ID": "x"])
         #expect(bad.status == 65)
         let failure = journal.drain().first { $0.contains("MESSAGE_ID=929757e87b744bfe8f54e280e5395032") }
         #expect(failure?.contains("PRIORITY=3") == true, "\(String(describing: failure))")
+    }
+
+    /// tosca-maint-failure@.service's command: one crit entry with its own MESSAGE_ID naming
+    /// the failed unit and its result, from the MONITOR_* variables systemd passes.
+    @Test func alertNamesTheFailedUnitAndItsResult() throws {
+        let socketPath = "/run/systemd/journal/socket"
+        try #require(!FileManager.default.fileExists(atPath: socketPath), "a real journald runs here; this test needs its socket path free")
+        try FileManager.default.createDirectory(atPath: "/run/systemd/journal", withIntermediateDirectories: true)
+        let journal = try DatagramSink(path: socketPath)
+        let r = try maint(["alert", "--unit", "tosca-maint-backup.service"], environment: [
+            "INVOCATION_ID": "1", "MONITOR_UNIT": "tosca-maint-backup.service", "MONITOR_SERVICE_RESULT": "exit-code",
+            "MONITOR_EXIT_CODE": "exited", "MONITOR_EXIT_STATUS": "74", "MONITOR_INVOCATION_ID": "5f0c0de1"])
+        #expect(r.status == 0, "\(r.output)")
+        let entry = try #require(journal.drain().first { $0.contains("MESSAGE_ID=fa6ae65e826447c581e91da6298e5e56") })
+        for field in ["PRIORITY=2", "TOSCA_FAILED_UNIT=tosca-maint-backup.service", "TOSCA_SERVICE_RESULT=exit-code",
+                      "TOSCA_EXIT_STATUS=74", "TOSCA_FAILED_INVOCATION_ID=5f0c0de1", "I/O error, disk full included",
+                      "journalctl _SYSTEMD_INVOCATION_ID=5f0c0de1"] {
+            #expect(entry.contains(field), "\(field) missing from \(entry)")
+        }
+        // Outside systemd the same alert is a line on stderr; a missing --unit is a usage error.
+        let plain = try maint(["alert", "--unit", "tosca-maint-verify.service"], environment: ["MONITOR_SERVICE_RESULT": "signal", "MONITOR_EXIT_CODE": "killed", "MONITOR_EXIT_STATUS": "KILL"])
+        #expect(plain.status == 0 && plain.stderr.contains("tosca-maint-verify.service failed (result signal, killed KILL): killed by SIGKILL"), "\(plain.output)")
+        #expect(try maint(["alert"]).status == 64)
     }
 }

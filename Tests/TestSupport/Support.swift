@@ -65,6 +65,9 @@ public final class Spawned: @unchecked Sendable {
         var env = ProcessInfo.processInfo.environment
         env.removeValue(forKey: "TOSCA_DATA_DIR")
         env.removeValue(forKey: "CREDENTIALS_DIRECTORY")
+        // A test runner started by systemd must not make the tools believe they run in a unit.
+        for k in ["INVOCATION_ID", "JOURNAL_STREAM", "NOTIFY_SOCKET"] { env.removeValue(forKey: k) }
+        for k in env.keys where k.hasPrefix("MONITOR_") { env.removeValue(forKey: k) }
         if let environment { env.merge(environment) { $1 } }
         process.environment = env
         process.standardOutput = FileHandle(forWritingAtPath: outPath)
@@ -133,6 +136,36 @@ public struct OracleError: Error, CustomStringConvertible {
 public func fileSHA256(_ path: String) -> String {
     guard let d = FileManager.default.contents(atPath: path) else { return "" }
     return sha256Hex(Array(d))
+}
+
+/// The repository's root folder (the one holding Package.swift).
+public func packageRoot(file: String = #filePath) -> String {
+    var dir = (file as NSString).deletingLastPathComponent
+    while !dir.isEmpty && dir != "/" && !FileManager.default.fileExists(atPath: dir + "/Package.swift") {
+        dir = (dir as NSString).deletingLastPathComponent
+    }
+    return dir
+}
+
+/// Runs `make` in the repository with the already built binaries of this test run
+/// (`make install` builds nothing itself), staging into `stage`.
+@discardableResult
+public func runMake(_ targets: [String], stage: String, variables: [String: String] = [:]) throws -> ProcessResult {
+    var args = ["-C", packageRoot(), "--no-print-directory"] + targets
+    let vars = ["BUILT": binDirectory(), "MANTOOL": binDirectory() + "/generate-manual", "STAGE": stage].merging(variables) { $1 }
+    args += vars.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+    return try run(which("make") ?? "/usr/bin/make", args)
+}
+
+/// All files (not folders) under `root`, as paths relative to it, sorted.
+public func filesUnder(_ root: String) -> [String] {
+    guard let e = FileManager.default.enumerator(atPath: root) else { return [] }
+    var out: [String] = []
+    while let rel = e.nextObject() as? String {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: root + "/" + rel, isDirectory: &isDir), !isDir.boolValue { out.append(rel) }
+    }
+    return out.sorted()
 }
 
 /// The repository's `Tests/Fixtures` folder.

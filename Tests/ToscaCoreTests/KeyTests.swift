@@ -56,4 +56,24 @@ import TestSupport
         let empty = TempDir()
         #expect(try KeySource.resolve(keyFile: nil, environment: ["CREDENTIALS_DIRECTORY": empty.path]) == nil)
     }
+
+    /// The units' `SetCredential=tosca-db-key:none` fallback means "no key"; the marker is
+    /// honoured only for the credential, never for --key-file, and nothing else is taken for it.
+    @Test func theUnitsNoCredentialMarkerMeansNoKey() throws {
+        for content in ["none", "none\n"] {
+            let dir = TempDir()
+            _ = FileManager.default.createFile(atPath: dir.sub("tosca-db-key"), contents: Data(content.utf8))
+            chmod(dir.sub("tosca-db-key"), 0o400)
+            #expect(try KeySource.resolve(keyFile: nil, environment: ["CREDENTIALS_DIRECTORY": dir.path]) == nil)
+            #expect(throws: KeyFileError.self) { try KeySource.resolve(keyFile: dir.sub("tosca-db-key")) }
+        }
+        for content in ["None", "none\n\n", "nonex", ""] {
+            let dir = TempDir()
+            _ = FileManager.default.createFile(atPath: dir.sub("tosca-db-key"), contents: Data(content.utf8))
+            chmod(dir.sub("tosca-db-key"), 0o400)
+            #expect(throws: KeyFileError.self, "\(content.debugDescription)") {
+                try KeySource.resolve(keyFile: nil, environment: ["CREDENTIALS_DIRECTORY": dir.path])
+            }
+        }
+    }
 }

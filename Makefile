@@ -1,0 +1,91 @@
+# Build and install tosca-maint on a Debian 12 device.
+#
+#   make                      release binaries (Swift runtime linked in), man pages,
+#                             bash completion
+#   sudo make install         PREFIX=/usr/local by default; DESTDIR honoured
+#   sudo make uninstall       removes exactly what install put there
+#
+# `install` builds nothing: run `make` first (as yourself, not root). CONFIG=debug
+# installs the debug build instead (the tests do).
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+CONFIG ?= release
+
+BINDIR := $(PREFIX)/bin
+UNITDIR := $(PREFIX)/lib/systemd/system
+CATALOGDIR := $(PREFIX)/lib/systemd/catalog
+SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
+DOCDIR := $(PREFIX)/share/doc/tosca-maint
+MAN1DIR := $(PREFIX)/share/man/man1
+COMPLETIONDIR := $(PREFIX)/share/bash-completion/completions
+
+PROGRAMS := tosca-maint tosca-sim
+UNITS := tosca-maint-backup.service tosca-maint-backup.timer \
+         tosca-maint-verify.service tosca-maint-verify.timer \
+         tosca-maint-failure@.service
+RUNBOOKS := $(notdir $(wildcard Runbooks/*.md))
+
+BUILT := .build/$(CONFIG)
+STAGE := .build/stage-$(CONFIG)
+MANTOOL := .build/debug/generate-manual
+# A fixed date keeps the generated pages reproducible: the last commit's.
+MANDATE := $(shell git log -1 --format=%cs 2>/dev/null || date -u +%F)
+
+SWIFTFLAGS_release := --static-swift-stdlib
+SWIFTFLAGS_debug :=
+
+.PHONY: all build stage install uninstall check-built
+
+all: build stage
+
+build:
+	swift build -c $(CONFIG) $(SWIFTFLAGS_$(CONFIG)) --product tosca-maint
+	swift build -c $(CONFIG) $(SWIFTFLAGS_$(CONFIG)) --product tosca-sim
+	swift build --product generate-manual
+
+check-built:
+	@for p in $(PROGRAMS); do \
+	  test -x "$(BUILT)/$$p" || { echo "Error: $(BUILT)/$$p is not built" >&2; echo "Try: make CONFIG=$(CONFIG)" >&2; exit 2; }; \
+	done
+	@test -x "$(MANTOOL)" || { echo "Error: $(MANTOOL) is not built" >&2; echo "Try: make CONFIG=$(CONFIG)" >&2; exit 2; }
+
+# Man pages and completions come from the built binaries' own argument parser. A blank
+# line (a paragraph break in the help text) becomes .Pp, which mdoc wants.
+stage: check-built
+	rm -rf "$(STAGE)"
+	mkdir -p "$(STAGE)/man" "$(STAGE)/completion"
+	for p in $(PROGRAMS); do \
+	  "$(MANTOOL)" "$(BUILT)/$$p" --date "$(MANDATE)" --output-directory "$(STAGE)/man" || exit 1; \
+	  sed -i 's/^$$/.Pp/' "$(STAGE)/man/$$p.1" || exit 1; \
+	  "$(BUILT)/$$p" --generate-completion-script bash > "$(STAGE)/completion/$$p" || exit 1; \
+	done
+
+install: stage
+	install -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(UNITDIR)" "$(DESTDIR)$(CATALOGDIR)" \
+	  "$(DESTDIR)$(SYSUSERSDIR)" "$(DESTDIR)$(DOCDIR)/runbooks" "$(DESTDIR)$(MAN1DIR)" \
+	  "$(DESTDIR)$(COMPLETIONDIR)"
+	for p in $(PROGRAMS); do \
+	  install -m 0755 "$(BUILT)/$$p" "$(DESTDIR)$(BINDIR)/$$p" || exit 1; \
+	  install -m 0644 "$(STAGE)/man/$$p.1" "$(DESTDIR)$(MAN1DIR)/$$p.1" || exit 1; \
+	  install -m 0644 "$(STAGE)/completion/$$p" "$(DESTDIR)$(COMPLETIONDIR)/$$p" || exit 1; \
+	done
+	# The units and the catalog name /usr/local: point them at this PREFIX.
+	for u in $(UNITS); do \
+	  sed 's#/usr/local/#$(PREFIX)/#g' "Timers/$$u" > "$(DESTDIR)$(UNITDIR)/$$u" && chmod 0644 "$(DESTDIR)$(UNITDIR)/$$u" || exit 1; \
+	done
+	sed 's#/usr/local/#$(PREFIX)/#g' Timers/tosca-maint.catalog > "$(DESTDIR)$(CATALOGDIR)/tosca-maint.catalog"
+	chmod 0644 "$(DESTDIR)$(CATALOGDIR)/tosca-maint.catalog"
+	install -m 0644 Timers/tosca-maint.sysusers "$(DESTDIR)$(SYSUSERSDIR)/tosca-maint.conf"
+	for r in $(RUNBOOKS); do install -m 0644 "Runbooks/$$r" "$(DESTDIR)$(DOCDIR)/runbooks/$$r" || exit 1; done
+	install -m 0644 README.md "$(DESTDIR)$(DOCDIR)/README.md"
+
+uninstall:
+	for p in $(PROGRAMS); do \
+	  rm -f "$(DESTDIR)$(BINDIR)/$$p" "$(DESTDIR)$(MAN1DIR)/$$p.1" "$(DESTDIR)$(COMPLETIONDIR)/$$p"; \
+	done
+	for u in $(UNITS); do rm -f "$(DESTDIR)$(UNITDIR)/$$u"; done
+	rm -f "$(DESTDIR)$(CATALOGDIR)/tosca-maint.catalog" "$(DESTDIR)$(SYSUSERSDIR)/tosca-maint.conf"
+	for r in $(RUNBOOKS); do rm -f "$(DESTDIR)$(DOCDIR)/runbooks/$$r"; done
+	rm -f "$(DESTDIR)$(DOCDIR)/README.md"
+	-rmdir "$(DESTDIR)$(DOCDIR)/runbooks" "$(DESTDIR)$(DOCDIR)" 2>/dev/null

@@ -1,0 +1,274 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// Every fenced `sh` block of every runbook runs, in order, against a scratch data folder
+/// made by tosca-sim and put in the state the runbook is for (a damaged database, a
+/// tampered safety log, an empty machine with a copy of backups/, ...). A block that
+/// fails fails the test, so the runbooks cannot rot.
+///
+/// The scratch machine has no service manager and its /etc is not ours, so two programs
+/// are stand-ins on PATH, and both check what they are asked:
+/// - `systemctl` accepts only known verbs and the units of Timers/ or `tosca.service`; its
+///   `stop tosca.service` stops the simulated recorder the test started (so a runbook that
+///   forgets to stop it meets exit 75 from restore, encrypt or migrate);
+/// - `systemd-creds encrypt` accepts only `--name=tosca-db-key`, an existing key file of
+///   mode 0400 or 0600, and the credential path the units load.
+/// Everything else (tosca-maint, tosca-sim, journalctl, sha256sum, df, ...) is real.
+@Suite struct RunbookTests {
+    struct Block: CustomStringConvertible {
+        let runbook: String, line: Int, code: String
+        var description: String { "\(runbook):\(line)" }
+    }
+
+    /// The fenced `sh` blocks of one runbook, in order (fences may be indented in lists).
+    static func blocks(_ name: String) throws -> [Block] {
+        let lines = try String(contentsOfFile: packageRoot() + "/Runbooks/" + name, encoding: .utf8)
+            .split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        var out: [Block] = []
+        var i = 0
+        while i < lines.count {
+            let open = lines[i].trimmingCharacters(in: .whitespaces)
+            if open == "```sh" {
+                let indent = lines[i].prefix { $0 == " " }.count
+                var code: [String] = []
+                var j = i + 1
+                while j < lines.count && lines[j].trimmingCharacters(in: .whitespaces) != "```" {
+                    code.append(String(lines[j].dropFirst(min(indent, lines[j].prefix { $0 == " " }.count))))
+                    j += 1
+                }
+                out.append(Block(runbook: name, line: i + 1, code: code.joined(separator: "\n")))
+                i = j
+            }
+            i += 1
+        }
+        return out
+    }
+
+    static let runbooks = ["restore-after-disk-fault.md", "restore-drill.md", "pre-upgrade-migration.md",
+                           "encryption-cutover.md", "failed-nightly-backup.md", "moving-to-a-new-machine.md",
+                           "tampering-reported.md"]
+
+    @Test func theRunbooksAreTheOnesTheDeviceNeeds() throws {
+        #expect(Set(listing(packageRoot() + "/Runbooks").filter { $0.hasSuffix(".md") }) == Set(Self.runbooks))
+        for r in Self.runbooks { #expect(try Self.blocks(r).count >= 2, "\(r) has too few commands") }
+    }
+
+    /// A scratch machine: data folder, stand-ins, the recorder when the scenario has one.
+    final class Machine {
+        let dir = TempDir("runbook")
+        var data: String { dir.sub("data") }
+        var key: String { dir.sub("key") }
+        var stubs: String { dir.sub("stubs") }
+        var log: String { dir.sub("stub.log") }
+        var pidFile: String { dir.sub("tosca.pid") }
+        var recorder: Spawned?
+        var transcript = ""
+
+        init() throws {
+            try FileManager.default.createDirectory(atPath: stubs, withIntermediateDirectories: true)
+            let units = (listing(packageRoot() + "/Timers").filter { $0.hasSuffix(".service") || $0.hasSuffix(".timer") } + ["tosca.service"])
+                .map { $0.replacingOccurrences(of: "@.service", with: "@") }.joined(separator: " ")
+            try write(stubs + "/systemctl", """
+                #!/bin/bash
+                # Stand-in for systemctl (no service manager here): checks, records, stops the recorder.
+                echo "systemctl $*" >> '\(log)'
+                verb=""; units=()
+                for a in "$@"; do case $a in -*) ;; *) if [[ -z $verb ]]; then verb=$a; else units+=("$a"); fi ;; esac; done
+                case $verb in start|stop|restart|status|enable|disable|is-active|is-failed|list-timers|daemon-reload) ;; *) echo "systemctl stand-in: unknown verb '$verb'" >&2; exit 1 ;; esac
+                for u in "${units[@]}"; do
+                  ok=0
+                  for k in \(units); do [[ $u == "$k" || ( $k == *@ && $u == "$k"*.service ) ]] && ok=1; done
+                  [[ $ok == 1 ]] || { echo "systemctl stand-in: unknown unit '$u'" >&2; exit 1; }
+                  if [[ $verb == stop && $u == tosca.service && -f '\(pidFile)' ]]; then
+                    pid=$(cat '\(pidFile)'); kill -TERM "$pid" 2>/dev/null
+                    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+                    rm -f '\(pidFile)'
+                  fi
+                done
+                exit 0
+                """)
+            try write(stubs + "/systemd-creds", """
+                #!/bin/bash
+                # Stand-in for systemd-creds encrypt (the real one writes under /etc): checks, records.
+                echo "systemd-creds $*" >> '\(log)'
+                [[ $1 == encrypt && $2 == --name=tosca-db-key && $# == 4 ]] || { echo "systemd-creds stand-in: usage: encrypt --name=tosca-db-key KEYFILE CRED" >&2; exit 1; }
+                [[ -f $3 && -r $3 ]] || { echo "systemd-creds stand-in: no key file $3" >&2; exit 1; }
+                mode=$(stat -c %a "$3"); [[ $mode == 400 || $mode == 600 ]] || { echo "systemd-creds stand-in: key file mode $mode" >&2; exit 1; }
+                [[ $(tr -d '\\n' < "$3" | wc -c) == 64 ]] || { echo "systemd-creds stand-in: not a 64-hex key" >&2; exit 1; }
+                [[ $4 == /etc/credstore.encrypted/tosca-db-key.cred ]] || { echo "systemd-creds stand-in: the units load /etc/credstore.encrypted/tosca-db-key.cred, not $4" >&2; exit 1; }
+                exit 0
+                """)
+        }
+
+        func write(_ path: String, _ text: String) throws {
+            try (text + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+            chmod(path, 0o755)
+        }
+
+        /// The device service: tosca-sim recording until stopped, holding tosca.lock.
+        func startRecorder(keyFile: String? = nil) throws {
+            var args = ["--data-dir", data, "--until-signal", "--sample-rate", "100", "--event-rate", "20", "--seed", "9"]
+            if let keyFile { args += ["--key-file", keyFile] }
+            let p = try Spawned(executable("tosca-sim"), args)
+            recorder = p
+            try "\(p.pid)".write(toFile: pidFile, atomically: true, encoding: .utf8)
+            // Running once tosca.lock is held (flock(1) asks without waiting).
+            let held = waitUntil(timeout: 20) { (try? run(which("flock") ?? "/usr/bin/flock", ["-n", data + "/tosca.lock", "true"]).status) == 1 }
+            guard held else { throw OracleError(message: "the recorder did not start: \(p.currentStderr)") }
+        }
+
+        /// Runs the blocks in order and stops at the first failure; returns the failures
+        /// (none or one) and records the output of every block in `transcript`.
+        func runBlocks(_ runbook: String) throws -> [String] {
+            var failures: [String] = []
+            let blocks = try RunbookTests.blocks(runbook)
+            var ran = 0
+            let path = "\(stubs):\(binDirectory()):\(ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")"
+            for block in try RunbookTests.blocks(runbook) {
+                let r = try run("/bin/bash", ["--noprofile", "--norc", "-e", "-u", "-o", "pipefail", "-c", "cd \"$0\" && " + block.code, dir.path],
+                                environment: ["PATH": path, "DATA": data, "KEY": key, "SYSTEMD_PAGER": "", "PAGER": "cat"])
+                transcript += "$ \(block)\n\(r.output)"
+                if r.status != 0 {
+                    failures.append("\(block) exited \(r.status):\n\(block.code)\n--- output ---\n\(r.output)")
+                    break
+                }
+                ran += 1
+            }
+            if failures.isEmpty && ran != blocks.count { failures.append("ran \(ran) of \(blocks.count) blocks") }
+            return failures
+        }
+
+        var calls: [String] { ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init) }
+
+        deinit {
+            if let recorder, recorder.process.isRunning { recorder.signal(SIGKILL); _ = recorder.wait() }
+        }
+    }
+
+    static func backup(_ data: String, key: String? = nil) throws {
+        let r = try maint(["backup", "--data-dir", data] + (key.map { ["--key-file", $0] } ?? []))
+        guard r.status == 0 else { throw OracleError(message: "backup: \(r.output)") }
+    }
+
+    @Test func restoreAfterDiskFault() throws {
+        let m = try Machine()
+        try simulatedData(m.data, sessions: 3)
+        try Self.backup(m.data)
+        try simulatedData(m.data, sessions: 1)
+        try sqlite3Value(m.data + "/tosca.db", "PRAGMA wal_checkpoint(TRUNCATE);")
+        // The fault: three pages of the file overwritten.
+        let fd = open(m.data + "/tosca.db", O_WRONLY)
+        let junk = [UInt8](repeating: 0x55, count: 3 * 4096)
+        _ = junk.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 4 * 4096) }
+        close(fd)
+        let damaged = try sqlite3(m.data + "/tosca.db", "PRAGMA quick_check;")
+        #expect(damaged.status != 0 || damaged.stdout.trimmingCharacters(in: .whitespacesAndNewlines) != "ok")
+        let failures = try m.runBlocks("restore-after-disk-fault.md")
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        #expect(try sqlite3Value(m.data + "/tosca.db", "PRAGMA integrity_check;") == "ok")
+        #expect(listing(m.data + "/backups").contains { $0.hasSuffix("_pre-restore.db") }, "the damaged database was not kept")
+        #expect(m.calls.first == "systemctl stop tosca.service")
+    }
+
+    @Test func restoreDrill() throws {
+        let m = try Machine()
+        try simulatedData(m.data)
+        try Self.backup(m.data)
+        try m.startRecorder()
+        let failures = try m.runBlocks("restore-drill.md")
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        // The drill ran while the recorder kept recording.
+        #expect(m.recorder?.process.isRunning == true)
+        let manifests = listing(m.data + "/backups").filter { $0.hasSuffix(".manifest.json") }
+        let drilled = try manifests.filter { try String(contentsOfFile: m.data + "/backups/" + $0, encoding: .utf8).contains("\"drill\"") }
+        #expect(drilled.count >= 2, "\(manifests)")
+    }
+
+    @Test func preUpgradeMigration() throws {
+        let m = try Machine()
+        try FileManager.default.createDirectory(atPath: m.data, withIntermediateDirectories: true)
+        try makeLegacyDatabase(at: m.data + "/tosca.db")
+        let before = try legacyTableRows(m.data + "/tosca.db")
+        let failures = try m.runBlocks("pre-upgrade-migration.md")
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        // The runbook ends by undoing the migration: the v0.9.12 database is back, every row.
+        #expect(try sqlite3Value(m.data + "/tosca.db", "PRAGMA user_version;") == "0")
+        #expect(try legacyTableRows(m.data + "/tosca.db") == before)
+        #expect(listing(m.data + "/backups").contains { $0.hasSuffix("_pre-migration.db") })
+    }
+
+    @Test func encryptionCutoverAndKeyRotation() throws {
+        let m = try Machine()
+        try simulatedData(m.data)
+        try Self.backup(m.data)
+        try m.startRecorder()
+        let failures = try m.runBlocks("encryption-cutover.md")
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        // The stock sqlite3 CLI reads nothing; sqlcipher with the rotated key reads the rows.
+        #expect(try sqlite3(m.data + "/tosca.db", "SELECT count(*) FROM sqlite_master;").status != 0)
+        let newKey = try String(contentsOfFile: m.key + ".new", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let r = try sqlcipher(m.data + "/tosca.db", keyHex: newKey, "SELECT count(*) FROM sessions;")
+        #expect(r.status == 0 && (Int(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last ?? "") ?? 0) > 0, "\(r.output)")
+        let sealed = m.calls.filter { $0.hasPrefix("systemd-creds encrypt") }
+        #expect(sealed == ["systemd-creds encrypt --name=tosca-db-key \(m.key) /etc/credstore.encrypted/tosca-db-key.cred",
+                           "systemd-creds encrypt --name=tosca-db-key \(m.key).new /etc/credstore.encrypted/tosca-db-key.cred"], "\(m.calls)")
+    }
+
+    @Test func failedNightlyBackup() throws {
+        let m = try Machine()
+        try simulatedData(m.data)
+        try m.startRecorder()
+        #expect(try maint(["status", "--data-dir", m.data]).status == 1)
+        let failures = try m.runBlocks("failed-nightly-backup.md")
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        // The backup was taken by hand while the recorder ran, and it verifies.
+        #expect(m.recorder?.process.isRunning == true)
+        let v = try maint(["verify", "--latest", "--data-dir", m.data])
+        #expect(v.status == 0, "\(v.output)")
+    }
+
+    @Test func movingToANewMachine() throws {
+        let m = try Machine()
+        let old = m.dir.sub("old-machine")
+        try simulatedData(old, sessions: 3)
+        try Self.backup(old)
+        let oldRows = try sqlite3Value(old + "/tosca.db", "SELECT count(*) FROM treatment_events;")
+        // The new machine: only a copy of backups/ (manifests included).
+        try FileManager.default.createDirectory(atPath: m.data, withIntermediateDirectories: true)
+        let cp = try run("/bin/cp", ["-a", old + "/backups", m.data + "/backups"])
+        try #require(cp.status == 0)
+        try? FileManager.default.removeItem(atPath: m.data + "/backups/.maint.lock")
+        let failures = try m.runBlocks("moving-to-a-new-machine.md")
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        #expect(try sqlite3Value(m.data + "/tosca.db", "PRAGMA integrity_check;") == "ok")
+        #expect(try sqlite3Value(m.data + "/tosca.db", "SELECT count(*) FROM treatment_events;") == oldRows)
+        #expect(m.calls.contains("systemctl enable --now tosca-maint-backup.timer tosca-maint-verify.timer"))
+    }
+
+    @Test func tamperingReported() throws {
+        let m = try Machine()
+        try simulatedData(m.data, sessions: 3)
+        try Self.backup(m.data)
+        // The tampering: an earlier safety-log entry rewritten past the append-only trigger.
+        let db = m.data + "/tosca.db"
+        let seq = try sqlite3Value(db, "SELECT min(seq) FROM safety_log;")
+        try sqlite3Value(db, """
+            DROP TRIGGER safety_log_no_update;
+            UPDATE safety_log SET details = '{"edited":true}' WHERE seq = \(seq);
+            """)
+        try m.startRecorder()
+        #expect(try maint(["verify", "--live", "--data-dir", m.data]).status == 65)
+        let failures = try m.runBlocks("tampering-reported.md")
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        // The evidence is the tampered database, with sums that check.
+        let evidence = try #require(listing(m.data + "/evidence").first)
+        let folder = m.data + "/evidence/" + evidence
+        let check = try run("/bin/bash", ["-c", "cd \"$0\" && sha256sum -c SHA256SUMS", folder])
+        #expect(check.status == 0, "\(check.output)")
+        #expect(try sqlite3Value(folder + "/tosca.db", "SELECT details FROM safety_log WHERE seq = \(seq);") == "{\"edited\":true}")
+        // The live database is the restored one and its chain holds.
+        let live = try maint(["verify", "--live", "--data-dir", m.data])
+        #expect(live.status == 0, "\(live.output)")
+    }
+}
