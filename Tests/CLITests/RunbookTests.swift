@@ -146,6 +146,21 @@ import TestSupport
         }
     }
 
+    /// A device: simulated sessions, one verified backup, and the recorder running.
+    static func recordingDevice(sessions: Int = 2) throws -> Machine {
+        let m = try Machine()
+        try simulatedData(m.data, sessions: sessions)
+        try backup(m.data)
+        try m.startRecorder()
+        return m
+    }
+
+    /// Runs a runbook's blocks and records a test issue naming the block that failed.
+    static func expectPasses(_ m: Machine, _ runbook: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let failures = try m.runBlocks(runbook)
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))", sourceLocation: sourceLocation)
+    }
+
     static func backup(_ data: String, key: String? = nil) throws {
         let r = try maint(["backup", "--data-dir", data] + (key.map { ["--key-file", $0] } ?? []))
         guard r.status == 0 else { throw OracleError(message: "backup: \(r.output)") }
@@ -164,20 +179,15 @@ import TestSupport
         close(fd)
         let damaged = try sqlite3(m.data + "/tosca.db", "PRAGMA quick_check;")
         #expect(damaged.status != 0 || damaged.stdout.trimmingCharacters(in: .whitespacesAndNewlines) != "ok")
-        let failures = try m.runBlocks("restore-after-disk-fault.md")
-        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        try Self.expectPasses(m, "restore-after-disk-fault.md")
         #expect(try sqlite3Value(m.data + "/tosca.db", "PRAGMA integrity_check;") == "ok")
         #expect(listing(m.data + "/backups").contains { $0.hasSuffix("_pre-restore.db") }, "the damaged database was not kept")
         #expect(m.calls.first == "systemctl stop tosca.service")
     }
 
     @Test func restoreDrill() throws {
-        let m = try Machine()
-        try simulatedData(m.data)
-        try Self.backup(m.data)
-        try m.startRecorder()
-        let failures = try m.runBlocks("restore-drill.md")
-        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        let m = try Self.recordingDevice()
+        try Self.expectPasses(m, "restore-drill.md")
         // The drill ran while the recorder kept recording.
         #expect(m.recorder?.process.isRunning == true)
         let manifests = listing(m.data + "/backups").filter { $0.hasSuffix(".manifest.json") }
@@ -190,8 +200,7 @@ import TestSupport
         try FileManager.default.createDirectory(atPath: m.data, withIntermediateDirectories: true)
         try makeLegacyDatabase(at: m.data + "/tosca.db")
         let before = try legacyTableRows(m.data + "/tosca.db")
-        let failures = try m.runBlocks("pre-upgrade-migration.md")
-        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        try Self.expectPasses(m, "pre-upgrade-migration.md")
         // The runbook ends by undoing the migration: the v0.9.12 database is back, every row.
         #expect(try sqlite3Value(m.data + "/tosca.db", "PRAGMA user_version;") == "0")
         #expect(try legacyTableRows(m.data + "/tosca.db") == before)
@@ -199,12 +208,8 @@ import TestSupport
     }
 
     @Test func encryptionCutoverAndKeyRotation() throws {
-        let m = try Machine()
-        try simulatedData(m.data)
-        try Self.backup(m.data)
-        try m.startRecorder()
-        let failures = try m.runBlocks("encryption-cutover.md")
-        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        let m = try Self.recordingDevice()
+        try Self.expectPasses(m, "encryption-cutover.md")
         // The stock sqlite3 CLI reads nothing; sqlcipher with the rotated key reads the rows.
         #expect(try sqlite3(m.data + "/tosca.db", "SELECT count(*) FROM sqlite_master;").status != 0)
         let newKey = try String(contentsOfFile: m.key + ".new", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -220,8 +225,7 @@ import TestSupport
         try simulatedData(m.data)
         try m.startRecorder()
         #expect(try maint(["status", "--data-dir", m.data]).status == 1)
-        let failures = try m.runBlocks("failed-nightly-backup.md")
-        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        try Self.expectPasses(m, "failed-nightly-backup.md")
         // The backup was taken by hand while the recorder ran, and it verifies.
         #expect(m.recorder?.process.isRunning == true)
         let v = try maint(["verify", "--latest", "--data-dir", m.data])
@@ -239,8 +243,7 @@ import TestSupport
         let cp = try run("/bin/cp", ["-a", old + "/backups", m.data + "/backups"])
         try #require(cp.status == 0)
         try? FileManager.default.removeItem(atPath: m.data + "/backups/.maint.lock")
-        let failures = try m.runBlocks("moving-to-a-new-machine.md")
-        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        try Self.expectPasses(m, "moving-to-a-new-machine.md")
         #expect(try sqlite3Value(m.data + "/tosca.db", "PRAGMA integrity_check;") == "ok")
         #expect(try sqlite3Value(m.data + "/tosca.db", "SELECT count(*) FROM treatment_events;") == oldRows)
         #expect(m.calls.contains("systemctl enable --now tosca-maint-backup.timer tosca-maint-verify.timer"))
@@ -259,8 +262,7 @@ import TestSupport
             """)
         try m.startRecorder()
         #expect(try maint(["verify", "--live", "--data-dir", m.data]).status == 65)
-        let failures = try m.runBlocks("tampering-reported.md")
-        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        try Self.expectPasses(m, "tampering-reported.md")
         // The evidence is the tampered database, with sums that check.
         let evidence = try #require(listing(m.data + "/evidence").first)
         let folder = m.data + "/evidence/" + evidence
