@@ -1,12 +1,15 @@
 # Build and install tosca-maint on a Debian 12 device.
 #
 #   make                      release binaries (Swift runtime linked in), man pages,
-#                             bash completion
+#                             bash completion (as yourself, not root)
 #   sudo make install         PREFIX=/usr/local by default; DESTDIR honoured
 #   sudo make uninstall       removes exactly what install put there
 #
-# `install` builds nothing: run `make` first (as yourself, not root). CONFIG=debug
-# installs the debug build instead (the tests do).
+# `install` builds and generates nothing, so nothing in the tree becomes root's: run
+# `make` first. CONFIG=debug installs the debug build instead (the tests do). systemd,
+# journalctl and systemd-sysusers look for units, catalogs and sysusers.d/tmpfiles.d
+# entries under /usr and /usr/local only: use one of them as PREFIX on a device.
+# tosca-sim is not installed: a device carries no simulator.
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -16,11 +19,12 @@ BINDIR := $(PREFIX)/bin
 UNITDIR := $(PREFIX)/lib/systemd/system
 CATALOGDIR := $(PREFIX)/lib/systemd/catalog
 SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
+TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
 DOCDIR := $(PREFIX)/share/doc/tosca-maint
 MAN1DIR := $(PREFIX)/share/man/man1
 COMPLETIONDIR := $(PREFIX)/share/bash-completion/completions
 
-PROGRAMS := tosca-maint tosca-sim
+PROGRAMS := tosca-maint
 UNITS := tosca-maint-backup.service tosca-maint-backup.timer \
          tosca-maint-verify.service tosca-maint-verify.timer \
          tosca-maint-failure@.service
@@ -35,7 +39,7 @@ MANDATE := $(shell git log -1 --format=%cs 2>/dev/null || date -u +%F)
 SWIFTFLAGS_release := --static-swift-stdlib
 SWIFTFLAGS_debug :=
 
-.PHONY: all build stage install uninstall check-built
+.PHONY: all build stage install uninstall check-built check-staged
 
 all: build stage
 
@@ -43,6 +47,11 @@ build:
 	swift build -c $(CONFIG) $(SWIFTFLAGS_$(CONFIG)) --product tosca-maint
 	swift build -c $(CONFIG) $(SWIFTFLAGS_$(CONFIG)) --product tosca-sim
 	swift build --product generate-manual
+
+check-staged: check-built
+	@for p in $(PROGRAMS); do \
+	  test -f "$(STAGE)/man/$$p.1" -a -f "$(STAGE)/completion/$$p" || { echo "Error: $(STAGE) lacks the man page or completion of $$p" >&2; echo "Try: make CONFIG=$(CONFIG)" >&2; exit 2; }; \
+	done
 
 check-built:
 	@for p in $(PROGRAMS); do \
@@ -61,10 +70,10 @@ stage: check-built
 	  "$(BUILT)/$$p" --generate-completion-script bash > "$(STAGE)/completion/$$p" || exit 1; \
 	done
 
-install: stage
+install: check-staged
 	install -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(UNITDIR)" "$(DESTDIR)$(CATALOGDIR)" \
-	  "$(DESTDIR)$(SYSUSERSDIR)" "$(DESTDIR)$(DOCDIR)/runbooks" "$(DESTDIR)$(MAN1DIR)" \
-	  "$(DESTDIR)$(COMPLETIONDIR)"
+	  "$(DESTDIR)$(SYSUSERSDIR)" "$(DESTDIR)$(TMPFILESDIR)" "$(DESTDIR)$(DOCDIR)/runbooks" \
+	  "$(DESTDIR)$(MAN1DIR)" "$(DESTDIR)$(COMPLETIONDIR)"
 	for p in $(PROGRAMS); do \
 	  install -m 0755 "$(BUILT)/$$p" "$(DESTDIR)$(BINDIR)/$$p" || exit 1; \
 	  install -m 0644 "$(STAGE)/man/$$p.1" "$(DESTDIR)$(MAN1DIR)/$$p.1" || exit 1; \
@@ -77,6 +86,7 @@ install: stage
 	sed 's#/usr/local/#$(PREFIX)/#g' Timers/tosca-maint.catalog > "$(DESTDIR)$(CATALOGDIR)/tosca-maint.catalog"
 	chmod 0644 "$(DESTDIR)$(CATALOGDIR)/tosca-maint.catalog"
 	install -m 0644 Timers/tosca-maint.sysusers "$(DESTDIR)$(SYSUSERSDIR)/tosca-maint.conf"
+	install -m 0644 Timers/tosca-maint.tmpfiles "$(DESTDIR)$(TMPFILESDIR)/tosca-maint.conf"
 	for r in $(RUNBOOKS); do install -m 0644 "Runbooks/$$r" "$(DESTDIR)$(DOCDIR)/runbooks/$$r" || exit 1; done
 	install -m 0644 README.md "$(DESTDIR)$(DOCDIR)/README.md"
 
@@ -85,7 +95,7 @@ uninstall:
 	  rm -f "$(DESTDIR)$(BINDIR)/$$p" "$(DESTDIR)$(MAN1DIR)/$$p.1" "$(DESTDIR)$(COMPLETIONDIR)/$$p"; \
 	done
 	for u in $(UNITS); do rm -f "$(DESTDIR)$(UNITDIR)/$$u"; done
-	rm -f "$(DESTDIR)$(CATALOGDIR)/tosca-maint.catalog" "$(DESTDIR)$(SYSUSERSDIR)/tosca-maint.conf"
-	for r in $(RUNBOOKS); do rm -f "$(DESTDIR)$(DOCDIR)/runbooks/$$r"; done
-	rm -f "$(DESTDIR)$(DOCDIR)/README.md"
-	-rmdir "$(DESTDIR)$(DOCDIR)/runbooks" "$(DESTDIR)$(DOCDIR)" 2>/dev/null
+	rm -f "$(DESTDIR)$(CATALOGDIR)/tosca-maint.catalog" "$(DESTDIR)$(SYSUSERSDIR)/tosca-maint.conf" \
+	  "$(DESTDIR)$(TMPFILESDIR)/tosca-maint.conf"
+	# The doc folder is ours alone (runbooks of whichever version was installed).
+	rm -rf "$(DESTDIR)$(DOCDIR)"

@@ -85,7 +85,7 @@ public enum KeySource {
         if let keyFile { return try read(path: keyFile) }
         if let dir = environment["CREDENTIALS_DIRECTORY"], !dir.isEmpty {
             let path = (dir as NSString).appendingPathComponent(credentialName)
-            if FileManager.default.fileExists(atPath: path) { return try read(path: path, markerMeansAbsent: true) }
+            if FileManager.default.fileExists(atPath: path) { return try read(path: path, markerMeansAbsent: true, isCredential: true) }
         }
         return nil
     }
@@ -97,7 +97,10 @@ public enum KeySource {
         return key
     }
 
-    static func read(path: String, markerMeansAbsent: Bool) throws -> DatabaseKey? {
+    /// `isCredential`: a file systemd placed in `$CREDENTIALS_DIRECTORY`. systemd 254 and
+    /// later keep it root's and grant the unit's user read access by an ACL, which stat
+    /// shows as group read: allowed there, never for a key file named on the command line.
+    static func read(path: String, markerMeansAbsent: Bool, isCredential: Bool = false) throws -> DatabaseKey? {
         let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         if fd < 0 {
             let e = errno
@@ -109,7 +112,7 @@ public enum KeySource {
         guard fstat(fd, &st) == 0 else { throw KeyFileError.unreadable(path: path, reason: String(cString: strerror(errno))) }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw KeyFileError.notRegularFile(path: path) }
         guard st.st_uid == geteuid() || st.st_uid == 0 else { throw KeyFileError.badOwner(path: path, uid: st.st_uid) }
-        guard st.st_mode & 0o077 == 0 else { throw KeyFileError.tooOpen(path: path, mode: UInt32(st.st_mode)) }
+        guard st.st_mode & (isCredential ? 0o037 : 0o077) == 0 else { throw KeyFileError.tooOpen(path: path, mode: UInt32(st.st_mode)) }
         var buf = [UInt8](repeating: 0, count: 80)
         defer { buf.withUnsafeMutableBytes { explicit_bzero($0.baseAddress!, $0.count) } }
         var total = 0

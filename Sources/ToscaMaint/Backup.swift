@@ -51,6 +51,19 @@ public struct CopyJob: Sendable {
         let sourcePages = try source.scalar("PRAGMA page_count")?.int ?? 0
         let sourceStatus = try Migrator().status(source)
         let sourceHead = sourceStatus.kind == .versioned ? try SafetyChain.head(source) : nil
+        // A backup becomes the next anchor of `verify --live`: one whose safety log does not
+        // extend the current anchor (entries rewritten or removed since) would hide the
+        // tampering for good, so it is not published (D7). Safety copies are still made:
+        // they keep what is there, for forensics.
+        if (kind == .daily || kind == .manual) && sourceStatus.kind == .versioned, try SafetyChain.verify(source).isIntact {
+            let anchor = try LiveCheck.timelineAnchor(source, catalog: try Catalog.scan(dataDirectory: dataDirectory))
+            if let problem = try LiveCheck.anchorProblem(source, anchor: anchor) {
+                Journal.shared.log(.err, "backup refused, possible tampering: the live database's \(problem)", id: .tamperingDetected,
+                                   fields: ["TOSCA_DATABASE": databasePath])
+                throw ToolFailure(.dataError, "not published: the live database's \(problem)",
+                                  hint: "do not restore or delete anything yet; follow the runbook tampering-reported.md")
+            }
+        }
 
         let name = Catalog.freeName(in: backupsDirectory, kind: kind, time: started)
         let finalPath = backupsDirectory + "/" + name

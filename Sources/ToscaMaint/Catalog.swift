@@ -147,15 +147,9 @@ public enum Housekeeping {
         }
         if !catalog.orphans.isEmpty && !dryRun { try AtomicFile.makeDirectory(catalog.quarantineDirectory) }
         for p in catalog.orphans {
-            let name = (p as NSString).lastPathComponent
-            var target = catalog.quarantineDirectory + "/" + name
-            var n = 2
-            while FileManager.default.fileExists(atPath: target) { target = catalog.quarantineDirectory + "/\(name).\(n)"; n += 1 }
+            var target = Quarantine.freeTarget(for: p, in: catalog.quarantineDirectory)
             if !dryRun {
-                guard rename(p, target) == 0 else { throw POSIXFailure(operation: "move \(p) to quarantine", code: errno) }
-                for suffix in ["-wal", "-shm", "-journal"] where FileManager.default.fileExists(atPath: p + suffix) {
-                    rename(p + suffix, target + suffix)
-                }
+                target = try Quarantine.move(p, to: target, withManifest: false)
                 Journal.shared.log(.warning, "\(p) has no manifest, so it is not a backup: moved to \(target)", id: .quarantined,
                                    fields: ["TOSCA_PATH": p, "TOSCA_QUARANTINE_PATH": target])
             }
@@ -168,8 +162,43 @@ public enum Housekeeping {
     }
 }
 
+/// Moving files into `backups/quarantine/`: out of the catalog (no restore, drill,
+/// retention or status looks there), never deleted.
+public enum Quarantine {
+    /// A name in `dir` not taken yet: the file's own, else with `.2`, `.3`, ...
+    public static func freeTarget(for path: String, in dir: String) -> String {
+        let name = (path as NSString).lastPathComponent
+        var target = dir + "/" + name
+        var n = 2
+        while FileManager.default.fileExists(atPath: target) || FileManager.default.fileExists(atPath: Manifest.path(for: target)) {
+            target = dir + "/\(name).\(n)"; n += 1
+        }
+        return target
+    }
+
+    /// Moves a database file, its `-wal`/`-shm`/`-journal` files and (with `withManifest`)
+    /// its manifest to `target`; the manifest goes last, so an interrupted move leaves at
+    /// worst a manifest without its copy, which the catalog reports. Returns `target`.
+    @discardableResult
+    public static func move(_ path: String, to target: String, withManifest: Bool) throws -> String {
+        try AtomicFile.makeDirectory((target as NSString).deletingLastPathComponent)
+        guard rename(path, target) == 0 else { throw POSIXFailure(operation: "move \(path) to quarantine", code: errno) }
+        for suffix in ["-wal", "-shm", "-journal"] where FileManager.default.fileExists(atPath: path + suffix) {
+            rename(path + suffix, target + suffix)
+        }
+        if withManifest && FileManager.default.fileExists(atPath: Manifest.path(for: path)) {
+            guard rename(Manifest.path(for: path), Manifest.path(for: target)) == 0 else {
+                throw POSIXFailure(operation: "move \(Manifest.path(for: path)) to quarantine", code: errno)
+            }
+        }
+        try AtomicFile.syncDirectory((target as NSString).deletingLastPathComponent)
+        return target
+    }
+}
+
 /// `<data>/backups/.maint.lock` (D5): maintenance runs serialize on it, non-blocking.
 public func takeMaintenanceLock(dataDirectory: String) throws -> FileLock {
+    try becomeDataOwner(dataDirectory: dataDirectory)
     let dir = Catalog.backupsDirectory(of: dataDirectory)
     do {
         try AtomicFile.makeDirectory(dir)
@@ -185,6 +214,25 @@ public func takeMaintenanceLock(dataDirectory: String) throws -> FileLock {
     } catch FileLockError.cannotOpen(let path, let reason) {
         throw ToolFailure(.cantCreate, "cannot create \(path): \(reason)", hint: "make \(dir) writable by this user")
     }
+}
+
+/// Run as root on a data folder that belongs to another user (the device's `tosca`
+/// account, which the units run as), a maintenance run continues as that user before it
+/// writes anything: copies, manifests and locks it creates stay readable by the units, and
+/// the recorder's files keep their owner. Keys are read before this point (a key file may
+/// be root's, mode 0400). A no-op for any other caller. Irreversible for the process.
+public func becomeDataOwner(dataDirectory: String) throws {
+    guard geteuid() == 0 else { return }
+    var st = stat()
+    guard stat(dataDirectory, &st) == 0, st.st_uid != 0 else { return }
+    let uid = st.st_uid, gid = st.st_gid
+    let name = getpwuid(uid).flatMap { $0.pointee.pw_name.map { String(cString: $0) } } ?? "uid \(uid)"
+    var groups = [gid]
+    guard setgroups(1, &groups) == 0, setgid(gid) == 0, setuid(uid) == 0, getuid() == uid, geteuid() == uid else {
+        throw ToolFailure(.noPermission, "running as root, cannot become \(name), the owner of \(dataDirectory): \(String(cString: strerror(errno)))",
+                          hint: "run it as \(name): runuser -u \(name) -- tosca-maint ...")
+    }
+    Journal.shared.log(.notice, "running as root: continuing as \(name), the owner of \(dataDirectory), so that what this run writes stays readable by the units")
 }
 
 /// `.maint.lock`, then `tosca.lock` (D5), for the operations that need the recorder stopped

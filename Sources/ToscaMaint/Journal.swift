@@ -40,7 +40,9 @@ public enum Priority: Int, Sendable {
 public final class Journal: @unchecked Sendable {
     public static let shared = Journal()
 
-    /// Under systemd (a unit sets `INVOCATION_ID`; `JOURNAL_STREAM` when stderr is the journal).
+    /// Under systemd, with no terminal to talk to: stderr is the journal stream
+    /// (`JOURNAL_STREAM` names its device and inode), or a unit (`INVOCATION_ID`) runs us
+    /// with stderr elsewhere but not on a terminal. `systemd-run --pty` keeps its terminal.
     public let underSystemd: Bool
     /// Quiet: human lines suppressed (the structured journal entries still go out).
     public var quiet = false
@@ -49,7 +51,15 @@ public final class Journal: @unchecked Sendable {
     public private(set) var entries: [(MessageID?, Priority, String)] = []
 
     init(environment: [String: String] = ProcessInfo.processInfo.environment) {
-        underSystemd = environment["INVOCATION_ID"] != nil || environment["JOURNAL_STREAM"] != nil
+        underSystemd = Self.stderrIsJournal(environment["JOURNAL_STREAM"]) || (environment["INVOCATION_ID"] != nil && isatty(2) == 0)
+    }
+
+    /// Whether fd 2 is the stream `JOURNAL_STREAM` ("device:inode") names.
+    static func stderrIsJournal(_ stream: String?) -> Bool {
+        guard let parts = stream?.split(separator: ":"), parts.count == 2,
+              let dev = UInt64(parts[0]), let ino = UInt64(parts[1]) else { return false }
+        var st = stat()
+        return fstat(2, &st) == 0 && UInt64(st.st_dev) == dev && UInt64(st.st_ino) == ino
     }
 
     /// Logs one entry; `fields` become journal fields (`TOSCA_*` upper-case names).

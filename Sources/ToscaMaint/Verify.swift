@@ -139,8 +139,9 @@ public enum Verification {
     }
 
     /// Appends a check to a copy's manifest (the whole file rewritten atomically).
+    /// The manifest is read again first, so checks recorded since `entry` was scanned stay.
     public static func record(_ check: ManifestCheck, for entry: CatalogEntry) throws {
-        guard var manifest = entry.manifest else { return }
+        guard var manifest = (try? Manifest.read(path: entry.manifestPath).0) ?? entry.manifest else { return }
         manifest.checks.append(check)
         try manifest.write(path: entry.manifestPath)
     }
@@ -158,7 +159,7 @@ public struct LiveCheck: Sendable {
         var p: [String] = []
         if quickCheck != ["ok"] { p.append("quick_check: \(quickCheck.prefix(5).joined(separator: "; "))") }
         if case .broken(let b) = chain { p.append("live \(b.description)") }
-        if let anchorProblem { p.append(anchorProblem) }
+        if let anchorProblem { p.append("live " + anchorProblem) }
         return p
     }
 
@@ -182,28 +183,48 @@ public struct LiveCheck: Sendable {
             return LiveCheck(quickCheck: quick, chain: .intact(head: nil, rows: 0), anchorName: nil, anchorProblem: nil)
         }
         let chain = try SafetyChain.verify(db)
-        // The timeline: after a restore, the restored copy and backups made since; else
-        // the newest backup.
+        let anchor = try timelineAnchor(db, catalog: catalog)
+        let problem = chain.isIntact ? try anchorProblem(db, anchor: anchor) : nil
+        return LiveCheck(quickCheck: quick, chain: chain, anchorName: anchor?.name, anchorProblem: problem)
+    }
+
+    /// The backup whose chain head `db` must extend: the newest verified backup; after a
+    /// restore, the restored copy or a verified backup made since.
+    ///
+    /// A restore entry in the safety log counts only when the catalog confirms it: the
+    /// restored copy is there, and either a pre-restore safety copy was made, or the copy's
+    /// manifest records the restore, between the copy's creation and the entry. The chain
+    /// has no secret, so an appended entry alone proves nothing.
+    public static func timelineAnchor(_ db: Database, catalog: Catalog) throws -> CatalogEntry? {
         let verified = catalog.backups.filter { $0.isVerified && $0.manifest?.facts.chainHead != nil }
         var anchor = verified.last
-        // A restore entry counts only when the catalog confirms it: the restored copy is
-        // there and a pre-restore safety copy was made after that copy and before the
-        // entry (the chain has no secret, so an appended entry alone proves nothing).
         if let restore = try lastRestore(db),
            let restored = catalog.entries.first(where: { $0.name == restore.name }), let restoredCreated = restored.created,
            let stamp = try db.rows("SELECT timestamp FROM safety_log WHERE seq = ?", [.integer(restore.seq)]).first?[0].string,
-           let restoredAt = UTCTime(sqlDateTime: stamp), restoredAt <= UTCTime.now(),
-           catalog.entries.contains(where: { $0.kind == .preRestore && ($0.created.map { $0 >= restoredCreated && $0 <= restoredAt } ?? false) }) {
-            let since = verified.filter { ($0.created ?? UTCTime(seconds: 0, microseconds: 0)) > restoredAt }
-            anchor = since.last ?? restored
-        }
-        var problem: String? = nil
-        if let anchor, let head = anchor.manifest?.facts.chainHead, chain.isIntact {
-            if case .broken(let b) = try SafetyChain.verify(db, anchor: head) {
-                problem = "live safety log does not extend the head of backup \(anchor.name) (\(head)): \(b.reason) (tampering)"
+           let restoredAt = UTCTime(sqlDateTime: stamp), restoredAt <= UTCTime.now() {
+            func within(_ t: UTCTime?) -> Bool { t.map { $0 >= restoredCreated && $0 <= restoredAt } ?? false }
+            let preRestoreCopy = catalog.entries.contains { $0.kind == .preRestore && within($0.created) }
+            let recordedInManifest = restored.manifest?.checks.contains { $0.level == restoreCheckLevel && within(UTCTime(iso8601: $0.timeUTC)) } ?? false
+            if preRestoreCopy || recordedInManifest {
+                let since = verified.filter { ($0.created ?? UTCTime(seconds: 0, microseconds: 0)) > restoredAt }
+                anchor = since.last ?? restored
             }
         }
-        return LiveCheck(quickCheck: quick, chain: chain, anchorName: anchor?.name, anchorProblem: problem)
+        return anchor
+    }
+
+    /// The manifest check level a restore writes into the restored copy's manifest, before
+    /// its safety-log entry.
+    public static let restoreCheckLevel = "restore"
+
+    /// Why `db`'s safety log does not extend `anchor`'s recorded head, or `nil` when it does
+    /// (or there is no anchor).
+    public static func anchorProblem(_ db: Database, anchor: CatalogEntry?) throws -> String? {
+        guard let anchor, let head = anchor.manifest?.facts.chainHead else { return nil }
+        if case .broken(let b) = try SafetyChain.verify(db, anchor: head) {
+            return "safety log does not extend the head of backup \(anchor.name) (\(head)): \(b.reason) (tampering)"
+        }
+        return nil
     }
 }
 

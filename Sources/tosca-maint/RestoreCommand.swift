@@ -136,6 +136,10 @@ struct RestoreCommand: ParsableCommand {
             // The maintenance entry goes into the staged file, before the swap: the restored
             // database never exists without it.
             try job.restoreFile(entry, to: target, replace: to == nil, journalsKept: rawKept, encryptWith: encryptWith, prepare: to == nil ? { staged in
+                // The copy's manifest records the restore before the safety log does: with
+                // the pre-restore copy (absent when there was no database), it is what
+                // `verify --live` takes as confirmation of the restore entry.
+                try Verification.record(ManifestCheck(level: LiveCheck.restoreCheckLevel, ok: true, problems: []), for: entry)
                 recorded = try job.recordRestore(into: staged, copy: entry, preRestore: preRestore)
             } : nil)
             if to == nil {

@@ -11,11 +11,11 @@ import ToscaMaint
     static var runbooks: [String] { listing(packageRoot() + "/Runbooks").filter { $0.hasSuffix(".md") } }
 
     static func expectedTree(prefix: String) -> [String] {
-        var files = ["bin/tosca-maint", "bin/tosca-sim",
-                     "lib/systemd/catalog/tosca-maint.catalog", "lib/sysusers.d/tosca-maint.conf",
-                     "share/bash-completion/completions/tosca-maint", "share/bash-completion/completions/tosca-sim",
+        var files = ["bin/tosca-maint",
+                     "lib/systemd/catalog/tosca-maint.catalog", "lib/sysusers.d/tosca-maint.conf", "lib/tmpfiles.d/tosca-maint.conf",
+                     "share/bash-completion/completions/tosca-maint",
                      "share/doc/tosca-maint/README.md",
-                     "share/man/man1/tosca-maint.1", "share/man/man1/tosca-sim.1"]
+                     "share/man/man1/tosca-maint.1"]
         files += units.map { "lib/systemd/system/\($0)" }
         files += runbooks.map { "share/doc/tosca-maint/runbooks/\($0)" }
         return files.map { prefix + "/" + $0 }.sorted()
@@ -24,11 +24,15 @@ import ToscaMaint
     @Test func installIntoDestdirThenUninstallLeavesNothing() throws {
         let dir = TempDir()
         let dest = dir.sub("dest")
-        let r = try runMake(["install"], stage: dir.sub("stage"), variables: ["DESTDIR": dest, "PREFIX": "/opt/tosca"])
+        // Installing without staging first is refused: install generates nothing as root.
+        let unstaged = try runMake(["install"], stage: dir.sub("stage"), variables: ["DESTDIR": dest, "PREFIX": "/opt/tosca"])
+        #expect(unstaged.status != 0 && unstaged.stderr.contains("Try: make"), "\(unstaged.output)")
+        #expect(filesUnder(dest) == [])
+        let r = try runMake(["stage", "install"], stage: dir.sub("stage"), variables: ["DESTDIR": dest, "PREFIX": "/opt/tosca"])
         try #require(r.status == 0, "\(r.output)")
         #expect(filesUnder(dest) == Self.expectedTree(prefix: "opt/tosca"))
         var st = stat()
-        for p in ["bin/tosca-maint", "bin/tosca-sim"] {
+        for p in ["bin/tosca-maint"] {
             #expect(stat(dest + "/opt/tosca/" + p, &st) == 0 && st.st_mode & 0o777 == 0o755, "\(p)")
         }
         for u in Self.units {
@@ -46,17 +50,18 @@ import ToscaMaint
         let u = try runMake(["uninstall"], stage: dir.sub("stage"), variables: ["DESTDIR": dest, "PREFIX": "/opt/tosca"])
         try #require(u.status == 0, "\(u.output)")
         #expect(filesUnder(dest) == [], "left behind: \(filesUnder(dest))")
+        #expect(!FileManager.default.fileExists(atPath: dest + "/opt/tosca/share/doc/tosca-maint"))
         // A file of someone else's in a shared folder survives.
         try FileManager.default.createDirectory(atPath: dest + "/opt/tosca/bin", withIntermediateDirectories: true)
         _ = FileManager.default.createFile(atPath: dest + "/opt/tosca/bin/other", contents: Data("x".utf8))
-        _ = try runMake(["install"], stage: dir.sub("stage"), variables: ["DESTDIR": dest, "PREFIX": "/opt/tosca"])
+        _ = try runMake(["stage", "install"], stage: dir.sub("stage"), variables: ["DESTDIR": dest, "PREFIX": "/opt/tosca"])
         _ = try runMake(["uninstall"], stage: dir.sub("stage"), variables: ["DESTDIR": dest, "PREFIX": "/opt/tosca"])
         #expect(filesUnder(dest) == ["opt/tosca/bin/other"])
     }
 
     @Test func installWithoutBuiltBinariesFailsClearly() throws {
         let dir = TempDir()
-        let r = try runMake(["install"], stage: dir.sub("stage"), variables: ["DESTDIR": dir.sub("dest"), "BUILT": dir.sub("nothing-built")])
+        let r = try runMake(["stage", "install"], stage: dir.sub("stage"), variables: ["DESTDIR": dir.sub("dest"), "BUILT": dir.sub("nothing-built")])
         #expect(r.status != 0)
         #expect(r.stderr.contains("is not built") && r.stderr.contains("Try: make"), "\(r.output)")
         #expect(filesUnder(dir.sub("dest")) == [])
@@ -67,7 +72,7 @@ import ToscaMaint
         let journalctl = try #require(which("journalctl"), "journalctl (systemd) is installed by scripts/install-deps.sh")
         let dir = TempDir()
         let dest = dir.sub("dest")
-        try #require(try runMake(["install"], stage: dir.sub("stage"), variables: ["DESTDIR": dest, "PREFIX": "/usr/local"]).status == 0)
+        try #require(try runMake(["stage", "install"], stage: dir.sub("stage"), variables: ["DESTDIR": dest, "PREFIX": "/usr/local"]).status == 0)
         let update = try run(journalctl, ["--root=\(dest)", "--update-catalog"])
         #expect(update.status == 0 && update.stderr.isEmpty, "\(update.output)")
         let list = try run(journalctl, ["--root=\(dest)", "--list-catalog"])
@@ -84,18 +89,41 @@ import ToscaMaint
         let man = try #require(which("man"), "man (man-db) is installed by scripts/install-deps.sh")
         let dir = TempDir()
         let dest = dir.sub("dest")
-        try #require(try runMake(["install"], stage: dir.sub("stage"), variables: ["DESTDIR": dest, "PREFIX": "/usr/local"]).status == 0)
+        try #require(try runMake(["stage", "install"], stage: dir.sub("stage"), variables: ["DESTDIR": dest, "PREFIX": "/usr/local"]).status == 0)
         let page = dest + "/usr/local/share/man/man1/tosca-maint.1"
         let r = try run(man, ["--warnings", "-l", page], environment: ["MANWIDTH": "100", "MANPAGER": "cat", "PAGER": "cat"])
         #expect(r.status == 0 && r.stderr.isEmpty, "\(r.stderr)")
-        for sub in ["backup", "verify", "restore", "migrate", "snapshot", "keygen", "encrypt", "rekey", "list", "prune", "status", "inspect", "alert"] {
+        for sub in ["backup", "verify", "restore", "migrate", "snapshot", "keygen", "encrypt", "rekey", "list", "prune", "status", "inspect", "quarantine", "alert"] {
             #expect(r.stdout.contains("\n     \(sub)"), "man page lacks \(sub)")
         }
         let bash = try #require(which("bash"))
-        for p in ["tosca-maint", "tosca-sim"] {
+        for p in ["tosca-maint"] {
             let script = dest + "/usr/local/share/bash-completion/completions/" + p
             let check = try run(bash, ["-c", "source \"$1\" && complete -p \(p)", "_", script])
             #expect(check.status == 0 && check.stdout.contains(p), "\(check.output)")
         }
+    }
+
+    /// The tmpfiles.d entry grants the units' user write access to node_exporter's folder,
+    /// and skips a machine without it. (The test machine has no `tosca` user: the entry is
+    /// applied with `nobody` in its place.)
+    @Test func tmpfilesEntryGrantsTheMetricsFolder() throws {
+        let tmpfiles = try #require(which("systemd-tmpfiles"), "systemd-tmpfiles (systemd) is installed by scripts/install-deps.sh")
+        let dir = TempDir()
+        let dest = dir.sub("dest")
+        try #require(try runMake(["stage", "install"], stage: dir.sub("stage"), variables: ["DESTDIR": dest, "PREFIX": "/usr/local"]).status == 0)
+        let entry = try String(contentsOfFile: dest + "/usr/local/lib/tmpfiles.d/tosca-maint.conf", encoding: .utf8)
+        #expect(entry.contains("user:tosca:rwx"))
+        let conf = dir.sub("nobody.conf")
+        try entry.replacingOccurrences(of: "user:tosca:", with: "user:nobody:").write(toFile: conf, atomically: true, encoding: .utf8)
+        let root = dir.sub("root")
+        let absent = try run(tmpfiles, ["--root=\(root)", "--create", conf])
+        #expect(absent.status == 0 && absent.stderr.isEmpty, "\(absent.output)")
+        #expect(!FileManager.default.fileExists(atPath: root + "/var/lib/prometheus/node-exporter"), "it must not create node_exporter's folder")
+        try FileManager.default.createDirectory(atPath: root + "/var/lib/prometheus/node-exporter", withIntermediateDirectories: true)
+        let applied = try run(tmpfiles, ["--root=\(root)", "--create", conf])
+        #expect(applied.status == 0 && applied.stderr.isEmpty, "\(applied.output)")
+        let acl = try run("/bin/ls", ["-ld", root + "/var/lib/prometheus/node-exporter"])
+        #expect(acl.stdout.hasPrefix("drwxrwxr-x+"), "no ACL: \(acl.stdout)")
     }
 }

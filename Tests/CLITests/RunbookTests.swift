@@ -86,6 +86,9 @@ import TestSupport
                     rm -f '\(pidFile)'
                   fi
                 done
+                # Like the real one: status exits 3 when a unit is not active (a oneshot
+                # service after its run, a failed one), so a runbook must not stop on it.
+                [[ $verb == status ]] && exit 3
                 exit 0
                 """)
             try write(stubs + "/systemd-creds", """
@@ -187,12 +190,27 @@ import TestSupport
 
     @Test func restoreDrill() throws {
         let m = try Self.recordingDevice()
+        // The drill's bad night: a second backup, then damaged on its medium.
+        try Self.backup(m.data)
+        let copies = listing(m.data + "/backups").filter { $0.hasSuffix(".db") }
+        try #require(copies.count == 2)
+        let (older, damaged) = (copies[0], copies[1])
+        try flipByte(m.data + "/backups/" + damaged, at: 5000)
         try Self.expectPasses(m, "restore-drill.md")
-        // The drill ran while the recorder kept recording.
+        // The drills ran while the recorder kept recording.
         #expect(m.recorder?.process.isRunning == true)
-        let manifests = listing(m.data + "/backups").filter { $0.hasSuffix(".manifest.json") }
-        let drilled = try manifests.filter { try String(contentsOfFile: m.data + "/backups/" + $0, encoding: .utf8).contains("\"drill\"") }
-        #expect(drilled.count >= 2, "\(manifests)")
+        func drills(_ copy: String, in folder: String = "backups") throws -> [String] {
+            let text = try String(contentsOfFile: m.data + "/\(folder)/" + copy + ".manifest.json", encoding: .utf8)
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+            return (json["checks"] as? [[String: Any]] ?? []).filter { $0["level"] as? String == "drill" }.compactMap { $0["result"] as? String }
+        }
+        // The damaged copy was drilled once, failed, and was set aside with its manifest.
+        #expect(try drills(damaged, in: "backups/quarantine") == ["failed"])
+        #expect(!listing(m.data + "/backups").contains(damaged))
+        #expect(try drills(older) == ["ok"], "the runbook's drill after verify --all took the newest copy that holds")
+        let fresh = try #require(listing(m.data + "/backups").filter { $0.hasSuffix(".db") && !copies.contains($0) }.first)
+        #expect(try drills(fresh) == ["ok"])
+        #expect(try maint(["status", "--data-dir", m.data]).status == 0)
     }
 
     @Test func preUpgradeMigration() throws {
@@ -267,7 +285,9 @@ import TestSupport
         let evidence = try #require(listing(m.data + "/evidence").first)
         let folder = m.data + "/evidence/" + evidence
         let check = try run("/bin/bash", ["-c", "cd \"$0\" && sha256sum -c SHA256SUMS", folder])
-        #expect(check.status == 0, "\(check.output)")
+        #expect(check.status == 0 && check.stdout.contains("chain-heads.journal.txt: OK"), "\(check.output)")
+        // The timers were stopped with the service, and started again at the end.
+        #expect(m.calls.first == "systemctl stop tosca.service tosca-maint-backup.timer tosca-maint-verify.timer", "\(m.calls)")
         #expect(try sqlite3Value(folder + "/tosca.db", "SELECT details FROM safety_log WHERE seq = \(seq);") == "{\"edited\":true}")
         // The live database is the restored one and its chain holds.
         let live = try maint(["verify", "--live", "--data-dir", m.data])

@@ -11,7 +11,7 @@ import ToscaMaint
     /// Installs into `dir/prefix` (no DESTDIR), so the units name real files.
     static func installed(_ dir: TempDir) throws -> String {
         let prefix = dir.sub("prefix")
-        let r = try runMake(["install"], stage: dir.sub("stage"), variables: ["PREFIX": prefix])
+        let r = try runMake(["stage", "install"], stage: dir.sub("stage"), variables: ["PREFIX": prefix])
         guard r.status == 0 else { throw OracleError(message: "make install failed: \(r.output)") }
         return prefix
     }
@@ -81,17 +81,22 @@ import ToscaMaint
             let s = try Self.settings(packageRoot() + "/Timers/" + unit)
             func has(_ k: String, _ v: String? = nil) -> Bool { s.contains { $0.0 == k && (v == nil || $0.1 == v) } }
             for (k, v) in [("Type", "oneshot"), ("NotifyAccess", "main"), ("Nice", "19"), ("IOSchedulingClass", "idle"),
-                           ("StateDirectory", "tosca"), ("UMask", "0077"), ("User", "tosca")] {
+                           ("UMask", "0077"), ("User", "tosca")] {
                 #expect(has(k, v), "\(unit) lacks \(k)=\(v)")
             }
             #expect(has("TimeoutStartSec"), "\(unit) lacks TimeoutStartSec")
-            if unit != "tosca-maint-failure@.service" {
+            if unit == "tosca-maint-failure@.service" {
+                // The alert reads no data and no key: no state folder, no credential.
+                #expect(!has("StateDirectory") && !has("LoadCredentialEncrypted"), "\(unit)")
+            } else {
+                #expect(has("StateDirectory", "tosca") && has("StateDirectoryMode", "0700"), "\(unit)")
                 #expect(has("OnFailure", "tosca-maint-failure@%n.service"), "\(unit)")
                 #expect(has("SuccessExitStatus", "75"), "\(unit)")
                 #expect(has("LoadCredentialEncrypted", "tosca-db-key:/etc/credstore.encrypted/tosca-db-key.cred"), "\(unit)")
                 // The fallback that lets the unit run with no sealed key (a plaintext device).
                 #expect(has("SetCredential", "\(KeySource.credentialName):\(KeySource.noCredentialMarker)"), "\(unit)")
             }
+            if unit == "tosca-maint-verify.service" { #expect(has("After", "tosca-maint-backup.service")) }
         }
     }
 

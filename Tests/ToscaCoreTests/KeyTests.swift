@@ -76,4 +76,15 @@ import TestSupport
             }
         }
     }
+
+    /// systemd 254 and later grant the unit's user a root-owned credential by an ACL (group
+    /// read in stat): accepted from $CREDENTIALS_DIRECTORY, never from --key-file.
+    @Test func aCredentialReadableThroughAnACLIsAccepted() throws {
+        let dir = TempDir()
+        try writeKeyFile(dir.sub("tosca-db-key"), mode: 0o440)
+        #expect(try KeySource.resolve(keyFile: nil, environment: ["CREDENTIALS_DIRECTORY": dir.path]) != nil)
+        #expect(throws: KeyFileError.self) { try KeySource.resolve(keyFile: dir.sub("tosca-db-key")) }
+        chmod(dir.sub("tosca-db-key"), 0o460)
+        #expect(throws: KeyFileError.self) { try KeySource.resolve(keyFile: nil, environment: ["CREDENTIALS_DIRECTORY": dir.path]) }
+    }
 }

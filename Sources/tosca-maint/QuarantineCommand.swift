@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import ToscaCore
+import ToscaMaint
+
+struct QuarantineCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "quarantine",
+        abstract: "Set copies aside in backups/quarantine/, out of the catalog, kept as evidence.",
+        discussion: """
+            Moves each named copy, or with --failed every copy whose last check failed, with \
+            its manifest into backups/quarantine/. Nothing is deleted. A quarantined copy is \
+            never restored, drilled, pruned or counted by status (which exits 65 while a \
+            failed copy stays in the catalog). Run `tosca-maint verify --all` first: it \
+            records each copy's result in its manifest.
+
+            Examples:
+              tosca-maint verify --all
+              tosca-maint quarantine --failed --dry-run
+              tosca-maint quarantine --failed
+              tosca-maint quarantine /var/lib/tosca/backups/tosca_20261129.db
+
+            Exit codes: 0 moved (or nothing to move), 64 neither copies nor --failed given, \
+            66 no such copy, 73 cannot move, 75 another maintenance run is going.
+            """)
+
+    @OptionGroup var shared: SharedOptions
+
+    @Argument(help: "Copies to set aside (database files in backups/).")
+    var paths: [String] = []
+
+    @Flag(help: "Every copy whose last check (verify, drill) failed.") var failed = false
+    @Flag(help: "Show what would be moved; change nothing.") var dryRun = false
+
+    func validate() throws {
+        if paths.isEmpty == !failed { throw ValidationError("name copies, or --failed: one of them") }
+    }
+
+    struct Moved: Codable { let copy: String; let to: String?; let reason: String }
+
+    func run() throws {
+        try runReporting {
+            let data = shared.dataDirectory
+            let lock = try takeMaintenanceLock(dataDirectory: data)
+            defer { lock.unlock() }
+            let catalog = try Catalog.scan(dataDirectory: data)
+            var chosen: [(CatalogEntry, String)] = []
+            if failed {
+                for e in catalog.entries where e.manifest?.lastCheck?.ok == false {
+                    let check = e.manifest!.lastCheck!
+                    chosen.append((e, "failed its last check (\(check.level) at \(check.timeUTC)): \(check.problems.prefix(2).joined(separator: "; "))"))
+                }
+            }
+            for p in paths {
+                guard let e = catalog.entries.first(where: { realPath($0.path) == realPath((p as NSString).standardizingPath) }) else {
+                    throw ToolFailure(.noInput, "\(p) is not a copy in \(catalog.backupsDirectory)", hint: "tosca-maint list")
+                }
+                chosen.append((e, "named by the admin"))
+            }
+            var moved: [Moved] = []
+            for (e, reason) in chosen {
+                let target = Quarantine.freeTarget(for: e.path, in: catalog.quarantineDirectory)
+                if !dryRun {
+                    do {
+                        try Quarantine.move(e.path, to: target, withManifest: true)
+                    } catch let f as POSIXFailure {
+                        throw ToolFailure(.cantCreate, "\(f)", hint: "make \(catalog.quarantineDirectory) writable")
+                    }
+                    Journal.shared.log(.warning, "\(e.path) set aside in quarantine (\(reason)): moved to \(target)", id: .quarantined,
+                                       fields: ["TOSCA_PATH": e.path, "TOSCA_QUARANTINE_PATH": target])
+                }
+                moved.append(Moved(copy: e.name, to: dryRun ? nil : target, reason: reason))
+            }
+            if shared.json {
+                try printJSON(moved)
+            } else if moved.isEmpty {
+                print("nothing to set aside")
+            } else {
+                for m in moved { print("\(dryRun ? "would move" : "moved")  \(m.copy)  (\(m.reason))\(m.to.map { " -> \($0)" } ?? "")") }
+            }
+            return 0
+        }
+    }
+}
