@@ -97,9 +97,10 @@ public enum KeySource {
         return key
     }
 
-    /// `isCredential`: a file systemd placed in `$CREDENTIALS_DIRECTORY`. systemd 254 and
-    /// later keep it root's and grant the unit's user read access by an ACL, which stat
-    /// shows as group read: allowed there, never for a key file named on the command line.
+    /// `isCredential`: a file systemd placed in `$CREDENTIALS_DIRECTORY`. Where systemd
+    /// keeps it root's and grants the unit's user read access by an ACL (on tmpfs), stat
+    /// shows the ACL mask as group read: allowed there, never for a key file named on the
+    /// command line.
     static func read(path: String, markerMeansAbsent: Bool, isCredential: Bool = false) throws -> DatabaseKey? {
         let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         if fd < 0 {

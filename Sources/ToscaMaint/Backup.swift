@@ -18,6 +18,9 @@ public struct CopyJob: Sendable {
     public var fromVersion: String?
     public var toVersion: String?
     public var showProgress = true
+    /// `backup --new-timeline REASON`: a live safety log that does not extend the last
+    /// backup's head is accepted as a new timeline (the copy verified, the reason recorded).
+    public var newTimelineReason: String?
     public var now: @Sendable () -> UTCTime = { UTCTime.now() }
 
     public init(dataDirectory: String, key: DatabaseKey?, kind: CopyKind, reason: String? = nil) {
@@ -51,20 +54,16 @@ public struct CopyJob: Sendable {
         let sourcePages = try source.scalar("PRAGMA page_count")?.int ?? 0
         let sourceStatus = try Migrator().status(source)
         let sourceHead = sourceStatus.kind == .versioned ? try SafetyChain.head(source) : nil
-        // A backup becomes the next anchor of `verify --live`: one whose safety log does not
+        // A backup becomes the next anchor of `verify --live`. One whose safety log does not
         // extend the current anchor (entries rewritten or removed since) would hide the
-        // tampering for good, so it is not published (D7). Safety copies are still made:
-        // they keep what is there, for forensics.
+        // change for good: it is still published, for its data, but with a failed check, so
+        // it is neither "verified" nor an anchor, and the run exits 65 (D7). An admin who
+        // knows the change is legitimate accepts the new timeline with its reason.
+        var timelineProblem: String? = nil
         if (kind == .daily || kind == .manual) && sourceStatus.kind == .versioned, try SafetyChain.verify(source).isIntact {
             let anchor = try LiveCheck.timelineAnchor(source, catalog: try Catalog.scan(dataDirectory: dataDirectory))
-            if let problem = try LiveCheck.anchorProblem(source, anchor: anchor) {
-                Journal.shared.log(.err, "backup refused, possible tampering: the live database's \(problem)", id: .tamperingDetected,
-                                   fields: ["TOSCA_DATABASE": databasePath])
-                throw ToolFailure(.dataError, "not published: the live database's \(problem)",
-                                  hint: "do not restore or delete anything yet; follow the runbook tampering-reported.md")
-            }
+            timelineProblem = try LiveCheck.anchorProblem(source, anchor: anchor)
         }
-
         let name = Catalog.freeName(in: backupsDirectory, kind: kind, time: started)
         let finalPath = backupsDirectory + "/" + name
         let partial = finalPath + ".partial"
@@ -120,7 +119,17 @@ public struct CopyJob: Sendable {
             encryption: key.map { .sqlcipher(version: (try? SQLCipherLibrary.checkVersion()) ?? "?", keyID: $0.keyID) } ?? .none,
             unverifiable: nil, reason: reason, fromVersion: fromVersion, toVersion: toVersion, digest: "")
         facts.digest = try facts.computedDigest()
-        let manifest = Manifest(facts: facts, checks: [ManifestCheck(level: "backup", time: now(), ok: true, problems: [])])
+        let check: ManifestCheck
+        switch (timelineProblem, newTimelineReason) {
+        case (nil, _):
+            check = ManifestCheck(level: "backup", time: now(), ok: true, problems: [])
+        case (let problem?, nil):
+            check = ManifestCheck(level: "backup", time: now(), ok: false,
+                                  problems: ["the live database's \(problem): published for its data, not as a verified backup"])
+        case (let problem?, let reason?):
+            check = ManifestCheck(level: "backup", time: now(), ok: true, problems: [], detail: "new timeline accepted: \(reason) (\(problem))")
+        }
+        let manifest = Manifest(facts: facts, checks: [check])
         // Publish (D4): the database under its final name (never over an existing file),
         // then the manifest, each made durable.
         guard link(partial, finalPath) == 0 else {
@@ -142,6 +151,17 @@ public struct CopyJob: Sendable {
         if let head = facts.chainHead {
             Journal.shared.log(.info, "safety-log chain head recorded: seq \(head.seq) hash \(head.hash) in \(name)", id: .chainHeadRecorded,
                                fields: ["TOSCA_CHAIN_SEQ": String(head.seq), "TOSCA_CHAIN_HASH": head.hash, "TOSCA_BACKUP_PATH": finalPath])
+        }
+        if let timelineProblem {
+            if let newTimelineReason {
+                Journal.shared.log(.warning, "new safety-log timeline accepted in \(name) (\(newTimelineReason)): the live database's \(timelineProblem)",
+                                   id: .newTimelineAccepted, fields: ["TOSCA_BACKUP_PATH": finalPath, "TOSCA_REASON": newTimelineReason])
+            } else {
+                Journal.shared.log(.err, "possible tampering: the live database's \(timelineProblem); \(name) is kept for its data but is not a verified backup",
+                                   id: .tamperingDetected, fields: ["TOSCA_DATABASE": databasePath, "TOSCA_BACKUP_PATH": finalPath])
+                throw ToolFailure(.dataError, "published \(finalPath) for its data, NOT as a verified backup: the live database's \(timelineProblem)",
+                                  hint: "follow the runbook tampering-reported.md; only when the change is known and legitimate (an undone migration migrated again, a copy restored from outside backups/), accept it: tosca-maint backup --new-timeline REASON")
+            }
         }
         return PublishedCopy(path: finalPath, manifest: manifest)
     }

@@ -190,7 +190,7 @@ public struct EncryptJob: Sendable {
                 guard problemsEnc.isEmpty else { outcome.skipped.append((entry.name, problemsEnc.joined(separator: "; "))); continue }
                 let digest = try FileDigest.sha256(path: partial)
                 let newFacts = try facts.encryptedVersion(name: name, digest: digest, measurement: m, keyID: key.keyID, reason: reason)
-                try publishVerified(partial: partial, final: final, facts: newFacts, level: "encrypt")
+                try publishVerified(partial: partial, final: final, facts: newFacts, level: "encrypt", carrying: entry.manifest)
                 published = true
                 outcome.converted.append((entry.name, name))
             }

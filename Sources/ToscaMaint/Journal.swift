@@ -28,6 +28,7 @@ public enum MessageID: String, Sendable, CaseIterable {
     case plaintextRemoved = "0671786132d34157a92f8ca408c6e931"
     case commandFailed = "239921ebec3c44a7b8fb04161df9e444"
     case unitFailed = "fa6ae65e826447c581e91da6298e5e56"
+    case newTimelineAccepted = "f38e8ac456e046efb9936f95a09700fb"
 }
 
 /// syslog priorities.

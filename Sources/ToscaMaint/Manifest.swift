@@ -86,18 +86,23 @@ public struct ManifestCheck: Codable, Sendable, Equatable {
     public var result: String
     public var problems: [String]
     public var toolVersion: String
+    /// What the check bound itself to: for a `restore` check, the safety-log entry the
+    /// restore appended (`seq <n> hash <row_hash>`); for a `backup` check that starts a new
+    /// timeline, the admin's reason. Absent otherwise.
+    public var detail: String?
 
-    public init(level: String, time: UTCTime = .now(), ok: Bool, problems: [String]) {
+    public init(level: String, time: UTCTime = .now(), ok: Bool, problems: [String], detail: String? = nil) {
         self.level = level
         self.timeUTC = time.iso8601
         self.result = ok ? "ok" : "failed"
         self.problems = problems
         self.toolVersion = toscaMaintVersion
+        self.detail = detail
     }
     public var ok: Bool { result == "ok" }
 
     enum CodingKeys: String, CodingKey {
-        case level, result, problems
+        case level, result, problems, detail
         case timeUTC = "time_utc", toolVersion = "tool_version"
     }
 }
@@ -186,9 +191,13 @@ extension ManifestFacts {
 
 /// Publishes a verified `partial` as `final` (D4): the database under its name (never over
 /// an existing file), the folder fsynced, then its manifest with one check of `level`.
-public func publishVerified(partial: String, final: String, facts: ManifestFacts, level: String) throws {
+///
+/// `carrying` is the manifest of the copy this one replaces (encrypt, rekey): its `restore`
+/// checks come along, so a restore from the old copy stays confirmed (``LiveCheck``).
+public func publishVerified(partial: String, final: String, facts: ManifestFacts, level: String, carrying old: Manifest? = nil) throws {
     guard link(partial, final) == 0 else { throw POSIXFailure(operation: "publish \(final)", code: errno) }
     unlink(partial)
     try AtomicFile.syncDirectory((final as NSString).deletingLastPathComponent)
-    try Manifest(facts: facts, checks: [ManifestCheck(level: level, ok: true, problems: [])]).write(path: Manifest.path(for: final))
+    let carried = old?.checks.filter { $0.level == LiveCheck.restoreCheckLevel } ?? []
+    try Manifest(facts: facts, checks: carried + [ManifestCheck(level: level, ok: true, problems: [])]).write(path: Manifest.path(for: final))
 }

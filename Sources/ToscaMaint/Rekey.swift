@@ -100,7 +100,7 @@ public struct RekeyJob: Sendable {
             guard diffs.isEmpty else { outcome.skipped.append((entry.name, diffs.joined(separator: "; "))); continue }
             let newFacts = try facts.encryptedVersion(name: name, digest: digest, measurement: m, keyID: newKey.keyID,
                                                       reason: "\(facts.reason.map { $0 + "; " } ?? "")re-keyed copy of \(entry.name)")
-            try publishVerified(partial: partial, final: final, facts: newFacts, level: "rekey")
+            try publishVerified(partial: partial, final: final, facts: newFacts, level: "rekey", carrying: entry.manifest)
             published = true
             for p in [entry.path, entry.manifestPath] where unlink(p) != 0 && errno != ENOENT {
                 throw POSIXFailure(operation: "remove \(p)", code: errno)

@@ -4,6 +4,9 @@ import ToscaCore
 /// Which copy to restore.
 public enum RestoreSelection: Sendable, Equatable {
     case latest
+    /// The backup the live safety log was last proven against (`verify --live`'s anchor):
+    /// after tampering, the state before the change.
+    case anchor
     /// A calendar day `YYYY-MM-DD`, local unless `utc`.
     case date(String, utc: Bool)
     case path(String)
@@ -70,6 +73,22 @@ public struct RestoreJob: Sendable {
                                                                 : "tosca-maint list; restore a named copy with --backup PATH")
             }
             return e
+        case .anchor:
+            let live = dataDirectory + "/tosca.db"
+            let anchor: CatalogEntry?
+            do {
+                let db = try Database(path: live, options: .init(readOnly: true, key: liveKey(live)))
+                try db.execute("BEGIN")
+                defer { try? db.execute("COMMIT") }
+                anchor = try Migrator().status(db).kind == .versioned ? try LiveCheck.timelineAnchor(db, catalog: catalog) : nil
+            } catch let e as DatabaseOpenError {
+                throw ToolFailure(.noInput, "--anchor reads the live database's safety log, and \(live) does not open: \(e)",
+                                  hint: "choose the copy with --latest, --date DAY or --backup PATH")
+            }
+            guard let anchor else {
+                throw ToolFailure(.noInput, "the live database has no safety-log anchor (no verified backup with a chain head)", hint: "tosca-maint list")
+            }
+            return anchor
         case .date(let day, let utc):
             var cal = Calendar(identifier: .gregorian)
             cal.timeZone = utc ? TimeZone(identifier: "UTC")! : timeZone
@@ -137,7 +156,9 @@ public struct RestoreJob: Sendable {
                 newerSessions = (try? live.scalar("SELECT count(*) FROM sessions WHERE session_id > ?", [.integer(copyMaxSession)]))??.int
                 let liveHead = (try? SafetyChain.head(live)) ?? nil
                 newerRows = max(0, Int((liveHead?.seq ?? 0) - (facts.chainHead?.seq ?? 0)))
-                if (try? live.scalar("SELECT count(*) FROM sqlite_master WHERE name = 'safety_log' AND sql LIKE '%seq%'"))??.int == 0 {
+                // Without a chain on either side (a v0.9.12 copy, a legacy live file) the
+                // rows are compared by count.
+                if facts.chainHead == nil || (try? live.scalar("SELECT count(*) FROM sqlite_master WHERE name = 'safety_log' AND sql LIKE '%seq%'"))??.int == 0 {
                     newerRows = (try? live.scalar("SELECT count(*) FROM safety_log"))??.int.map { max(0, $0 - (facts.rowCounts["safety_log"] ?? 0)) }
                 }
             } else {
@@ -319,23 +340,22 @@ public struct RestoreJob: Sendable {
         try AtomicFile.syncDirectory(dir.isEmpty ? "." : dir)
     }
 
-    /// Appends the `maintenance` safety-log entry to a restored (staged) file; `false` when
-    /// its schema has no chain yet.
-    public func recordRestore(into target: String, copy: CatalogEntry, preRestore: String?) throws -> Bool {
+    /// Appends the `maintenance` safety-log entry to a restored (staged) file and returns it
+    /// (its seq and row hash); `nil` when the schema has no chain yet.
+    public func recordRestore(into target: String, copy: CatalogEntry, preRestore: String?) throws -> ChainHead? {
         let db = try Database(path: target, options: .init(key: key(for: copy)))
-        guard try Migrator().status(db).applied.contains(where: { $0.id == "0006_safety_log_chain" }) else { return false }
+        guard try Migrator().status(db).applied.contains(where: { $0.id == "0006_safety_log_chain" }) else { return nil }
         let user = ProcessInfo.processInfo.environment["SUDO_USER"] ?? ProcessInfo.processInfo.environment["USER"] ?? String(getuid())
         let details = JSONValue.object([
             "restored_from": .string(copy.name), "copy_created_utc": .string(copy.manifest?.facts.createdUTC ?? ""),
             "copy_sha256": .string(copy.manifest?.facts.sha256 ?? ""), "pre_restore_copy": preRestore.map { .string(($0 as NSString).lastPathComponent) } ?? .null,
             "user": .string(user), "tool_version": .string(toscaMaintVersion),
         ]).canonical
-        try db.transaction {
+        return try db.transaction {
             try SafetyChain.append(SafetyLogEntry(eventType: "maintenance", severity: .warning,
                                                   description: "database restored from \(copy.name) by \(user)",
                                                   actionTaken: "tosca-maint restore", details: details), to: db)
         }
-        return true
     }
 
     /// D12's drill: verifies the copy, restores it into a scratch folder in `backups/`,

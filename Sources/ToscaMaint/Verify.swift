@@ -163,14 +163,14 @@ public struct LiveCheck: Sendable {
         return p
     }
 
-    /// The safety-log entry a restore writes names the copy it restored (`restored_from`).
-    static func lastRestore(_ db: Database) throws -> (seq: Int64, name: String)? {
+    /// The last `maintenance` entry of a restore (`restored_from` in its details): its place
+    /// in the chain and its time.
+    static func lastRestore(_ db: Database) throws -> (head: ChainHead, time: UTCTime?)? {
         guard let row = try db.rows("""
-            SELECT seq, details FROM safety_log WHERE event_type = 'maintenance' AND details LIKE '%"restored_from"%'
+            SELECT seq, row_hash, timestamp FROM safety_log WHERE event_type = 'maintenance' AND details LIKE '%"restored_from"%'
             ORDER BY seq DESC LIMIT 1
-            """).first, let seq = row[0].int64, let details = row[1].string,
-              let json = try? JSONValue.parse(Data(details.utf8)), let name = json["restored_from"]?.stringValue else { return nil }
-        return (seq, name)
+            """).first, let seq = row[0].int64, let hash = row[1].bytes else { return nil }
+        return (ChainHead(seq: seq, hash: hexString(hash)), row[2].string.flatMap { UTCTime(sqlDateTime: $0) })
     }
 
     public static func run(dataDirectory: String, key: DatabaseKey?, catalog: Catalog) throws -> LiveCheck {
@@ -189,32 +189,31 @@ public struct LiveCheck: Sendable {
     }
 
     /// The backup whose chain head `db` must extend: the newest verified backup; after a
-    /// restore, the restored copy or a verified backup made since.
+    /// restore, the restored copy, or a verified backup made since.
     ///
-    /// A restore entry in the safety log counts only when the catalog confirms it: the
-    /// restored copy is there, and either a pre-restore safety copy was made, or the copy's
-    /// manifest records the restore, between the copy's creation and the entry. The chain
-    /// has no secret, so an appended entry alone proves nothing.
+    /// A restore entry in the safety log counts only when a copy's manifest confirms it: the
+    /// restore writes a `restore` check bound to that very entry (its seq and row hash) into
+    /// the restored copy's manifest, and encrypt and rekey carry it to the copies they make.
+    /// The chain has no secret, so an appended or rewritten entry alone proves nothing: a
+    /// forged one cannot match the binding of a real restore.
     public static func timelineAnchor(_ db: Database, catalog: Catalog) throws -> CatalogEntry? {
         let verified = catalog.backups.filter { $0.isVerified && $0.manifest?.facts.chainHead != nil }
         var anchor = verified.last
         if let restore = try lastRestore(db),
-           let restored = catalog.entries.first(where: { $0.name == restore.name }), let restoredCreated = restored.created,
-           let stamp = try db.rows("SELECT timestamp FROM safety_log WHERE seq = ?", [.integer(restore.seq)]).first?[0].string,
-           let restoredAt = UTCTime(sqlDateTime: stamp), restoredAt <= UTCTime.now() {
-            func within(_ t: UTCTime?) -> Bool { t.map { $0 >= restoredCreated && $0 <= restoredAt } ?? false }
-            let preRestoreCopy = catalog.entries.contains { $0.kind == .preRestore && within($0.created) }
-            let recordedInManifest = restored.manifest?.checks.contains { $0.level == restoreCheckLevel && within(UTCTime(iso8601: $0.timeUTC)) } ?? false
-            if preRestoreCopy || recordedInManifest {
-                let since = verified.filter { ($0.created ?? UTCTime(seconds: 0, microseconds: 0)) > restoredAt }
-                anchor = since.last ?? restored
+           let restored = catalog.entries.first(where: { e in
+               e.manifest?.checks.contains { $0.level == restoreCheckLevel && $0.ok && $0.detail == restore.head.description } == true
+           }) {
+            let since = verified.filter { b in
+                guard let created = b.created, let at = restore.time else { return false }
+                return created > at
             }
+            anchor = since.last ?? restored
         }
         return anchor
     }
 
-    /// The manifest check level a restore writes into the restored copy's manifest, before
-    /// its safety-log entry.
+    /// The manifest check level a restore writes into the restored copy's manifest, bound
+    /// to the safety-log entry it appended (``ManifestCheck/detail``).
     public static let restoreCheckLevel = "restore"
 
     /// Why `db`'s safety log does not extend `anchor`'s recorded head, or `nil` when it does

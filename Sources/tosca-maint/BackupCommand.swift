@@ -20,10 +20,20 @@ struct BackupCommand: ParsableCommand {
             Names: tosca_YYYYMMDD.db for the first backup of a UTC day, then tosca_YYYYMMDD_HHMMSS.db, \
             then _2, _3, ... Never overwrites.
 
-            Example:
-              tosca-maint backup --data-dir /var/lib/tosca --kind daily
+            A backup becomes the anchor that `verify --live` checks the live safety log \
+            against. When the live safety log does not extend the newest verified backup's chain \
+            head (entries changed or removed since: possible tampering), the copy is published \
+            for its data but marked failed, so it never becomes the anchor, and the run exits 65. \
+            --new-timeline REASON accepts such a change when it is known and legitimate (a \
+            migration undone and run again, a copy restored from outside backups/): the copy is \
+            verified and the reason goes into its manifest and the journal.
 
-            Exit codes: 0 published, 65 the copy failed verification (nothing published), 66 no \
+            Examples:
+              tosca-maint backup --data-dir /var/lib/tosca --kind daily
+              tosca-maint backup --new-timeline "migration undone on 2026-11-28, run again today"
+
+            Exit codes: 0 published, 65 the copy failed verification (nothing published) or the \
+            live safety log does not extend the last backup (published, marked failed), 66 no \
             database, 73 backup folder not writable, 74 I/O error or disk full (nothing left \
             behind), 75 another maintenance run is going, 77 key problem.
             """)
@@ -35,10 +45,20 @@ struct BackupCommand: ParsableCommand {
 
     enum Kind: String, ExpressibleByArgument, CaseIterable { case daily, manual }
 
+    @Option(name: .customLong("new-timeline"), help: ArgumentHelp("Accept a live safety log that does not extend the last backup, for this reason.", valueName: "reason"))
+    var newTimeline: String?
+
+    func validate() throws {
+        if let newTimeline, newTimeline.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw ValidationError("--new-timeline needs the reason the change is legitimate")
+        }
+    }
+
     func run() throws {
         try runReporting {
             var job = CopyJob(dataDirectory: shared.dataDirectory, key: try shared.key(), kind: kind == .daily ? .daily : .manual)
             job.showProgress = !shared.json
+            job.newTimelineReason = newTimeline
             let copy = try job.run()
             if shared.json { try printJSON(["path": JSONValue.string(copy.path), "manifest": try JSONValue.from(copy.manifest)]) } else { print(copy.path) }
             return 0

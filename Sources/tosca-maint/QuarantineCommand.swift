@@ -55,7 +55,7 @@ struct QuarantineCommand: ParsableCommand {
                 guard let e = catalog.entries.first(where: { realPath($0.path) == realPath((p as NSString).standardizingPath) }) else {
                     throw ToolFailure(.noInput, "\(p) is not a copy in \(catalog.backupsDirectory)", hint: "tosca-maint list")
                 }
-                chosen.append((e, "named by the admin"))
+                if !chosen.contains(where: { $0.0.path == e.path }) { chosen.append((e, "named by the admin")) }
             }
             var moved: [Moved] = []
             for (e, reason) in chosen {
@@ -71,6 +71,7 @@ struct QuarantineCommand: ParsableCommand {
                 }
                 moved.append(Moved(copy: e.name, to: dryRun ? nil : target, reason: reason))
             }
+            if !dryRun && !moved.isEmpty { try AtomicFile.syncDirectory(catalog.backupsDirectory) }
             if shared.json {
                 try printJSON(moved)
             } else if moved.isEmpty {

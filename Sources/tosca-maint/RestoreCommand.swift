@@ -8,7 +8,9 @@ struct RestoreCommand: ParsableCommand {
         commandName: "restore",
         abstract: "Restore the live database from a verified copy (or run a restore drill).",
         discussion: """
-            1. Chooses the copy: --latest (the newest verified backup), --date DAY (the newest \
+            1. Chooses the copy: --latest (the newest verified backup), --anchor (the backup the \
+            live safety log was last proven against, as `verify --live` names it: the state \
+            before a change reported as tampering), --date DAY (the newest \
             verified backup of that local day, or UTC day with --utc), or --backup PATH (any \
             published copy, safety copies included), and verifies it first: a copy that fails \
             is never restored, and the message names the newest older copy that verifies.
@@ -46,6 +48,7 @@ struct RestoreCommand: ParsableCommand {
 
     @OptionGroup var shared: SharedOptions
     @Flag(help: "The newest verified backup.") var latest = false
+    @Flag(help: "The backup the live safety log was last proven against (verify --live's \"anchored on\"): the state before a change reported as tampering.") var anchor = false
     @Option(help: "The newest verified backup of this day (YYYY-MM-DD, local time unless --utc).") var date: String?
     @Flag(help: "--date is a UTC day.") var utc = false
     @Option(help: "A published copy (backup or safety copy), by path.") var backup: String?
@@ -56,11 +59,11 @@ struct RestoreCommand: ParsableCommand {
 
     func validate() throws {
         if drill {
-            if latest || date != nil || to != nil || dryRun { throw ValidationError("--drill takes only --backup PATH") }
+            if latest || anchor || date != nil || to != nil || dryRun { throw ValidationError("--drill takes only --backup PATH") }
             return
         }
-        let chosen = [latest, date != nil, backup != nil].filter { $0 }.count
-        guard chosen == 1 else { throw ValidationError("choose the copy with exactly one of --latest, --date DAY, --backup PATH") }
+        let chosen = [latest, anchor, date != nil, backup != nil].filter { $0 }.count
+        guard chosen == 1 else { throw ValidationError("choose the copy with exactly one of --latest, --anchor, --date DAY, --backup PATH") }
         if let date, Self.parseDay(date) == nil { throw ValidationError("--date must be a calendar day YYYY-MM-DD, got \(date.debugDescription)") }
         if utc && date == nil { throw ValidationError("--utc goes with --date") }
     }
@@ -94,7 +97,7 @@ struct RestoreCommand: ParsableCommand {
             }
             let catalog = try Catalog.scan(dataDirectory: data)
             if locks != nil { try Housekeeping.run(catalog) }
-            let selection: RestoreSelection = latest ? .latest : date.map { .date($0, utc: utc) } ?? .path(backup!)
+            let selection: RestoreSelection = latest ? .latest : anchor ? .anchor : date.map { .date($0, utc: utc) } ?? .path(backup!)
             let entry = try job.select(selection, catalog: try Catalog.scan(dataDirectory: data))
             try job.verifyOrExplain(entry, catalog: catalog)
             let plan = job.plan(for: entry, target: target)
@@ -136,11 +139,13 @@ struct RestoreCommand: ParsableCommand {
             // The maintenance entry goes into the staged file, before the swap: the restored
             // database never exists without it.
             try job.restoreFile(entry, to: target, replace: to == nil, journalsKept: rawKept, encryptWith: encryptWith, prepare: to == nil ? { staged in
-                // The copy's manifest records the restore before the safety log does: with
-                // the pre-restore copy (absent when there was no database), it is what
-                // `verify --live` takes as confirmation of the restore entry.
-                try Verification.record(ManifestCheck(level: LiveCheck.restoreCheckLevel, ok: true, problems: []), for: entry)
-                recorded = try job.recordRestore(into: staged, copy: entry, preRestore: preRestore)
+                // The copy's manifest records the restore, bound to the entry just appended:
+                // what `verify --live` and `backup` take as confirmation of that entry. (If
+                // the swap then fails, the binding names an entry that never went live.)
+                if let entryHead = try job.recordRestore(into: staged, copy: entry, preRestore: preRestore) {
+                    recorded = true
+                    try Verification.record(ManifestCheck(level: LiveCheck.restoreCheckLevel, ok: true, problems: [], detail: entryHead.description), for: entry)
+                }
             } : nil)
             if to == nil {
                 Journal.shared.log(.warning, "restored \(target) from \(entry.path)\(preRestore.map { "; previous database kept as \($0)" } ?? "")",

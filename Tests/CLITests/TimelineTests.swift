@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TestSupport
+import ToscaCore
 
 /// The safety-log timeline across backups and restores (ARCHITECTURE D7): a backup never
 /// publishes a chain that does not extend the last one, a restore is confirmed by the
@@ -8,14 +9,16 @@ import TestSupport
 /// folder's owner in charge of what it writes.
 @Suite struct TimelineTests {
     /// Trailing safety-log entries deleted past the append-only trigger leave a chain that is
-    /// intact on its own, but shorter than the head the last backup recorded: the next backup
-    /// must refuse it, or `verify --live` would take it as the new anchor and the deletion
-    /// would never show.
-    @Test func aBackupRefusesAChainThatNoLongerExtendsTheLastBackup() throws {
+    /// intact on its own, but shorter than the head the last backup recorded. The next
+    /// backup keeps the data but is marked failed, so it never becomes the anchor that would
+    /// hide the deletion; `restore --anchor` brings back the state before it; an admin's
+    /// `--new-timeline` accepts a change known to be legitimate.
+    @Test func aBackupOfAChainThatNoLongerExtendsTheLastBackupIsNotTrusted() throws {
         let dir = TempDir()
         let data = dir.sub("data")
         try simulatedData(data, sessions: 3)
         #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        let good = try #require(listing(data + "/backups").first { $0.hasSuffix(".db") })
         let db = data + "/tosca.db"
         let before = try sqlite3Value(db, "SELECT count(*) FROM safety_log;")
         try sqlite3Value(db, """
@@ -23,15 +26,63 @@ import TestSupport
             DELETE FROM safety_log WHERE seq = (SELECT max(seq) FROM safety_log);
             """)
         #expect(Int(try sqlite3Value(db, "SELECT count(*) FROM safety_log;")) == Int(before)! - 1)
-        let copies = listing(data + "/backups")
         let r = try maint(["backup", "--data-dir", data])
         #expect(r.status == 65, "\(r.output)")
-        #expect(r.stderr.contains("does not extend the head of backup") && r.stderr.contains("tampering"), "\(r.stderr)")
-        #expect(listing(data + "/backups") == copies, "a copy was published")
-        // The live check agrees, and a safety copy for forensics is still possible.
-        #expect(try maint(["verify", "--live", "--data-dir", data]).status == 65)
-        let snap = try maint(["snapshot", "--reason", "evidence", "--data-dir", data])
-        #expect(snap.status == 0, "\(snap.output)")
+        #expect(r.stderr.contains("NOT as a verified backup") && r.stderr.contains("does not extend the head of backup \(good)"), "\(r.stderr)")
+        let kept = try #require(listing(data + "/backups").first { $0.hasSuffix(".db") && $0 != good }, "the data was not kept")
+        let list = try maint(["list", "--json", "--data-dir", data])
+        #expect(list.stdout.contains("\"failed\""), "\(list.stdout)")
+        // The live check still anchors on the good backup, and so does a second backup.
+        let live = try maint(["verify", "--live", "--data-dir", data])
+        #expect(live.status == 65 && live.stdout.contains("anchored on \(good)"), "\(live.output)")
+        #expect(try maint(["backup", "--data-dir", data]).status == 65)
+        // --latest never picks a failed copy; --anchor names the state before the change.
+        let plan = try maint(["restore", "--anchor", "--dry-run", "--data-dir", data])
+        #expect(plan.status == 0 && plan.stdout.contains(good) && !plan.stdout.contains(kept), "\(plan.output)")
+        // A safety copy for forensics is still possible.
+        #expect(try maint(["snapshot", "--reason", "evidence", "--data-dir", data]).status == 0)
+        // Accepting the change as a new timeline: a verified backup, the new anchor.
+        let accepted = try maint(["backup", "--new-timeline", "test: entry removed on purpose", "--data-dir", data])
+        #expect(accepted.status == 0, "\(accepted.output)")
+        let after = try maint(["verify", "--live", "--data-dir", data])
+        #expect(after.status == 0, "\(after.output)")
+        #expect(try maint(["backup", "--new-timeline", " ", "--data-dir", data]).status == 64)
+    }
+
+    /// After a genuine restore of copy C, an attacker deletes everything after C's head and
+    /// appends a forged "restored from C" entry of their own (our own library computes a
+    /// valid chain link for it). The forgery does not match the binding the real restore
+    /// wrote into C's manifest, so the live check keeps its anchor and reports it.
+    @Test func aForgedRestoreEntryDoesNotMoveTheAnchor() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 2)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        let c = try #require(listing(data + "/backups").first { $0.hasSuffix(".db") })
+        try simulatedData(data, sessions: 1)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        #expect(try maint(["restore", "--backup", data + "/backups/" + c, "--yes", "--data-dir", data]).status == 0)
+        try simulatedData(data, sessions: 1)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        #expect(try maint(["verify", "--live", "--data-dir", data]).status == 0)
+        let cHead = try sqlite3Value(data + "/backups/" + c, "SELECT max(seq) FROM safety_log;")
+        try sqlite3Value(data + "/tosca.db", """
+            PRAGMA wal_checkpoint(TRUNCATE);
+            DROP TRIGGER safety_log_no_delete;
+            DELETE FROM safety_log WHERE seq > \(cHead);
+            """)
+        do {
+            let db = try Database(path: data + "/tosca.db", options: .init())
+            let details = #"{"restored_from":"\#(c)","user":"attacker"}"#
+            _ = try db.transaction {
+                try SafetyChain.append(SafetyLogEntry(eventType: "maintenance", severity: .warning, description: "database restored from \(c)",
+                                                      actionTaken: "tosca-maint restore", details: details), to: db)
+            }
+        }
+        #expect(try sqlite3Value(data + "/tosca.db", "SELECT count(*) FROM safety_log WHERE details LIKE '%attacker%';") == "1")
+        let live = try maint(["verify", "--live", "--data-dir", data])
+        #expect(live.status == 65 && live.output.contains("tampering"), "\(live.output)")
+        #expect(try maint(["backup", "--data-dir", data]).status == 65)
     }
 
     /// Moving to a new machine: only backups/ came along and an older copy is restored into
@@ -81,5 +132,26 @@ import TestSupport
         }
         let v = try maint(["verify", "--latest", "--data-dir", data])
         #expect(v.status == 0, "\(v.output)")
+    }
+
+    /// encrypt renames every copy it converts; the restore's binding travels with the copy,
+    /// so a restore made before the cutover stays confirmed after it.
+    @Test func aRestoreStaysConfirmedAcrossTheEncryptionCutover() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 2)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        let c = try #require(listing(data + "/backups").first { $0.hasSuffix(".db") })
+        try simulatedData(data, sessions: 1)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        #expect(try maint(["restore", "--backup", data + "/backups/" + c, "--yes", "--data-dir", data]).status == 0)
+        let key = dir.sub("key")
+        try writeKeyFile(key)
+        let e = try maint(["encrypt", "--key-file", key, "--yes", "--data-dir", data])
+        #expect(e.status == 0, "\(e.output)")
+        let live = try maint(["verify", "--live", "--key-file", key, "--data-dir", data])
+        #expect(live.status == 0, "\(live.output)")
+        let b = try maint(["backup", "--key-file", key, "--data-dir", data])
+        #expect(b.status == 0, "\(b.output)")
     }
 }
