@@ -49,6 +49,18 @@ import ToscaCore
         #expect(try maint(["backup", "--new-timeline", " ", "--data-dir", data]).status == 64)
     }
 
+    /// Two backups, then the older one (returned) restored over the live database: the live
+    /// safety log now extends that copy, not the newest backup.
+    static func restoredOlderCopy(_ data: String) throws -> String {
+        try simulatedData(data, sessions: 2)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        let c = try #require(listing(data + "/backups").first { $0.hasSuffix(".db") })
+        try simulatedData(data, sessions: 1)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        #expect(try maint(["restore", "--backup", data + "/backups/" + c, "--yes", "--data-dir", data]).status == 0)
+        return c
+    }
+
     /// After a genuine restore of copy C, an attacker deletes everything after C's head and
     /// appends a forged "restored from C" entry of their own (our own library computes a
     /// valid chain link for it). The forgery does not match the binding the real restore
@@ -56,12 +68,7 @@ import ToscaCore
     @Test func aForgedRestoreEntryDoesNotMoveTheAnchor() throws {
         let dir = TempDir()
         let data = dir.sub("data")
-        try simulatedData(data, sessions: 2)
-        #expect(try maint(["backup", "--data-dir", data]).status == 0)
-        let c = try #require(listing(data + "/backups").first { $0.hasSuffix(".db") })
-        try simulatedData(data, sessions: 1)
-        #expect(try maint(["backup", "--data-dir", data]).status == 0)
-        #expect(try maint(["restore", "--backup", data + "/backups/" + c, "--yes", "--data-dir", data]).status == 0)
+        let c = try Self.restoredOlderCopy(data)
         try simulatedData(data, sessions: 1)
         #expect(try maint(["backup", "--data-dir", data]).status == 0)
         #expect(try maint(["verify", "--live", "--data-dir", data]).status == 0)
@@ -139,12 +146,7 @@ import ToscaCore
     @Test func aRestoreStaysConfirmedAcrossTheEncryptionCutover() throws {
         let dir = TempDir()
         let data = dir.sub("data")
-        try simulatedData(data, sessions: 2)
-        #expect(try maint(["backup", "--data-dir", data]).status == 0)
-        let c = try #require(listing(data + "/backups").first { $0.hasSuffix(".db") })
-        try simulatedData(data, sessions: 1)
-        #expect(try maint(["backup", "--data-dir", data]).status == 0)
-        #expect(try maint(["restore", "--backup", data + "/backups/" + c, "--yes", "--data-dir", data]).status == 0)
+        _ = try Self.restoredOlderCopy(data)
         let key = dir.sub("key")
         try writeKeyFile(key)
         let e = try maint(["encrypt", "--key-file", key, "--yes", "--data-dir", data])
