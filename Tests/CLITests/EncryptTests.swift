@@ -106,6 +106,52 @@ import ToscaCore
         let original = try tableCounts(copy).split(separator: ",").map(String.init)
         #expect(restored[0] == original[0] && restored[1] == original[1] && restored[3...] == original[3...])
         #expect(Int(restored[2]) == Int(original[2])! + 1)
+        // A lost tosca.db on the encrypted device never comes back plaintext either: the
+        // catalog's encrypted copies say the device is encrypted.
+        for suffix in ["", "-wal", "-shm"] { unlink(data + "/tosca.db" + suffix) }
+        let lostNoKey = try maint(["restore", "--backup", copy, "--yes", "--data-dir", data])
+        #expect(lostNoKey.status == 77 && !FileManager.default.fileExists(atPath: data + "/tosca.db"), "\(lostNoKey.output)")
+        let lost = try maint(["restore", "--backup", copy, "--yes", "--key-file", dir.sub("key"), "--data-dir", data])
+        #expect(lost.status == 0, "\(lost.output)")
+        #expect(try FileHeader.classify(path: data + "/tosca.db") == .other)
+        #expect(try sqlite3(data + "/tosca.db", "SELECT count(*) FROM sqlite_master;").status != 0)
+        #expect(try sqlcipher(data + "/tosca.db", keyHex: hex, "PRAGMA integrity_check;").stdout.contains("ok"))
+    }
+
+    /// The cutover never deletes or passes over in silence what it cannot convert: a raw
+    /// forensic copy, a plaintext file in quarantine, a copy whose manifest is unreadable.
+    /// Each is named, kept as it is, and the run exits 65; everything else is converted.
+    @Test func theCutoverReportsWhatItCannotConvert() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 2)
+        let good = try maint(["backup", "--data-dir", data]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let other = try maint(["backup", "--data-dir", data]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        // A copy whose manifest no longer parses.
+        try "{ not json".write(toFile: other + ".manifest.json", atomically: true, encoding: .utf8)
+        // A plaintext database with no manifest: housekeeping moves it to quarantine.
+        _ = try run("/bin/cp", [good, data + "/backups/stray.db"])
+        // A raw forensic copy: what a restore keeps of a database that no longer opens.
+        try sqlite3Value(data + "/tosca.db", "PRAGMA wal_checkpoint(TRUNCATE);")
+        let fd = open(data + "/tosca.db", O_WRONLY)
+        let junk = [UInt8](repeating: 0x55, count: 3 * 4096)
+        _ = junk.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 4 * 4096) }
+        close(fd)
+        let restore = try maint(["restore", "--backup", good, "--yes", "--data-dir", data])
+        #expect(restore.status == 0, "\(restore.output)")
+        let raw = try #require(listing(data + "/backups").first { $0.hasSuffix("_pre-restore.db") })
+        let hex = try writeKeyFile(dir.sub("key"))
+        let r = try maint(["encrypt", "--key-file", dir.sub("key"), "--yes", "--data-dir", data])
+        #expect(r.status == 65, "\(r.output)")
+        #expect(r.stdout.contains("NOT converted \(raw): raw forensic copy kept"), "\(r.stdout)")
+        #expect(r.stdout.contains("NOT converted") && r.stdout.contains("stray.db: plaintext file in quarantine"), "\(r.stdout)")
+        #expect(r.stdout.contains("NOT converted \((other as NSString).lastPathComponent): manifest unreadable"), "\(r.stdout)")
+        // Kept as they were; the live database and the good copy are encrypted.
+        #expect(try FileHeader.classify(path: data + "/backups/" + raw) == .plaintext)
+        #expect(try FileHeader.classify(path: other) == .plaintext)
+        #expect(try FileHeader.classify(path: data + "/backups/quarantine/stray.db") == .plaintext)
+        #expect(try sqlcipher(data + "/tosca.db", keyHex: hex, "PRAGMA integrity_check;").stdout.contains("ok"))
+        #expect(!FileManager.default.fileExists(atPath: good), "the good plaintext copy should have been converted and removed")
     }
 
     @Test func badKeyFilesChangeNothing() throws {
