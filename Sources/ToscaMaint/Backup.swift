@@ -64,6 +64,9 @@ public struct CopyJob: Sendable {
             let anchor = try LiveCheck.timelineAnchor(source, catalog: try Catalog.scan(dataDirectory: dataDirectory))
             timelineProblem = try LiveCheck.anchorProblem(source, anchor: anchor)
         }
+        // A suspect copy is a safety copy of its own kind: no later check can turn it into a
+        // backup (an ok verify of its file says nothing about the timeline).
+        let kind = timelineProblem != nil && newTimelineReason == nil ? CopyKind.suspect : self.kind
         let name = Catalog.freeName(in: backupsDirectory, kind: kind, time: started)
         let finalPath = backupsDirectory + "/" + name
         let partial = finalPath + ".partial"
@@ -125,7 +128,7 @@ public struct CopyJob: Sendable {
             check = ManifestCheck(level: "backup", time: now(), ok: true, problems: [])
         case (let problem?, nil):
             check = ManifestCheck(level: "backup", time: now(), ok: false,
-                                  problems: ["the live database's \(problem): published for its data, not as a verified backup"])
+                                  problems: ["the live database's \(problem): kept as a suspect copy for its data, not a backup"])
         case (let problem?, let reason?):
             check = ManifestCheck(level: "backup", time: now(), ok: true, problems: [], detail: "new timeline accepted: \(reason) (\(problem))")
         }
@@ -146,9 +149,13 @@ public struct CopyJob: Sendable {
         published = true
         var fields = ["TOSCA_BACKUP_PATH": finalPath, "TOSCA_KIND": kind.rawValue, "TOSCA_SHA256": digest.hex]
         if facts.foreignKeyViolations > 0 { fields["TOSCA_FK_VIOLATIONS"] = String(facts.foreignKeyViolations) }
-        Journal.shared.log(.info, "published \(kind.rawValue) copy \(finalPath) (\(digest.size) bytes, verified\(facts.foreignKeyViolations > 0 ? ", \(facts.foreignKeyViolations) foreign-key violation(s) recorded" : ""))",
-                           id: .backupPublished, fields: fields)
-        if let head = facts.chainHead {
+        if kind != .suspect {
+            Journal.shared.log(.info, "published \(kind.rawValue) copy \(finalPath) (\(digest.size) bytes, verified\(facts.foreignKeyViolations > 0 ? ", \(facts.foreignKeyViolations) foreign-key violation(s) recorded" : ""))",
+                               id: .backupPublished, fields: fields)
+        }
+        // The journal's record of chain heads is the anchors' second record: a suspect
+        // copy's head is not one.
+        if kind != .suspect, let head = facts.chainHead {
             Journal.shared.log(.info, "safety-log chain head recorded: seq \(head.seq) hash \(head.hash) in \(name)", id: .chainHeadRecorded,
                                fields: ["TOSCA_CHAIN_SEQ": String(head.seq), "TOSCA_CHAIN_HASH": head.hash, "TOSCA_BACKUP_PATH": finalPath])
         }
@@ -157,10 +164,10 @@ public struct CopyJob: Sendable {
                 Journal.shared.log(.warning, "new safety-log timeline accepted in \(name) (\(newTimelineReason)): the live database's \(timelineProblem)",
                                    id: .newTimelineAccepted, fields: ["TOSCA_BACKUP_PATH": finalPath, "TOSCA_REASON": newTimelineReason])
             } else {
-                Journal.shared.log(.err, "possible tampering: the live database's \(timelineProblem); \(name) is kept for its data but is not a verified backup",
+                Journal.shared.log(.err, "possible tampering: the live database's \(timelineProblem); \(name) is kept as a suspect copy for its data, not a backup",
                                    id: .tamperingDetected, fields: ["TOSCA_DATABASE": databasePath, "TOSCA_BACKUP_PATH": finalPath])
-                throw ToolFailure(.dataError, "published \(finalPath) for its data, NOT as a verified backup: the live database's \(timelineProblem)",
-                                  hint: "follow the runbook tampering-reported.md; only when the change is known and legitimate (an undone migration migrated again, a copy restored from outside backups/), accept it: tosca-maint backup --new-timeline REASON")
+                throw ToolFailure(.dataError, "kept \(finalPath) as a suspect copy for its data, NOT as a backup: the live database's \(timelineProblem)",
+                                  hint: "follow the runbook tampering-reported.md; only when the change is known and legitimate (an undone migration migrated again, a copy restored from outside backups/), accept it: tosca-maint backup --new-timeline REASON, then tosca-maint quarantine --failed")
             }
         }
         return PublishedCopy(path: finalPath, manifest: manifest)

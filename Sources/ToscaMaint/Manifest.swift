@@ -5,6 +5,9 @@ import ToscaCore
 public enum CopyKind: String, Codable, Sendable, CaseIterable {
     case daily, manual
     case preMigration = "pre-migration", preRestore = "pre-restore", preEncryption = "pre-encryption", preRekey = "pre-rekey", snapshot
+    /// What a backup becomes when the live safety log does not extend the last backup's
+    /// head (possible tampering): kept for its data, never a backup, never the anchor.
+    case suspect
 
     /// `daily` and `manual` are backups; the rest are safety copies.
     public var isBackup: Bool { self == .daily || self == .manual }

@@ -11,8 +11,11 @@ public struct PrunePlan: Sendable {
     public var keep: [Item] = []
 
     /// Plans without touching anything. Days, weeks and months are local calendar ones.
+    /// `anchor` (``LiveCheck/anchor(dataDirectory:key:catalog:)``) is always kept: after a
+    /// restore of an older copy it may be neither recent nor the newest verified backup.
     public static func make(catalog: Catalog, keepDaily: Int, keepWeekly: Int, keepMonthly: Int,
-                            safetyCopiesOlderThanDays: Int?, now: UTCTime, timeZone: TimeZone = .current) -> PrunePlan {
+                            safetyCopiesOlderThanDays: Int?, now: UTCTime, timeZone: TimeZone = .current,
+                            anchor: String? = nil) -> PrunePlan {
         var plan = PrunePlan()
         var cal = Calendar(identifier: .iso8601)
         cal.timeZone = timeZone
@@ -24,6 +27,7 @@ public struct PrunePlan: Sendable {
             let day = "\(c.year!)-\(c.month!)-\(c.day!)", week = "\(c.yearForWeekOfYear!)-W\(c.weekOfYear!)", month = "\(c.year!)-\(c.month!)"
             var reasons: [String] = []
             if e.name == newestVerified { reasons.append("newest verified backup") }
+            if e.name == anchor { reasons.append("the copy the live safety log is proven against") }
             if !days.contains(day) && days.count < keepDaily { days.append(day); reasons.append("daily \(days.count)/\(keepDaily)") }
             if !weeks.contains(week) && weeks.count < keepWeekly { weeks.append(week); reasons.append("weekly \(weeks.count)/\(keepWeekly)") }
             if !months.contains(month) && months.count < keepMonthly { months.append(month); reasons.append("monthly \(months.count)/\(keepMonthly)") }
@@ -34,6 +38,10 @@ public struct PrunePlan: Sendable {
             }
         }
         for e in catalog.entries where !e.isBackup {
+            if e.name == anchor {
+                plan.keep.append(Item(entry: e, reason: "the copy the live safety log is proven against"))
+                continue
+            }
             guard let days = safetyCopiesOlderThanDays, let created = e.created else {
                 plan.keep.append(Item(entry: e, reason: "safety copy (pruned only with --safety-copies)"))
                 continue

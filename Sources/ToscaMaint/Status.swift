@@ -71,7 +71,11 @@ public struct StatusReport: Codable, Sendable {
         }
         let verdict: String, code: Int32
         let failedBackup = catalog.backups.last { $0.manifest?.lastCheck?.ok == false }
-        if let last, !last.1.ok {
+        let suspect = catalog.entries.last { $0.kind == .suspect }
+        if let suspect {
+            verdict = "possible tampering: \(suspect.name) is a suspect copy (the live safety log did not extend the last backup's head when it was taken); see the runbook tampering-reported.md"
+            code = ExitStatus.dataError.rawValue
+        } else if let last, !last.1.ok {
             verdict = "the last check (\(last.1.level) of \(last.0.name) at \(last.1.timeUTC)) FAILED: \(last.1.problems.prefix(3).joined(separator: "; "))"
             code = ExitStatus.dataError.rawValue
         } else if let failedBackup, let check = failedBackup.manifest?.lastCheck {

@@ -139,6 +139,13 @@ public enum Verification {
     }
 
     /// Appends a check to a copy's manifest (the whole file rewritten atomically).
+    /// Removes a check recorded by ``record(_:for:)`` (a restore whose swap did not happen).
+    public static func remove(_ check: ManifestCheck, from entry: CatalogEntry) throws {
+        guard var manifest = (try? Manifest.read(path: entry.manifestPath).0) ?? entry.manifest else { return }
+        manifest.checks.removeAll { $0 == check }
+        try manifest.write(path: entry.manifestPath)
+    }
+
     /// The manifest is read again first, so checks recorded since `entry` was scanned stay.
     public static func record(_ check: ManifestCheck, for entry: CatalogEntry) throws {
         guard var manifest = (try? Manifest.read(path: entry.manifestPath).0) ?? entry.manifest else { return }
@@ -210,6 +217,19 @@ public struct LiveCheck: Sendable {
             anchor = since.last ?? restored
         }
         return anchor
+    }
+
+    /// The anchor of the live database in `dataDirectory`, or `nil` when it has none or
+    /// does not open (a damaged or absent database protects nothing).
+    public static func anchor(dataDirectory: String, key: DatabaseKey?, catalog: Catalog) -> CatalogEntry? {
+        let live = dataDirectory + "/tosca.db"
+        guard FileManager.default.fileExists(atPath: live),
+              let db = try? Database(path: live, options: .init(readOnly: true, key: (try? FileHeader.classify(path: live)) == .plaintext ? nil : key))
+        else { return nil }
+        guard (try? db.execute("BEGIN")) != nil else { return nil }
+        defer { try? db.execute("COMMIT") }
+        guard (try? Migrator().status(db).kind) == .versioned else { return nil }
+        return (try? timelineAnchor(db, catalog: catalog)) ?? nil
     }
 
     /// The manifest check level a restore writes into the restored copy's manifest, bound

@@ -40,13 +40,15 @@ struct PruneCommand: ParsableCommand {
     func run() throws {
         try runReporting {
             let data = shared.dataDirectory
+            let key = try shared.key()
             let lock = try takeMaintenanceLock(dataDirectory: data)
             defer { lock.unlock() }
             let before = try Catalog.scan(dataDirectory: data)
             let tidy = try Housekeeping.run(before, dryRun: dryRun)
             let catalog = try Catalog.scan(dataDirectory: data)
             let plan = PrunePlan.make(catalog: catalog, keepDaily: keepDaily, keepWeekly: keepWeekly, keepMonthly: keepMonthly,
-                                      safetyCopiesOlderThanDays: safetyCopies ? olderThan : nil, now: .now())
+                                      safetyCopiesOlderThanDays: safetyCopies ? olderThan : nil, now: .now(),
+                                      anchor: LiveCheck.anchor(dataDirectory: data, key: key, catalog: catalog)?.name)
             if !dryRun {
                 try plan.apply(backupsDirectory: catalog.backupsDirectory)
                 for m in catalog.orphanManifests { unlink(m) }

@@ -20,7 +20,11 @@ struct QuarantineCommand: ParsableCommand {
               tosca-maint quarantine --failed
               tosca-maint quarantine /var/lib/tosca/backups/tosca_20261129.db
 
-            Exit codes: 0 moved (or nothing to move), 64 neither copies nor --failed given, \
+            The copy the live safety log is proven against (verify --live's anchor) is never \
+            set aside: take a backup first.
+
+            Exit codes: 0 moved (or nothing to move), 64 neither copies nor --failed given, or \
+            the named copy is the anchor, \
             66 no such copy, 73 cannot move, 75 another maintenance run is going.
             """)
 
@@ -29,7 +33,7 @@ struct QuarantineCommand: ParsableCommand {
     @Argument(help: "Copies to set aside (database files in backups/).")
     var paths: [String] = []
 
-    @Flag(help: "Every copy whose last check (verify, drill) failed.") var failed = false
+    @Flag(help: "Every copy whose last check (verify, drill) failed, and every suspect copy.") var failed = false
     @Flag(help: "Show what would be moved; change nothing.") var dryRun = false
 
     func validate() throws {
@@ -41,19 +45,30 @@ struct QuarantineCommand: ParsableCommand {
     func run() throws {
         try runReporting {
             let data = shared.dataDirectory
+            let key = try shared.key()
             let lock = try takeMaintenanceLock(dataDirectory: data)
             defer { lock.unlock() }
             let catalog = try Catalog.scan(dataDirectory: data)
             var chosen: [(CatalogEntry, String)] = []
             if failed {
-                for e in catalog.entries where e.manifest?.lastCheck?.ok == false {
-                    let check = e.manifest!.lastCheck!
-                    chosen.append((e, "failed its last check (\(check.level) at \(check.timeUTC)): \(check.problems.prefix(2).joined(separator: "; "))"))
+                for e in catalog.entries {
+                    if e.kind == .suspect {
+                        chosen.append((e, "suspect copy: the live safety log did not extend the last backup when it was taken"))
+                    } else if let check = e.manifest?.lastCheck, !check.ok {
+                        chosen.append((e, "failed its last check (\(check.level) at \(check.timeUTC)): \(check.problems.prefix(2).joined(separator: "; "))"))
+                    }
                 }
             }
+            // The copy the live safety log is proven against stays: without it the next
+            // check would report tampering.
+            let anchor = LiveCheck.anchor(dataDirectory: data, key: key, catalog: catalog)
             for p in paths {
                 guard let e = catalog.entries.first(where: { realPath($0.path) == realPath((p as NSString).standardizingPath) }) else {
                     throw ToolFailure(.noInput, "\(p) is not a copy in \(catalog.backupsDirectory)", hint: "tosca-maint list")
+                }
+                if let anchor, anchor.path == e.path {
+                    throw ToolFailure(.usage, "\(e.name) is the copy the live safety log is proven against (verify --live's anchor): it stays",
+                                      hint: "take a backup first (it becomes the anchor), then set \(e.name) aside")
                 }
                 if !chosen.contains(where: { $0.0.path == e.path }) { chosen.append((e, "named by the admin")) }
             }

@@ -136,17 +136,26 @@ struct RestoreCommand: ParsableCommand {
             }
             let rawKept = preRestore.map { (try? Manifest.read(path: Manifest.path(for: $0)).0.facts.unverifiable) == true } ?? false
             var recorded = false
+            var binding: ManifestCheck? = nil
             // The maintenance entry goes into the staged file, before the swap: the restored
             // database never exists without it.
-            try job.restoreFile(entry, to: target, replace: to == nil, journalsKept: rawKept, encryptWith: encryptWith, prepare: to == nil ? { staged in
-                // The copy's manifest records the restore, bound to the entry just appended:
-                // what `verify --live` and `backup` take as confirmation of that entry. (If
-                // the swap then fails, the binding names an entry that never went live.)
-                if let entryHead = try job.recordRestore(into: staged, copy: entry, preRestore: preRestore) {
-                    recorded = true
-                    try Verification.record(ManifestCheck(level: LiveCheck.restoreCheckLevel, ok: true, problems: [], detail: entryHead.description), for: entry)
-                }
-            } : nil)
+            do {
+                try job.restoreFile(entry, to: target, replace: to == nil, journalsKept: rawKept, encryptWith: encryptWith, prepare: to == nil ? { staged in
+                    // The copy's manifest records the restore, bound to the entry just appended:
+                    // what `verify --live` and `backup` take as confirmation of that entry. (If
+                    // the swap then fails, the binding names an entry that never went live.)
+                    if let entryHead = try job.recordRestore(into: staged, copy: entry, preRestore: preRestore) {
+                        recorded = true
+                        let check = ManifestCheck(level: LiveCheck.restoreCheckLevel, ok: true, problems: [], detail: entryHead.description)
+                        try Verification.record(check, for: entry)
+                        binding = check
+                    }
+                } : nil)
+            } catch {
+                // Nothing was restored: the binding goes (it names an entry that never went live).
+                if let binding { try? Verification.remove(binding, from: entry) }
+                throw error
+            }
             if to == nil {
                 Journal.shared.log(.warning, "restored \(target) from \(entry.path)\(preRestore.map { "; previous database kept as \($0)" } ?? "")",
                                    id: .restored, fields: ["TOSCA_BACKUP_PATH": entry.path, "TOSCA_DATABASE": target])

@@ -271,13 +271,17 @@ import TestSupport
         let m = try Machine()
         try simulatedData(m.data, sessions: 3)
         try Self.backup(m.data)
-        // The tampering: an earlier safety-log entry rewritten past the append-only trigger.
+        let anchor = try #require(listing(m.data + "/backups").first { $0.hasSuffix(".db") })
+        // The tampering: the newest safety-log entries deleted past the append-only trigger.
+        // The chain left is intact on its own, so only the anchor shows the change.
         let db = m.data + "/tosca.db"
-        let seq = try sqlite3Value(db, "SELECT min(seq) FROM safety_log;")
+        let head = try sqlite3Value(db, "SELECT max(seq) FROM safety_log;")
         try sqlite3Value(db, """
-            DROP TRIGGER safety_log_no_update;
-            UPDATE safety_log SET details = '{"edited":true}' WHERE seq = \(seq);
+            DROP TRIGGER safety_log_no_delete;
+            DELETE FROM safety_log WHERE seq >= \(Int(head)! - 1);
             """)
+        // That night's backup ran (and was kept as a suspect copy); then the recorder went on.
+        #expect(try maint(["backup", "--data-dir", m.data]).status == 65)
         try m.startRecorder()
         #expect(try maint(["verify", "--live", "--data-dir", m.data]).status == 65)
         try Self.expectPasses(m, "tampering-reported.md")
@@ -285,12 +289,20 @@ import TestSupport
         let evidence = try #require(listing(m.data + "/evidence").first)
         let folder = m.data + "/evidence/" + evidence
         let check = try run("/bin/bash", ["-c", "cd \"$0\" && sha256sum -c SHA256SUMS", folder])
+        // (What journalctl wrote depends on this machine's journal; that it was saved and summed does not.)
         #expect(check.status == 0 && check.stdout.contains("chain-heads.journal.txt: OK"), "\(check.output)")
+        // It holds the changed log: its entry at the first deleted seq is not the anchor's.
+        let firstDeleted = "SELECT hex(row_hash) FROM safety_log WHERE seq = \(Int(head)! - 1);"
+        #expect(try sqlite3Value(folder + "/tosca.db", firstDeleted) != (try sqlite3Value(m.data + "/backups/" + anchor, firstDeleted)))
         // The timers were stopped with the service, and started again at the end.
         #expect(m.calls.first == "systemctl stop tosca.service tosca-maint-backup.timer tosca-maint-verify.timer", "\(m.calls)")
-        #expect(try sqlite3Value(folder + "/tosca.db", "SELECT details FROM safety_log WHERE seq = \(seq);") == "{\"edited\":true}")
-        // The live database is the restored one and its chain holds.
+        // The live database is the anchor's state (every entry back) plus the restore's.
+        #expect(Int(try sqlite3Value(db, "SELECT max(seq) FROM safety_log;")) == Int(head)! + 1)
         let live = try maint(["verify", "--live", "--data-dir", m.data])
-        #expect(live.status == 0, "\(live.output)")
+        #expect(live.status == 0 && live.stdout.contains("anchored on \(anchor)"), "\(live.output)")
+        // The suspect copy is evidence in quarantine; status reports no tampering any more.
+        #expect(listing(m.data + "/backups/quarantine").contains { $0.hasSuffix("_suspect.db") })
+        #expect(try maint(["status", "--data-dir", m.data]).status != 65)
     }
+
 }

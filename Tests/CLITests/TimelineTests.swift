@@ -10,9 +10,9 @@ import ToscaCore
 @Suite struct TimelineTests {
     /// Trailing safety-log entries deleted past the append-only trigger leave a chain that is
     /// intact on its own, but shorter than the head the last backup recorded. The next
-    /// backup keeps the data but is marked failed, so it never becomes the anchor that would
-    /// hide the deletion; `restore --anchor` brings back the state before it; an admin's
-    /// `--new-timeline` accepts a change known to be legitimate.
+    /// backup keeps the data as a `suspect` copy, never a backup, so no later check can make
+    /// it the anchor that would hide the deletion; `restore --anchor` names the state before
+    /// it; an admin's `--new-timeline` accepts a change known to be legitimate.
     @Test func aBackupOfAChainThatNoLongerExtendsTheLastBackupIsNotTrusted() throws {
         let dir = TempDir()
         let data = dir.sub("data")
@@ -28,25 +28,51 @@ import ToscaCore
         #expect(Int(try sqlite3Value(db, "SELECT count(*) FROM safety_log;")) == Int(before)! - 1)
         let r = try maint(["backup", "--data-dir", data])
         #expect(r.status == 65, "\(r.output)")
-        #expect(r.stderr.contains("NOT as a verified backup") && r.stderr.contains("does not extend the head of backup \(good)"), "\(r.stderr)")
-        let kept = try #require(listing(data + "/backups").first { $0.hasSuffix(".db") && $0 != good }, "the data was not kept")
-        let list = try maint(["list", "--json", "--data-dir", data])
-        #expect(list.stdout.contains("\"failed\""), "\(list.stdout)")
-        // The live check still anchors on the good backup, and so does a second backup.
+        #expect(r.stderr.contains("suspect copy") && r.stderr.contains("does not extend the head of backup \(good)"), "\(r.stderr)")
+        let suspect = try #require(listing(data + "/backups").first { $0.hasSuffix("_suspect.db") }, "the data was not kept")
+        // Nothing turns the suspect copy into a backup: verifying its file, planning a
+        // restore from it, another backup. The anchor stays the good backup.
+        #expect(try maint(["verify", "--all", "--data-dir", data]).status == 0)
+        #expect(try maint(["verify", data + "/backups/" + suspect, "--data-dir", data]).status == 0)
+        #expect(try maint(["restore", "--backup", data + "/backups/" + suspect, "--dry-run", "--data-dir", data]).status == 0)
+        #expect(try maint(["backup", "--data-dir", data]).status == 65)
         let live = try maint(["verify", "--live", "--data-dir", data])
         #expect(live.status == 65 && live.stdout.contains("anchored on \(good)"), "\(live.output)")
-        #expect(try maint(["backup", "--data-dir", data]).status == 65)
-        // --latest never picks a failed copy; --anchor names the state before the change.
+        let status = try maint(["status", "--data-dir", data])
+        #expect(status.status == 65 && status.stdout.contains("suspect"), "\(status.output)")
+        // --latest never picks a suspect copy; --anchor names the state before the change.
         let plan = try maint(["restore", "--anchor", "--dry-run", "--data-dir", data])
-        #expect(plan.status == 0 && plan.stdout.contains(good) && !plan.stdout.contains(kept), "\(plan.output)")
-        // A safety copy for forensics is still possible.
+        #expect(plan.status == 0 && plan.stdout.contains(good) && !plan.stdout.contains("suspect"), "\(plan.output)")
+        let latest = try maint(["restore", "--latest", "--dry-run", "--data-dir", data])
+        #expect(latest.stdout.contains(good) && !latest.stdout.contains("suspect"), "\(latest.output)")
+        // The anchor cannot be set aside; a safety copy for forensics is still possible.
+        #expect(try maint(["quarantine", data + "/backups/" + good, "--data-dir", data]).status == 64)
         #expect(try maint(["snapshot", "--reason", "evidence", "--data-dir", data]).status == 0)
-        // Accepting the change as a new timeline: a verified backup, the new anchor.
+        // Accepting the change as a new timeline: a verified backup, the new anchor; the
+        // suspect copies go to quarantine, and status no longer reports them.
         let accepted = try maint(["backup", "--new-timeline", "test: entry removed on purpose", "--data-dir", data])
         #expect(accepted.status == 0, "\(accepted.output)")
-        let after = try maint(["verify", "--live", "--data-dir", data])
-        #expect(after.status == 0, "\(after.output)")
+        #expect(try maint(["verify", "--live", "--data-dir", data]).status == 0)
+        let q = try maint(["quarantine", "--failed", "--data-dir", data])
+        #expect(q.status == 0 && q.stdout.contains(suspect), "\(q.output)")
+        #expect(listing(data + "/backups/quarantine").contains(suspect))
+        #expect(!listing(data + "/backups").contains { $0.hasSuffix("_suspect.db") })
+        let after = try maint(["status", "--data-dir", data])
+        #expect(after.status != 65, "\(after.output)")
         #expect(try maint(["backup", "--new-timeline", " ", "--data-dir", data]).status == 64)
+    }
+
+    /// After a restore of an older copy, that copy is the anchor although it is neither
+    /// recent nor the newest verified backup: prune keeps it.
+    @Test func pruneKeepsTheAnchor() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        let c = try Self.restoredOlderCopy(data)
+        let p = try maint(["prune", "--keep-daily", "1", "--keep-weekly", "0", "--keep-monthly", "0", "--data-dir", data])
+        #expect(p.status == 0 && p.stdout.contains("kept     \(c): ") && p.stdout.contains("proven against"), "\(p.output)")
+        #expect(listing(data + "/backups").contains(c))
+        #expect(try maint(["verify", "--live", "--data-dir", data]).status == 0)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
     }
 
     /// Two backups, then the older one (returned) restored over the live database: the live
@@ -141,9 +167,9 @@ import ToscaCore
         #expect(v.status == 0, "\(v.output)")
     }
 
-    /// encrypt renames every copy it converts; the restore's binding travels with the copy,
-    /// so a restore made before the cutover stays confirmed after it.
-    @Test func aRestoreStaysConfirmedAcrossTheEncryptionCutover() throws {
+    /// encrypt and rekey rename every copy they convert; the restore's binding travels with
+    /// the copy, so a restore made before the cutover stays confirmed after both.
+    @Test func aRestoreStaysConfirmedAcrossTheCutoverAndARekey() throws {
         let dir = TempDir()
         let data = dir.sub("data")
         _ = try Self.restoredOlderCopy(data)
@@ -153,7 +179,14 @@ import ToscaCore
         #expect(e.status == 0, "\(e.output)")
         let live = try maint(["verify", "--live", "--key-file", key, "--data-dir", data])
         #expect(live.status == 0, "\(live.output)")
-        let b = try maint(["backup", "--key-file", key, "--data-dir", data])
+        // And across a key rotation, which renames every copy again.
+        let newKey = dir.sub("key.new")
+        try writeKeyFile(newKey)
+        let rk = try maint(["rekey", "--key-file", key, "--new-key-file", newKey, "--yes", "--data-dir", data])
+        #expect(rk.status == 0, "\(rk.output)")
+        let rotated = try maint(["verify", "--live", "--key-file", newKey, "--data-dir", data])
+        #expect(rotated.status == 0, "\(rotated.output)")
+        let b = try maint(["backup", "--key-file", newKey, "--data-dir", data])
         #expect(b.status == 0, "\(b.output)")
     }
 }
