@@ -41,20 +41,15 @@ public struct EncryptJob: Sendable {
         var columns: [String: [String]] = [:]
         for t in tables { columns[t] = try p.columnNames(of: t) }
         // The encrypted side (decryption is the slow part) on a second thread.
-        final class Box: @unchecked Sendable { var b: Result<[String: (rows: Int, sha256: String)], any Error>? }
-        let box = Box()
-        let group = DispatchGroup()
         let key = self.key
         let cols = columns
-        DispatchQueue.global().async(group: group) {
-            box.b = Result {
-                let e2 = try Database(path: encrypted, options: .init(readOnly: true, key: key))
-                return try MigrateJob.tableDigests(e2, tables: tables, columns: cols)
-            }
+        let other = OwnThread {
+            let e2 = try Database(path: encrypted, options: .init(readOnly: true, key: key))
+            return try MigrateJob.tableDigests(e2, tables: tables, columns: cols)
         }
-        let a = try MigrateJob.tableDigests(p, tables: tables, columns: columns)
-        group.wait()
-        let b = try box.b!.get()
+        let mine = Result { try MigrateJob.tableDigests(p, tables: tables, columns: columns) }
+        let b = try other.wait()
+        let a = try mine.get()
         for t in tables where a[t]?.rows != b[t]?.rows || a[t]?.sha256 != b[t]?.sha256 {
             problems.append("table \(t) differs: \(a[t]?.rows ?? 0) rows, \(b[t]?.rows ?? 0) encrypted")
         }

@@ -19,27 +19,18 @@ public struct Measurement: Sendable {
     /// `integrity_check`, the row counts and the chain; the other thread hashes the file,
     /// then runs `cipher_integrity_check` and `foreign_key_check` on a second connection.
     public static func withDigest(path: String, key: DatabaseKey?) throws -> (Measurement, (hex: String, size: Int64)) {
-        final class Box: @unchecked Sendable {
-            var digest: Result<(hex: String, size: Int64), any Error>?
-            var side: Result<(cipher: [String], fk: Int), any Error>?
-        }
-        let box = Box()
-        let group = DispatchGroup()
-        DispatchQueue.global().async(group: group) {
-            box.digest = Result { try FileDigest.sha256(path: path) }
-            box.side = Result {
-                let db = try Database(path: path, options: .init(readOnly: true, key: key))
-                let cipher = key == nil ? [] : try db.rows("PRAGMA cipher_integrity_check").map { $0.values.map(\.description).joined(separator: " ") }
-                return (cipher, try db.rows("PRAGMA foreign_key_check").count)
-            }
+        let other = OwnThread { () throws -> ((hex: String, size: Int64), (cipher: [String], fk: Int)) in
+            let digest = try FileDigest.sha256(path: path)
+            let db = try Database(path: path, options: .init(readOnly: true, key: key))
+            let cipher = key == nil ? [] : try db.rows("PRAGMA cipher_integrity_check").map { $0.values.map(\.description).joined(separator: " ") }
+            return (digest, (cipher, try db.rows("PRAGMA foreign_key_check").count))
         }
         let main = Result { try Measurement.of(path: path, key: key, sideChecks: false) }
-        group.wait()
+        let (digest, side) = try other.wait()
         var m = try main.get()
-        let side = try box.side!.get()
         m.cipherIntegrity = side.cipher
         m.foreignKeyViolations = side.fk
-        return (m, try box.digest!.get())
+        return (m, digest)
     }
 
     /// Reads everything from `path` over one read-only connection, in one read transaction

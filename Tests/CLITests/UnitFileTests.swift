@@ -90,7 +90,7 @@ import ToscaMaint
                 #expect(!has("StateDirectory") && !has("LoadCredentialEncrypted"), "\(unit)")
             } else {
                 #expect(has("StateDirectory", "tosca") && has("StateDirectoryMode", "0700"), "\(unit)")
-                #expect(has("OnFailure", "tosca-maint-failure@%n.service"), "\(unit)")
+                #expect(has("OnFailure", "tosca-maint-failure@%N.service"), "\(unit)")
                 #expect(has("SuccessExitStatus", "75"), "\(unit)")
                 #expect(has("LoadCredentialEncrypted", "tosca-db-key:/etc/credstore.encrypted/tosca-db-key.cred"), "\(unit)")
                 // The fallback that lets the unit run with no sealed key (a plaintext device).
