@@ -176,20 +176,22 @@ public enum Quarantine {
         return target
     }
 
-    /// Moves a database file, its `-wal`/`-shm`/`-journal` files and (with `withManifest`)
-    /// its manifest to `target`; the manifest goes last, so an interrupted move leaves at
-    /// worst a manifest without its copy, which the catalog reports. Returns `target`.
+    /// Moves (with `withManifest`) a copy's manifest, then the database file and its
+    /// `-wal`/`-shm`/`-journal` files to `target`. The manifest goes first: an interrupted
+    /// move leaves at worst a database file without a manifest in backups/, which the next
+    /// run's housekeeping moves to quarantine too (a manifest left alone would be removed).
+    /// Returns `target`.
     @discardableResult
     public static func move(_ path: String, to target: String, withManifest: Bool) throws -> String {
         try AtomicFile.makeDirectory((target as NSString).deletingLastPathComponent)
-        guard rename(path, target) == 0 else { throw POSIXFailure(operation: "move \(path) to quarantine", code: errno) }
-        for suffix in ["-wal", "-shm", "-journal"] where FileManager.default.fileExists(atPath: path + suffix) {
-            rename(path + suffix, target + suffix)
-        }
         if withManifest && FileManager.default.fileExists(atPath: Manifest.path(for: path)) {
             guard rename(Manifest.path(for: path), Manifest.path(for: target)) == 0 else {
                 throw POSIXFailure(operation: "move \(Manifest.path(for: path)) to quarantine", code: errno)
             }
+        }
+        guard rename(path, target) == 0 else { throw POSIXFailure(operation: "move \(path) to quarantine", code: errno) }
+        for suffix in ["-wal", "-shm", "-journal"] where FileManager.default.fileExists(atPath: path + suffix) {
+            rename(path + suffix, target + suffix)
         }
         try AtomicFile.syncDirectory((target as NSString).deletingLastPathComponent)
         return target
@@ -216,6 +218,11 @@ public func takeMaintenanceLock(dataDirectory: String) throws -> FileLock {
     }
 }
 
+/// Whom a root run continues as (``becomeDataOwner(dataDirectory:)``), for error hints.
+public enum DataOwner {
+    nonisolated(unsafe) public static var switchedTo: String?
+}
+
 /// Run as root on a data folder that belongs to another user (the device's `tosca`
 /// account, which the units run as), a maintenance run continues as that user before it
 /// writes anything: copies, manifests and locks it creates stay readable by the units, and
@@ -232,6 +239,7 @@ public func becomeDataOwner(dataDirectory: String) throws {
         throw ToolFailure(.noPermission, "running as root, cannot become \(name), the owner of \(dataDirectory): \(String(cString: strerror(errno)))",
                           hint: "run it as \(name): runuser -u \(name) -- tosca-maint ...")
     }
+    DataOwner.switchedTo = name
     Journal.shared.log(.notice, "running as root: continuing as \(name), the owner of \(dataDirectory), so that what this run writes stays readable by the units")
 }
 

@@ -86,7 +86,12 @@ public func classify(_ error: any Error) -> ToolFailure {
 
 /// Prints `Error: ...` (and `Try: ...`) to stderr and returns the exit status.
 public func report(_ error: any Error, program: String) -> Int32 {
-    let f = classify(error)
+    var f = classify(error)
+    // A root run that became the data folder's owner reads and writes as that user: a path
+    // only root can reach looks missing or unwritable to it.
+    if let owner = DataOwner.switchedTo, [.noInput, .cantCreate, .noPermission].contains(f.status) {
+        f = ToolFailure(f.status, f.message, hint: (f.hint.map { $0 + "; " } ?? "") + "this run continued as \(owner), the data folder's owner: paths it reads or writes must be reachable by \(owner)")
+    }
     if Journal.shared.underSystemd {
         // One structured entry (D9): the exit status and the hint as fields, so the
         // failure@ alert, `journalctl -x` and the catalog can point at it.

@@ -165,6 +165,13 @@ import ToscaCore
         }
         let v = try maint(["verify", "--latest", "--data-dir", data])
         #expect(v.status == 0, "\(v.output)")
+        // A copy only root can read looks missing to the owner: the hint says why.
+        let rootOnly = dir.sub("root-only")
+        mkdir(rootOnly, 0o700)
+        let copy = try #require(listing(data + "/backups").first { $0.hasSuffix(".db") })
+        _ = try run("/bin/cp", [data + "/backups/" + copy, data + "/backups/" + copy + ".manifest.json", rootOnly + "/"])
+        let hidden = try maint(["verify", rootOnly + "/" + copy, "--data-dir", data])
+        #expect(hidden.status == 66 && hidden.stderr.contains("this run continued as"), "\(hidden.output)")
     }
 
     /// encrypt and rekey rename every copy they convert; the restore's binding travels with
