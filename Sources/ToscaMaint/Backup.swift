@@ -56,9 +56,9 @@ public struct CopyJob: Sendable {
         let sourceHead = sourceStatus.kind == .versioned ? try SafetyChain.head(source) : nil
         // A backup becomes the next anchor of `verify --live`. One whose safety log does not
         // extend the current anchor (entries rewritten or removed since) would hide the
-        // change for good: it is still published, for its data, but with a failed check, so
-        // it is neither "verified" nor an anchor, and the run exits 65 (D7). An admin who
-        // knows the change is legitimate accepts the new timeline with its reason.
+        // change for good: it is kept for its data as a `suspect` copy (never a backup, so
+        // never an anchor, whatever later checks say), and the run exits 65 (D7). An admin
+        // who knows the change is legitimate accepts the new timeline with its reason.
         var timelineProblem: String? = nil
         if (kind == .daily || kind == .manual) && sourceStatus.kind == .versioned, try SafetyChain.verify(source).isIntact {
             let anchor = try LiveCheck.timelineAnchor(source, catalog: try Catalog.scan(dataDirectory: dataDirectory))

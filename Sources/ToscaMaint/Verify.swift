@@ -129,7 +129,6 @@ public enum Verification {
         return problems
     }
 
-    /// Appends a check to a copy's manifest (the whole file rewritten atomically).
     /// Removes a check recorded by ``record(_:for:)`` (a restore whose swap did not happen).
     public static func remove(_ check: ManifestCheck, from entry: CatalogEntry) throws {
         guard var manifest = (try? Manifest.read(path: entry.manifestPath).0) ?? entry.manifest else { return }
@@ -137,7 +136,8 @@ public enum Verification {
         try manifest.write(path: entry.manifestPath)
     }
 
-    /// The manifest is read again first, so checks recorded since `entry` was scanned stay.
+    /// Appends a check to a copy's manifest (the whole file rewritten atomically). The
+    /// manifest is read again first, so checks recorded since `entry` was scanned stay.
     public static func record(_ check: ManifestCheck, for entry: CatalogEntry) throws {
         guard var manifest = (try? Manifest.read(path: entry.manifestPath).0) ?? entry.manifest else { return }
         manifest.checks.append(check)
