@@ -59,14 +59,17 @@ public struct CopyJob: Sendable {
         // change for good: it is kept for its data as a `suspect` copy (never a backup, so
         // never an anchor, whatever later checks say), and the run exits 65 (D7). An admin
         // who knows the change is legitimate accepts the new timeline with its reason.
+        // The same holds for a pre-restore copy or a snapshot of such a database: restoring
+        // it later would make its timeline the live one, so it is a suspect copy too (the
+        // restore or snapshot goes on; `restore` refuses suspect copies in place).
         var timelineProblem: String? = nil
-        if (kind == .daily || kind == .manual) && sourceStatus.kind == .versioned, try SafetyChain.verify(source).isIntact {
+        if [.daily, .manual, .preRestore, .snapshot].contains(kind) && sourceStatus.kind == .versioned, try SafetyChain.verify(source).isIntact {
             let anchor = try LiveCheck.timelineAnchor(source, catalog: try Catalog.scan(dataDirectory: dataDirectory))
             timelineProblem = try LiveCheck.anchorProblem(source, anchor: anchor)
         }
         // A suspect copy is a safety copy of its own kind: no later check can turn it into a
         // backup (an ok verify of its file says nothing about the timeline).
-        let kind = timelineProblem != nil && newTimelineReason == nil ? CopyKind.suspect : self.kind
+        let kind = timelineProblem != nil && (newTimelineReason == nil || !self.kind.isBackup) ? CopyKind.suspect : self.kind
         let name = Catalog.freeName(in: backupsDirectory, kind: kind, time: started)
         let finalPath = backupsDirectory + "/" + name
         let partial = finalPath + ".partial"
@@ -123,7 +126,7 @@ public struct CopyJob: Sendable {
             unverifiable: nil, reason: reason, fromVersion: fromVersion, toVersion: toVersion, digest: "")
         facts.digest = try facts.computedDigest()
         let check: ManifestCheck
-        switch (timelineProblem, newTimelineReason) {
+        switch (timelineProblem, self.kind.isBackup ? newTimelineReason : nil) {
         case (nil, _):
             check = ManifestCheck(level: "backup", time: now(), ok: true, problems: [])
         case (let problem?, nil):
@@ -160,7 +163,10 @@ public struct CopyJob: Sendable {
                                fields: ["TOSCA_CHAIN_SEQ": String(head.seq), "TOSCA_CHAIN_HASH": head.hash, "TOSCA_BACKUP_PATH": finalPath])
         }
         if let timelineProblem {
-            if let newTimelineReason {
+            if !self.kind.isBackup {
+                Journal.shared.log(.warning, "possible tampering: the live database's \(timelineProblem); its \(self.kind.rawValue) copy \(name) is kept as a suspect copy",
+                                   id: .tamperingDetected, fields: ["TOSCA_DATABASE": databasePath, "TOSCA_BACKUP_PATH": finalPath])
+            } else if let newTimelineReason {
                 Journal.shared.log(.warning, "new safety-log timeline accepted in \(name) (\(newTimelineReason)): the live database's \(timelineProblem)",
                                    id: .newTimelineAccepted, fields: ["TOSCA_BACKUP_PATH": finalPath, "TOSCA_REASON": newTimelineReason])
             } else {

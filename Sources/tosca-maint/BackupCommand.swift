@@ -22,8 +22,9 @@ struct BackupCommand: ParsableCommand {
 
             A backup becomes the anchor that `verify --live` checks the live safety log \
             against. When the live safety log does not extend the newest verified backup's chain \
-            head (entries changed or removed since: possible tampering), the copy is published \
-            for its data but marked failed, so it never becomes the anchor, and the run exits 65. \
+            head (entries changed or removed since: possible tampering), the copy is kept for \
+            its data as a suspect copy (tosca_..._suspect.db), never a backup and never the \
+            anchor, and the run exits 65. \
             --new-timeline REASON accepts such a change when it is known and legitimate (a \
             migration undone and run again, a copy restored from outside backups/): the copy is \
             verified and the reason goes into its manifest and the journal.
@@ -33,7 +34,7 @@ struct BackupCommand: ParsableCommand {
               tosca-maint backup --new-timeline "migration undone on 2026-11-28, run again today"
 
             Exit codes: 0 published, 65 the copy failed verification (nothing published) or the \
-            live safety log does not extend the last backup (published, marked failed), 66 no \
+            live safety log does not extend the last backup (kept as a suspect copy), 66 no \
             database, 73 backup folder not writable, 74 I/O error or disk full (nothing left \
             behind), 75 another maintenance run is going, 77 key problem.
             """)

@@ -9,8 +9,9 @@ struct ListCommand: ParsableCommand {
         abstract: "The catalog of backups and safety copies, oldest first.",
         discussion: """
             Name, kind, local and UTC creation time, size, schema version, encrypted or not, \
-            and the last check with its result. Quarantined files (database files that never \
-            got a manifest) are listed apart; they are never restored.
+            and the last check with its result. Files in backups/quarantine/ (database files that \
+            never got a manifest, and copies set aside by `tosca-maint quarantine`) are listed \
+            apart; they are never restored.
 
             Example:
               tosca-maint list --data-dir /var/lib/tosca

@@ -21,7 +21,7 @@ struct QuarantineCommand: ParsableCommand {
               tosca-maint quarantine /var/lib/tosca/backups/tosca_20261129.db
 
             The copy the live safety log is proven against (verify --live's anchor) is never \
-            set aside: take a backup first.
+            set aside, named or with --failed: take a backup first (it becomes the anchor).
 
             Exit codes: 0 moved (or nothing to move), 64 neither copies nor --failed given, or \
             the named copy is the anchor, \
@@ -50,18 +50,23 @@ struct QuarantineCommand: ParsableCommand {
             defer { lock.unlock() }
             let catalog = try Catalog.scan(dataDirectory: data)
             var chosen: [(CatalogEntry, String)] = []
-            if failed {
-                for e in catalog.entries {
-                    if e.kind == .suspect {
-                        chosen.append((e, "suspect copy: the live safety log did not extend the last backup when it was taken"))
-                    } else if let check = e.manifest?.lastCheck, !check.ok {
-                        chosen.append((e, "failed its last check (\(check.level) at \(check.timeUTC)): \(check.problems.prefix(2).joined(separator: "; "))"))
-                    }
-                }
-            }
             // The copy the live safety log is proven against stays: without it the next
             // check would report tampering.
             let anchor = LiveCheck.anchor(dataDirectory: data, key: key, catalog: catalog)
+            var keptAnchor: String? = nil
+            if failed {
+                for e in catalog.entries {
+                    let reason: String
+                    if e.kind == .suspect {
+                        reason = "suspect copy: the live safety log did not extend the last backup when it was taken"
+                    } else if let check = e.manifest?.lastCheck, !check.ok {
+                        reason = "failed its last check (\(check.level) at \(check.timeUTC)): \(check.problems.prefix(2).joined(separator: "; "))"
+                    } else {
+                        continue
+                    }
+                    if e.path == anchor?.path { keptAnchor = e.name } else { chosen.append((e, reason)) }
+                }
+            }
             for p in paths {
                 guard let e = catalog.entries.first(where: { realPath($0.path) == realPath((p as NSString).standardizingPath) }) else {
                     throw ToolFailure(.noInput, "\(p) is not a copy in \(catalog.backupsDirectory)", hint: "tosca-maint list")
@@ -89,10 +94,11 @@ struct QuarantineCommand: ParsableCommand {
             if !dryRun && !moved.isEmpty { try AtomicFile.syncDirectory(catalog.backupsDirectory) }
             if shared.json {
                 try printJSON(moved)
-            } else if moved.isEmpty {
+            } else if moved.isEmpty && keptAnchor == nil {
                 print("nothing to set aside")
             } else {
                 for m in moved { print("\(dryRun ? "would move" : "moved")  \(m.copy)  (\(m.reason))\(m.to.map { " -> \($0)" } ?? "")") }
+                if let keptAnchor { print("left     \(keptAnchor)  (it failed a check, but the live safety log is proven against it: take a backup first)") }
             }
             return 0
         }

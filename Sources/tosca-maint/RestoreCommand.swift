@@ -99,6 +99,10 @@ struct RestoreCommand: ParsableCommand {
             if locks != nil { try Housekeeping.run(catalog) }
             let selection: RestoreSelection = latest ? .latest : anchor ? .anchor : date.map { .date($0, utc: utc) } ?? .path(backup!)
             let entry = try job.select(selection, catalog: try Catalog.scan(dataDirectory: data))
+            if to == nil && entry.kind == .suspect {
+                throw ToolFailure(.dataError, "\(entry.name) is a suspect copy (taken when the live safety log did not extend the last backup): restoring it would make its timeline the live one",
+                                  hint: "inspect it with --to PATH; restore the state before the change with --anchor")
+            }
             try job.verifyOrExplain(entry, catalog: catalog)
             let plan = job.plan(for: entry, target: target)
             if shared.json { try printJSON(plan) } else { print(plan.text, terminator: "") }

@@ -17,8 +17,9 @@ struct StatusCommand: ParsableCommand {
               tosca-maint status --max-age 26 --prometheus /var/lib/prometheus/node-exporter/tosca.prom
 
             Exit codes: 0 healthy, 1 no verified backup newer than --max-age hours or no passing \
-            restore drill within --max-drill-age days, 65 the most recent check found corruption \
-            or tampering.
+            restore drill within --max-drill-age days, 65 the most recent check failed, or a \
+            backup's last check failed, or a suspect copy (possible tampering) is in the catalog \
+            (set failed and suspect copies aside with `tosca-maint quarantine --failed`).
             """)
 
     @OptionGroup var shared: SharedOptions

@@ -126,7 +126,7 @@ struct VerifyCommand: ParsableCommand {
             let failed = outcomes.filter { !$0.ok }
             if !failed.isEmpty {
                 throw ToolFailure(.dataError, "verification failed for \(failed.map(\.copy).joined(separator: ", "))",
-                                  hint: "see Runbooks; restore from a copy that verifies (tosca-maint list)")
+                                  hint: "damage (integrity_check, quick_check, SHA-256): runbook restore-after-disk-fault.md; a broken chain or possible tampering: runbook tampering-reported.md, and restore nothing yet")
             }
             return 0
         }

@@ -105,17 +105,19 @@ import ToscaMaint
     }
 
     /// The tmpfiles.d entry grants the units' user write access to node_exporter's folder,
-    /// and skips a machine without it. (The test machine has no `tosca` user: the entry is
-    /// applied with `nobody` in its place.)
+    /// and skips a machine without it; it makes the data folder as the units would. (The
+    /// test machine has no `tosca` user: the entry is applied with `nobody`, uid 65534, in
+    /// its place; with --root, the folder's owner is resolved in the root, so by number.)
     @Test func tmpfilesEntryGrantsTheMetricsFolder() throws {
         let tmpfiles = try #require(which("systemd-tmpfiles"), "systemd-tmpfiles (systemd) is installed by scripts/install-deps.sh")
         let dir = TempDir()
         let dest = dir.sub("dest")
         try #require(try runMake(["stage", "install"], stage: dir.sub("stage"), variables: ["DESTDIR": dest, "PREFIX": "/usr/local"]).status == 0)
         let entry = try String(contentsOfFile: dest + "/usr/local/lib/tmpfiles.d/tosca-maint.conf", encoding: .utf8)
-        #expect(entry.contains("user:tosca:rwx"))
+        #expect(entry.contains("user:tosca:rwx") && entry.contains("d /var/lib/tosca 0700 tosca tosca -"))
         let conf = dir.sub("nobody.conf")
-        try entry.replacingOccurrences(of: "user:tosca:", with: "user:nobody:").write(toFile: conf, atomically: true, encoding: .utf8)
+        try entry.replacingOccurrences(of: "user:tosca:", with: "user:nobody:").replacingOccurrences(of: " tosca tosca ", with: " 65534 65534 ")
+            .write(toFile: conf, atomically: true, encoding: .utf8)
         let root = dir.sub("root")
         let absent = try run(tmpfiles, ["--root=\(root)", "--create", conf])
         #expect(absent.status == 0 && absent.stderr.isEmpty, "\(absent.output)")
@@ -123,6 +125,9 @@ import ToscaMaint
         try FileManager.default.createDirectory(atPath: root + "/var/lib/prometheus/node-exporter", withIntermediateDirectories: true)
         let applied = try run(tmpfiles, ["--root=\(root)", "--create", conf])
         #expect(applied.status == 0 && applied.stderr.isEmpty, "\(applied.output)")
+        // The data folder was made as the units' StateDirectory= makes it.
+        var st = stat()
+        #expect(stat(root + "/var/lib/tosca", &st) == 0 && st.st_mode & 0o777 == 0o700 && st.st_uid == 65534, "data folder")
         let acl = try run("/bin/ls", ["-ld", root + "/var/lib/prometheus/node-exporter"])
         #expect(acl.stdout.hasPrefix("drwxrwxr-x+"), "no ACL: \(acl.stdout)")
     }

@@ -30,11 +30,15 @@ import ToscaCore
         #expect(r.status == 65, "\(r.output)")
         #expect(r.stderr.contains("suspect copy") && r.stderr.contains("does not extend the head of backup \(good)"), "\(r.stderr)")
         let suspect = try #require(listing(data + "/backups").first { $0.hasSuffix("_suspect.db") }, "the data was not kept")
-        // Nothing turns the suspect copy into a backup: verifying its file, planning a
-        // restore from it, another backup. The anchor stays the good backup.
+        // Nothing turns the suspect copy into a backup: verifying its file, another backup. The anchor stays the good backup.
         #expect(try maint(["verify", "--all", "--data-dir", data]).status == 0)
         #expect(try maint(["verify", data + "/backups/" + suspect, "--data-dir", data]).status == 0)
-        #expect(try maint(["restore", "--backup", data + "/backups/" + suspect, "--dry-run", "--data-dir", data]).status == 0)
+        // It is never restored in place, not even planned (that would accept its timeline);
+        // --to inspects it.
+        #expect(try maint(["restore", "--backup", data + "/backups/" + suspect, "--dry-run", "--data-dir", data]).status == 65)
+        let inPlace = try maint(["restore", "--backup", data + "/backups/" + suspect, "--yes", "--data-dir", data])
+        #expect(inPlace.status == 65 && inPlace.stderr.contains("suspect copy"), "\(inPlace.output)")
+        #expect(try maint(["restore", "--backup", data + "/backups/" + suspect, "--to", dir.sub("inspect.db"), "--yes", "--data-dir", data]).status == 0)
         #expect(try maint(["backup", "--data-dir", data]).status == 65)
         let live = try maint(["verify", "--live", "--data-dir", data])
         #expect(live.status == 65 && live.stdout.contains("anchored on \(good)"), "\(live.output)")
@@ -63,13 +67,20 @@ import ToscaCore
     }
 
     /// After a restore of an older copy, that copy is the anchor although it is neither
-    /// recent nor the newest verified backup: prune keeps it.
+    /// recent nor the newest verified backup: prune keeps it, and so does quarantine.
     @Test func pruneKeepsTheAnchor() throws {
         let dir = TempDir()
         let data = dir.sub("data")
         let c = try Self.restoredOlderCopy(data)
         let p = try maint(["prune", "--keep-daily", "1", "--keep-weekly", "0", "--keep-monthly", "0", "--data-dir", data])
         #expect(p.status == 0 && p.stdout.contains("kept     \(c): ") && p.stdout.contains("proven against"), "\(p.output)")
+        #expect(listing(data + "/backups").contains(c))
+        #expect(try maint(["verify", "--live", "--data-dir", data]).status == 0)
+        // A damaged anchor is left in place by quarantine --failed, and said so.
+        try flipByte(data + "/backups/" + c, at: 6000)
+        #expect(try maint(["verify", "--all", "--data-dir", data]).status == 65)
+        let q = try maint(["quarantine", "--failed", "--data-dir", data])
+        #expect(q.status == 0 && q.stdout.contains("left     \(c)"), "\(q.output)")
         #expect(listing(data + "/backups").contains(c))
         #expect(try maint(["verify", "--live", "--data-dir", data]).status == 0)
         #expect(try maint(["backup", "--data-dir", data]).status == 0)
