@@ -31,6 +31,17 @@ struct SharedOptions: ParsableArguments {
     }
 }
 
+extension SharedOptions {
+    /// The data folder, the key, then `.maint.lock`, in that order: the key is read before
+    /// the lock, which may make a root run continue as the data folder's owner (who may not
+    /// read a key file of root's).
+    func beginMaintenance() throws -> (data: String, key: DatabaseKey?, lock: FileLock) {
+        let data = dataDirectory
+        let key = try key()
+        return (data, key, try takeMaintenanceLock(dataDirectory: data))
+    }
+}
+
 /// Runs a command body, turning errors into `Error:`/`Try:` and the exit codes of D10.
 func runReporting(_ body: () throws -> Int32) throws {
     setPrivateUmask()

@@ -39,9 +39,7 @@ struct PruneCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let data = shared.dataDirectory
-            let key = try shared.key()
-            let lock = try takeMaintenanceLock(dataDirectory: data)
+            let (data, key, lock) = try shared.beginMaintenance()
             defer { lock.unlock() }
             let before = try Catalog.scan(dataDirectory: data)
             let tidy = try Housekeeping.run(before, dryRun: dryRun)

@@ -44,9 +44,7 @@ struct QuarantineCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let data = shared.dataDirectory
-            let key = try shared.key()
-            let lock = try takeMaintenanceLock(dataDirectory: data)
+            let (data, key, lock) = try shared.beginMaintenance()
             defer { lock.unlock() }
             let catalog = try Catalog.scan(dataDirectory: data)
             var chosen: [(CatalogEntry, String)] = []

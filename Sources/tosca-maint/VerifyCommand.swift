@@ -53,9 +53,7 @@ struct VerifyCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let data = shared.dataDirectory
-            let key = try shared.key()
-            let lock = try takeMaintenanceLock(dataDirectory: data)
+            let (data, key, lock) = try shared.beginMaintenance()
             defer { lock.unlock() }
             let catalog = try Catalog.scan(dataDirectory: data)
             var targets: [CatalogEntry] = []
