@@ -173,7 +173,7 @@ public struct CopyJob: Sendable {
                 Journal.shared.log(.err, "possible tampering: the live database's \(timelineProblem); \(name) is kept as a suspect copy for its data, not a backup",
                                    id: .tamperingDetected, fields: ["TOSCA_DATABASE": databasePath, "TOSCA_BACKUP_PATH": finalPath])
                 throw ToolFailure(.dataError, "kept \(finalPath) as a suspect copy for its data, NOT as a backup: the live database's \(timelineProblem)",
-                                  hint: "follow the runbook tampering-reported.md; only when the change is known and legitimate (an undone migration migrated again, a copy restored from outside backups/), accept it: tosca-maint backup --new-timeline REASON, then tosca-maint quarantine --failed")
+                                  hint: "follow the runbook tampering-reported.md; only when the change is known and legitimate (an undone migration migrated again), accept it: tosca-maint backup --new-timeline REASON, then tosca-maint quarantine --failed")
             }
         }
         return PublishedCopy(path: finalPath, manifest: manifest)

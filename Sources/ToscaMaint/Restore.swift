@@ -340,6 +340,46 @@ public struct RestoreJob: Sendable {
         try AtomicFile.syncDirectory(dir.isEmpty ? "." : dir)
     }
 
+    /// A copy named by a path outside `backups/` (an off-device copy) is brought into the
+    /// catalog before an in-place restore: the restore's binding goes into the manifest of
+    /// the restored copy, and only manifests in the catalog confirm a restore (``LiveCheck``).
+    /// The catalog's own copy is used when it holds the same file (same SHA-256); else the
+    /// file is published beside the others (D4: copied to a partial, checked against its
+    /// manifest's SHA-256, linked, then its manifest), under its own name when free.
+    public func importIntoCatalog(_ entry: CatalogEntry, catalog: Catalog) throws -> CatalogEntry {
+        guard let manifest = entry.manifest,
+              !catalog.entries.contains(where: { realPath($0.path) == realPath(entry.path) }) else { return entry }
+        if let same = catalog.entries.first(where: { $0.manifest?.facts.sha256 == manifest.facts.sha256 }) { return same }
+        let dir = catalog.backupsDirectory
+        func taken(_ n: String) -> Bool {
+            [dir + "/" + n, Manifest.path(for: dir + "/" + n), dir + "/" + n + ".partial",
+             catalog.quarantineDirectory + "/" + n].contains { FileManager.default.fileExists(atPath: $0) }
+        }
+        let name = taken(entry.name) ? Catalog.freeName(in: dir, kind: manifest.facts.kind, time: manifest.facts.created ?? .now()) : entry.name
+        let final = dir + "/" + name
+        let partial = final + ".partial"
+        do {
+            try FileCopy.copy(from: entry.path, to: partial)
+        } catch let e as POSIXFailure {
+            throw ToolFailure(e.code == ENOSPC ? .ioError : .cantCreate, "cannot bring \(entry.path) into \(dir): \(e)", hint: "free space in \(dir)")
+        }
+        var published = false
+        defer { if !published { unlink(partial) } }
+        let (sha, size) = try FileDigest.sha256(path: partial)
+        guard sha == manifest.facts.sha256, size == manifest.facts.sizeBytes else {
+            throw ToolFailure(.dataError, "\(entry.path) changed while it was copied into \(dir): nothing restored", hint: "run the restore again")
+        }
+        guard link(partial, final) == 0 else { throw ToolFailure(.cantCreate, "cannot publish \(final): \(String(cString: strerror(errno)))") }
+        unlink(partial)
+        published = true
+        try AtomicFile.syncDirectory(dir)
+        var imported = manifest
+        imported.checks.append(ManifestCheck(level: "import", ok: true, problems: [], detail: "brought in from \(entry.path)"))
+        do { try imported.write(path: Manifest.path(for: final)) } catch { unlink(final); throw error }
+        Journal.shared.log(.notice, "brought \(entry.path) into the catalog as \(final) before restoring it", fields: ["TOSCA_BACKUP_PATH": final])
+        return CatalogEntry(name: name, path: final, manifest: imported, digestMatches: entry.digestMatches, manifestError: nil)
+    }
+
     /// Appends the `maintenance` safety-log entry to a restored (staged) file and returns it
     /// (its seq and row hash); `nil` when the schema has no chain yet.
     public func recordRestore(into target: String, copy: CatalogEntry, preRestore: String?) throws -> ChainHead? {

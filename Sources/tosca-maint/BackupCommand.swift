@@ -26,7 +26,7 @@ struct BackupCommand: ParsableCommand {
             its data as a suspect copy (tosca_..._suspect.db), never a backup and never the \
             anchor, and the run exits 65. \
             --new-timeline REASON accepts such a change when it is known and legitimate (a \
-            migration undone and run again, a copy restored from outside backups/): the copy is \
+            migration undone and run again): the copy is \
             verified and the reason goes into its manifest and the journal.
 
             Examples:

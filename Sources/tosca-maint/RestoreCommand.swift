@@ -98,7 +98,7 @@ struct RestoreCommand: ParsableCommand {
             let catalog = try Catalog.scan(dataDirectory: data)
             if locks != nil { try Housekeeping.run(catalog) }
             let selection: RestoreSelection = latest ? .latest : anchor ? .anchor : date.map { .date($0, utc: utc) } ?? .path(backup!)
-            let entry = try job.select(selection, catalog: try Catalog.scan(dataDirectory: data))
+            var entry = try job.select(selection, catalog: try Catalog.scan(dataDirectory: data))
             if to == nil && entry.kind == .suspect {
                 throw ToolFailure(.dataError, "\(entry.name) is a suspect copy (taken when the live safety log did not extend the last backup): restoring it would make its timeline the live one",
                                   hint: "inspect it with --to PATH; restore the state before the change with --anchor")
@@ -135,6 +135,9 @@ struct RestoreCommand: ParsableCommand {
             }
             var preRestore: String? = nil
             if to == nil {
+                // An off-device copy joins the catalog first, so that its manifest there
+                // records (and confirms) this restore.
+                entry = try job.importIntoCatalog(entry, catalog: catalog)
                 preRestore = try job.keepCurrent(caller: true)
                 if let preRestore { print("kept the current database as \(preRestore)") }
             }

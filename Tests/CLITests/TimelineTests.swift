@@ -207,4 +207,31 @@ import ToscaCore
         let b = try maint(["backup", "--key-file", newKey, "--data-dir", data])
         #expect(b.status == 0, "\(b.output)")
     }
+
+    /// A copy restored from outside backups/ (an off-device copy) is brought into the
+    /// catalog first, so its manifest there confirms the restore: the live check and the
+    /// next backup accept the restored timeline, with no --new-timeline.
+    @Test func aCopyFromOutsideTheCatalogIsBroughtInBeforeTheRestore() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 2)
+        let c = try maint(["backup", "--data-dir", data]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let name = (c as NSString).lastPathComponent
+        let outside = dir.sub("usb")
+        mkdir(outside, 0o700)
+        _ = try run("/bin/cp", [c, c + ".manifest.json", outside + "/"])
+        try simulatedData(data, sessions: 1)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        // The catalog no longer holds C itself (set aside once a newer backup is the anchor).
+        #expect(try maint(["quarantine", c, "--data-dir", data]).status == 0)
+        let r = try maint(["restore", "--backup", outside + "/" + name, "--yes", "--data-dir", data])
+        #expect(r.status == 0, "\(r.output)")
+        // Under a free name (its own is taken in quarantine), the same bytes.
+        let brought = try #require(listing(data + "/backups").first { $0.hasSuffix(".db") && fileSHA256(data + "/backups/" + $0) == fileSHA256(outside + "/" + name) })
+        #expect(brought != name)
+        let live = try maint(["verify", "--live", "--data-dir", data])
+        #expect(live.status == 0 && live.stdout.contains("anchored on \(brought)"), "\(live.output)")
+        let b = try maint(["backup", "--data-dir", data])
+        #expect(b.status == 0, "\(b.output)")
+    }
 }
