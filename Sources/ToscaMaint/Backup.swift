@@ -82,11 +82,7 @@ public struct CopyJob: Sendable {
         }
         close(fd)
         var published = false
-        defer {
-            if !published {
-                for suffix in ["", "-journal", "-wal", "-shm"] { unlink(partial + suffix) }
-            }
-        }
+        defer { if !published { removeDatabaseFiles(partial) } }
         let bar = showProgress ? Progress("copying \(name)") : nil
         Journal.shared.status("copying \(databasePath) to \(name)")
         do {

@@ -162,6 +162,12 @@ public enum Housekeeping {
     }
 }
 
+/// Removes a database file that was never published (a partial, a staged or scratch file)
+/// with its `-journal`, `-wal` and `-shm` files; missing files are fine.
+public func removeDatabaseFiles(_ path: String) {
+    for suffix in ["", "-journal", "-wal", "-shm"] { unlink(path + suffix) }
+}
+
 /// Moving files into `backups/quarantine/`: out of the catalog (no restore, drill,
 /// retention or status looks there), never deleted.
 public enum Quarantine {

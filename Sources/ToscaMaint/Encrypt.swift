@@ -101,9 +101,9 @@ public struct EncryptJob: Sendable {
             outcome.safetyCopy = try copyJob.makeCopy().path
             // 4. Export beside the database.
             let temp = live + ".encrypt-partial"
-            for s in ["", "-journal", "-wal", "-shm"] { unlink(temp + s) }
+            removeDatabaseFiles(temp)
             var swapped = false
-            defer { if !swapped { for s in ["", "-journal", "-wal", "-shm"] { unlink(temp + s) } } }
+            defer { if !swapped { removeDatabaseFiles(temp) } }
             do {
                 let source = try Database(path: live, options: .init())
                 let r = try source.rows("PRAGMA wal_checkpoint(TRUNCATE)").first
@@ -175,7 +175,7 @@ public struct EncryptJob: Sendable {
                 let final = dir + "/" + name
                 let partial = final + ".partial"
                 var published = false
-                defer { if !published { for s in ["", "-journal", "-wal", "-shm"] { unlink(partial + s) } } }
+                defer { if !published { removeDatabaseFiles(partial) } }
                 do {
                     let plain = try Database(path: entry.path, options: .init())
                     try SQLCipherExport.encrypt(source: plain, into: partial, key: key)

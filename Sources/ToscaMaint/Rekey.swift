@@ -87,7 +87,7 @@ public struct RekeyJob: Sendable {
             let final = dir + "/" + name
             let partial = final + ".partial"
             var published = false
-            defer { if !published { for s in ["", "-journal", "-wal", "-shm"] { unlink(partial + s) } } }
+            defer { if !published { removeDatabaseFiles(partial) } }
             do {
                 let source = try Database(path: entry.path, options: .init(readOnly: true, key: oldKey))
                 try source.execute("BEGIN")

@@ -267,9 +267,9 @@ public struct RestoreJob: Sendable {
         let copyKey = key(for: entry)
         let dir = (target as NSString).deletingLastPathComponent
         let temp = target + ".restore-partial"
-        for suffix in ["", "-journal", "-wal", "-shm"] { unlink(temp + suffix) }
+        removeDatabaseFiles(temp)
         var done = false
-        defer { if !done { for suffix in ["", "-journal", "-wal", "-shm"] { unlink(temp + suffix) } } }
+        defer { if !done { removeDatabaseFiles(temp) } }
         do {
             try FileCopy.copy(from: entry.path, to: temp)
         } catch let e as POSIXFailure {
@@ -290,7 +290,7 @@ public struct RestoreJob: Sendable {
             // A plaintext copy going into an encrypted device: exported encrypted on the way
             // in, proven equal, so no plaintext database ever comes back (Phase 6).
             let encrypted = target + ".restore-encrypted"
-            for suffix in ["", "-journal", "-wal", "-shm"] { unlink(encrypted + suffix) }
+            removeDatabaseFiles(encrypted)
             do {
                 let plain = try Database(path: temp, options: .init())
                 try SQLCipherExport.encrypt(source: plain, into: encrypted, key: encryptWith)
