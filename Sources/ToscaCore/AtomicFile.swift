@@ -5,8 +5,8 @@ import Foundation
 public enum AtomicFile {
     /// Writes `bytes` to `path` atomically with `mode`.
     public static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600) throws {
-        let dir = (path as NSString).deletingLastPathComponent
-        let base = (path as NSString).lastPathComponent
+        let dir = PathName.parent(path)
+        let base = PathName.name(path)
         let tmp = (dir.isEmpty ? "." : dir) + "/.\(base).\(getpid()).tmp"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode)
         guard fd >= 0 else { throw POSIXFailure(operation: "create \(tmp)", code: errno) }
@@ -50,7 +50,7 @@ public enum AtomicFile {
             guard isDir.boolValue else { throw POSIXFailure(operation: "create folder \(path)", code: EEXIST) }
             return
         }
-        let parent = (path as NSString).deletingLastPathComponent
+        let parent = PathName.parent(path)
         if !parent.isEmpty && parent != path { try makeDirectory(parent, mode: mode) }
         if mkdir(path, mode) != 0 && errno != EEXIST { throw POSIXFailure(operation: "create folder \(path)", code: errno) }
     }

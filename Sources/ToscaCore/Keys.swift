@@ -84,7 +84,7 @@ public enum KeySource {
                                environment: [String: String] = ProcessInfo.processInfo.environment) throws -> DatabaseKey? {
         if let keyFile { return try read(path: keyFile) }
         if let dir = environment["CREDENTIALS_DIRECTORY"], !dir.isEmpty {
-            let path = (dir as NSString).appendingPathComponent(credentialName)
+            let path = PathName.join(dir, credentialName)
             if FileManager.default.fileExists(atPath: path) { return try read(path: path, markerMeansAbsent: true, isCredential: true) }
         }
         return nil
@@ -102,7 +102,9 @@ public enum KeySource {
     /// shows the ACL mask as group read: allowed there, never for a key file named on the
     /// command line.
     static func read(path: String, markerMeansAbsent: Bool, isCredential: Bool = false) throws -> DatabaseKey? {
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        // O_NONBLOCK: a FIFO (or a device) named as the key must not block the open; fstat
+        // below then refuses anything that is not a regular file.
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         if fd < 0 {
             let e = errno
             if e == ELOOP { throw KeyFileError.notRegularFile(path: path) }

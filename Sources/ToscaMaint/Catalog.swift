@@ -36,8 +36,14 @@ public struct Catalog: Sendable {
     public let entries: [CatalogEntry]
     /// Database files without a manifest: not backups; the next run quarantines them.
     public let orphans: [String]
-    /// Manifests whose database file is gone.
+    /// Manifests whose database file is gone: a published copy was lost (manifests are
+    /// written last, so no interrupted run leaves one). A failed check (65).
     public let orphanManifests: [String]
+    /// Those manifests read back (when readable): a lost backup still anchors the timeline.
+    public var lostCopies: [CatalogEntry] = []
+    /// Scratch folders (`.rehearse-<pid>`, `.drill-<pid>`) of interrupted runs: a rehearsal's
+    /// holds a full plaintext copy. Removed by the next run that holds `.maint.lock`.
+    public var scratchFolders: [String] = []
     /// Leftover `.partial` files of interrupted runs.
     public let partials: [String]
     /// Files already in quarantine.
@@ -49,7 +55,9 @@ public struct Catalog: Sendable {
     public static func scan(dataDirectory: String) throws -> Catalog {
         let dir = backupsDirectory(of: dataDirectory)
         let fm = FileManager.default
-        guard fm.fileExists(atPath: dir) else {
+        // Layout folders are never followed through a link (73): prune would delete, and
+        // housekeeping move, files outside the data folder.
+        guard try LayoutFolder.check(dir) else {
             return Catalog(dataDirectory: dataDirectory, entries: [], orphans: [], orphanManifests: [], partials: [], quarantined: [])
         }
         let names: [String]
@@ -57,9 +65,11 @@ public struct Catalog: Sendable {
             throw POSIXFailure(operation: "read \(dir)", code: (error as NSError).code == 257 ? EACCES : EIO)
         }
         var entries: [CatalogEntry] = [], orphans: [String] = [], orphanManifests: [String] = [], partials: [String] = []
+        var lost: [CatalogEntry] = [], scratch: [String] = []
         let set = Set(names)
         for n in names {
             let p = dir + "/" + n
+            if n.hasPrefix(".rehearse-") || n.hasPrefix(".drill-") { scratch.append(p); continue }
             // Leftovers of interrupted runs: .partial files (and their -wal/-shm/-journal),
             // atomic-write temporaries, raw journals whose database file never arrived.
             if n.contains(".partial") || (n.hasPrefix(".") && n.hasSuffix(".tmp")) { partials.append(p); continue }
@@ -68,7 +78,13 @@ public struct Catalog: Sendable {
                 partials.append(p); continue
             }
             if n.hasSuffix(".db.manifest.json") {
-                if !set.contains(String(n.dropLast(".manifest.json".count))) { orphanManifests.append(p) }
+                let db = String(n.dropLast(".manifest.json".count))
+                if !set.contains(db) {
+                    orphanManifests.append(p)
+                    if let (m, ok) = try? Manifest.read(path: p) {
+                        lost.append(CatalogEntry(name: db, path: dir + "/" + db, manifest: m, digestMatches: ok, manifestError: nil))
+                    }
+                }
                 continue
             }
             guard n.hasSuffix(".db") else { continue }
@@ -81,9 +97,13 @@ public struct Catalog: Sendable {
             }
         }
         entries.sort { ($0.created ?? UTCTime(seconds: 0, microseconds: 0), $0.name) < ($1.created ?? UTCTime(seconds: 0, microseconds: 0), $1.name) }
-        let q = (try? fm.contentsOfDirectory(atPath: dir + "/quarantine").sorted().map { dir + "/quarantine/" + $0 }) ?? []
-        return Catalog(dataDirectory: dataDirectory, entries: entries, orphans: orphans, orphanManifests: orphanManifests,
-                       partials: partials, quarantined: q)
+        let q = try LayoutFolder.check(dir + "/quarantine")
+            ? ((try? fm.contentsOfDirectory(atPath: dir + "/quarantine").sorted().map { dir + "/quarantine/" + $0 }) ?? []) : []
+        var catalog = Catalog(dataDirectory: dataDirectory, entries: entries, orphans: orphans, orphanManifests: orphanManifests,
+                              partials: partials, quarantined: q)
+        catalog.lostCopies = lost
+        catalog.scratchFolders = scratch
+        return catalog
     }
 
     /// Backups (`daily`, `manual`), oldest first.
@@ -145,7 +165,17 @@ public enum Housekeeping {
             }
             r.removedPartials.append(p)
         }
-        if !catalog.orphans.isEmpty && !dryRun { try AtomicFile.makeDirectory(catalog.quarantineDirectory) }
+        // We hold .maint.lock, and every run that makes a scratch folder holds it while the
+        // folder exists: any scratch folder seen here is an interrupted run's.
+        for p in catalog.scratchFolders {
+            if !dryRun {
+                try? FileManager.default.removeItem(atPath: p)
+                Journal.shared.log(.notice, "removed the scratch folder \(p) of an interrupted run (a rehearsal's holds a plaintext copy)",
+                                   id: .partialRemoved, fields: ["TOSCA_PATH": p])
+            }
+            r.removedPartials.append(p)
+        }
+        if !catalog.orphans.isEmpty && !dryRun { try LayoutFolder.make(catalog.quarantineDirectory) }
         for p in catalog.orphans {
             var target = Quarantine.freeTarget(for: p, in: catalog.quarantineDirectory)
             if !dryRun {
@@ -173,7 +203,7 @@ public func removeDatabaseFiles(_ path: String) {
 public enum Quarantine {
     /// A name in `dir` not taken yet: the file's own, else with `.2`, `.3`, ...
     public static func freeTarget(for path: String, in dir: String) -> String {
-        let name = (path as NSString).lastPathComponent
+        let name = PathName.name(path)
         var target = dir + "/" + name
         var n = 2
         while FileManager.default.fileExists(atPath: target) || FileManager.default.fileExists(atPath: Manifest.path(for: target)) {
@@ -189,7 +219,7 @@ public enum Quarantine {
     /// Returns `target`.
     @discardableResult
     public static func move(_ path: String, to target: String, withManifest: Bool) throws -> String {
-        try AtomicFile.makeDirectory((target as NSString).deletingLastPathComponent)
+        try LayoutFolder.make(PathName.parent(target))
         if withManifest && FileManager.default.fileExists(atPath: Manifest.path(for: path)) {
             guard rename(Manifest.path(for: path), Manifest.path(for: target)) == 0 else {
                 throw POSIXFailure(operation: "move \(Manifest.path(for: path)) to quarantine", code: errno)
@@ -199,17 +229,19 @@ public enum Quarantine {
         for suffix in ["-wal", "-shm", "-journal"] where FileManager.default.fileExists(atPath: path + suffix) {
             rename(path + suffix, target + suffix)
         }
-        try AtomicFile.syncDirectory((target as NSString).deletingLastPathComponent)
+        try AtomicFile.syncDirectory(PathName.parent(target))
         return target
     }
 }
 
 /// `<data>/backups/.maint.lock` (D5): maintenance runs serialize on it, non-blocking.
 public func takeMaintenanceLock(dataDirectory: String) throws -> FileLock {
+    // The data folder must exist: a mistyped --data-dir is never created here.
+    _ = try existingDataFolder(dataDirectory)
     try becomeDataOwner(dataDirectory: dataDirectory)
     let dir = Catalog.backupsDirectory(of: dataDirectory)
     do {
-        try AtomicFile.makeDirectory(dir)
+        try LayoutFolder.make(dir)
     } catch let e as POSIXFailure {
         throw ToolFailure(e.code == ENOSPC ? .ioError : .cantCreate, "cannot create the backup folder: \(e)",
                           hint: "make \(dir) writable by this user")

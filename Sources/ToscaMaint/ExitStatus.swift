@@ -40,6 +40,7 @@ public func classify(_ error: any Error) -> ToolFailure {
         case .keyGivenForPlaintext: return ToolFailure(.noPermission, e.description, hint: "leave out --key-file (and unset the tosca-db-key credential) for a plaintext database")
         case .notADatabase: return ToolFailure(.dataError, e.description, hint: "the file is damaged: restore it from a verified backup")
         }
+    case let e as LayoutFolderError: return ToolFailure(.cantCreate, e.description, hint: "make it a real folder inside the data folder (a mount point is fine); move its files there by hand")
     case let e as KeyFileError: return ToolFailure(.noPermission, e.description, hint: "the key file must be 64 hex characters, owned by you or root, mode 0400 or 0600")
     case let e as SQLCipherTooOld: return ToolFailure(.config, e.description, hint: "install libsqlcipher-dev and sqlcipher from bookworm-backports (scripts/install-deps.sh)")
     case let e as MigrationError:
@@ -70,6 +71,10 @@ public func classify(_ error: any Error) -> ToolFailure {
         // D11: a WAL database cannot be opened without write access to its folder (-shm).
         case 14: return ToolFailure(.cantCreate, e.description, hint: "maintenance needs write access to the data folder")
         case 3, 8, 23: return ToolFailure(.cantCreate, e.description)
+        // A failure inside an SQL function (sqlcipher_export) reaches us as SQLITE_ERROR
+        // with the message of the real cause: a full disk or a failed write is I/O (74).
+        case 1 where e.message.contains("disk is full") || e.message.contains("disk I/O error"):
+            return ToolFailure(.ioError, e.description, hint: "free space on the data folder's filesystem; nothing was changed")
         case 1: return ToolFailure(.dataError, e.description)
         default: return ToolFailure(.ioError, e.description)
         }
@@ -108,7 +113,25 @@ public func report(_ error: any Error, program: String) -> Int32 {
 
 /// The data folder: `--data-dir`, else `$TOSCA_DATA_DIR`, else `./data` (ARCHITECTURE §2).
 public func resolveDataDirectory(_ option: String?, environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
-    var path = option ?? environment["TOSCA_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "./data"
-    while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+    PathName.trimmed(option ?? environment["TOSCA_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "./data")
+}
+
+/// The data folder for a maintenance command: it must already exist as a folder. No
+/// command but the recorder (and `import`) creates one, so a mistyped `--data-dir` is an
+/// error (66), never an empty catalog that reports "ok"; an empty `--data-dir` is 64.
+public func existingDataFolder(_ option: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
+    if let option, option.isEmpty { throw ToolFailure(.usage, "--data-dir is empty", hint: "name the data folder, e.g. --data-dir /var/lib/tosca") }
+    let path = resolveDataDirectory(option, environment: environment)
+    var st = stat()
+    guard stat(path, &st) == 0 else {
+        let e = errno
+        if e == ENOENT || e == ENOTDIR {
+            throw ToolFailure(.noInput, "no data folder at \(path)", hint: "check --data-dir (or $TOSCA_DATA_DIR); tosca-maint never creates a data folder")
+        }
+        throw ToolFailure(e == EACCES ? .noPermission : .ioError, "cannot reach the data folder \(path): \(String(cString: strerror(e)))")
+    }
+    guard (st.st_mode & S_IFMT) == S_IFDIR else {
+        throw ToolFailure(.noInput, "\(path) is not a folder: the data folder holds tosca.db and backups/", hint: "check --data-dir (or $TOSCA_DATA_DIR)")
+    }
     return path
 }

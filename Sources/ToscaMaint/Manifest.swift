@@ -200,7 +200,7 @@ extension ManifestFacts {
 public func publishVerified(partial: String, final: String, facts: ManifestFacts, level: String, carrying old: Manifest? = nil) throws {
     guard link(partial, final) == 0 else { throw POSIXFailure(operation: "publish \(final)", code: errno) }
     unlink(partial)
-    try AtomicFile.syncDirectory((final as NSString).deletingLastPathComponent)
+    try AtomicFile.syncDirectory(PathName.parent(final))
     let carried = old?.checks.filter { $0.level == LiveCheck.restoreCheckLevel } ?? []
     try Manifest(facts: facts, checks: carried + [ManifestCheck(level: level, ok: true, problems: [])]).write(path: Manifest.path(for: final))
 }

@@ -52,15 +52,7 @@ public struct MigrateJob: Sendable {
         let before = try migrator.status(db)
         if before.isCurrent { outcome.alreadyCurrent = true; return outcome }
         let target = upTo ?? before.pending.last!.id
-        // 3. A verified pre-migration safety copy; no copy, no migration.
-        Journal.shared.log(.info, "migrate: taking a pre-migration safety copy of \(databasePath)", id: .migrationStep)
-        var copyJob = CopyJob(dataDirectory: dataDirectory, key: key, kind: .preMigration,
-                              reason: "before migrating from \(before.versionDescription) to \(target)")
-        copyJob.fromVersion = before.versionDescription
-        copyJob.toVersion = target
-        let copy = try copyJob.makeCopy()
-        outcome.safetyCopy = copy.path
-        // 4. integrity_check.
+        // 4. integrity_check (before any copy: a refused migration leaves nothing behind).
         Journal.shared.log(.info, "migrate: integrity_check of the live database", id: .migrationStep)
         let integrity = try db.integrityCheck()
         guard integrity == ["ok"] else {
@@ -78,6 +70,14 @@ public struct MigrateJob: Sendable {
                               hint: repairOrphans ? "only missing technicians can be repaired; see \(Self.runbook)"
                                                   : "tosca-maint migrate up --repair-orphans adds an inactive placeholder technician for each missing tech_id (\(Self.runbook))")
         }
+        // 3. A verified pre-migration safety copy; no copy, no migration.
+        Journal.shared.log(.info, "migrate: taking a pre-migration safety copy of \(databasePath)", id: .migrationStep)
+        var copyJob = CopyJob(dataDirectory: dataDirectory, key: key, kind: .preMigration,
+                              reason: "before migrating from \(before.versionDescription) to \(target)")
+        copyJob.fromVersion = before.versionDescription
+        copyJob.toVersion = target
+        let copy = try copyJob.makeCopy()
+        outcome.safetyCopy = copy.path
         // 6. The plan, and the go-ahead.
         try confirm(before)
         // Row counts and content hashes of every existing table, to compare afterwards.
@@ -124,7 +124,7 @@ public struct MigrateJob: Sendable {
         if !problems.isEmpty {
             Journal.shared.log(.err, "migrate: the migrated database fails verification; restoring \(copy.path)", id: .migrationFailed)
             let restore = RestoreJob(dataDirectory: dataDirectory, key: key)
-            let entry = CatalogEntry(name: (copy.path as NSString).lastPathComponent, path: copy.path, manifest: copy.manifest, digestMatches: true, manifestError: nil)
+            let entry = CatalogEntry(name: PathName.name(copy.path), path: copy.path, manifest: copy.manifest, digestMatches: true, manifestError: nil)
             try restore.restoreFile(entry, to: databasePath, replace: true)
             throw ToolFailure(.dataError, "the migrated database failed verification and the pre-migration copy was restored:\n  " + problems.joined(separator: "\n  "),
                               hint: "follow \(Self.runbook)")

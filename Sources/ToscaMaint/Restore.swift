@@ -113,9 +113,9 @@ public struct RestoreJob: Sendable {
             }
             do {
                 let (m, ok) = try Manifest.read(path: Manifest.path(for: p))
-                return CatalogEntry(name: (p as NSString).lastPathComponent, path: p, manifest: m, digestMatches: ok, manifestError: nil)
+                return CatalogEntry(name: PathName.name(p), path: p, manifest: m, digestMatches: ok, manifestError: nil)
             } catch {
-                return CatalogEntry(name: (p as NSString).lastPathComponent, path: p, manifest: nil, digestMatches: false, manifestError: String(describing: error))
+                return CatalogEntry(name: PathName.name(p), path: p, manifest: nil, digestMatches: false, manifestError: String(describing: error))
             }
         }
     }
@@ -265,7 +265,7 @@ public struct RestoreJob: Sendable {
                             encryptWith: DatabaseKey? = nil, prepare: ((String) throws -> Void)? = nil) throws {
         let facts = entry.manifest!.facts
         let copyKey = key(for: entry)
-        let dir = (target as NSString).deletingLastPathComponent
+        let dir = PathName.parent(target)
         let temp = target + ".restore-partial"
         removeDatabaseFiles(temp)
         var done = false
@@ -302,11 +302,15 @@ public struct RestoreJob: Sendable {
             }
             guard rename(encrypted, temp) == 0 else { throw POSIXFailure(operation: "rename \(encrypted)", code: errno) }
         }
-        // The recorder must be able to open it: the old file's owner and mode, else the folder's.
+        // The recorder must be able to open it: the old file's owner and mode (kept as they
+        // were), else the folder's owner and 0600.
         var st = stat()
-        if stat(target, &st) == 0 || stat(dir.isEmpty ? "." : dir, &st) == 0 {
+        if stat(target, &st) == 0 {
             chown(temp, st.st_uid, st.st_gid)
-            chmod(temp, (st.st_mode & 0o777) & ~0o111 & ~0o077 | 0o600)
+            chmod(temp, (st.st_mode & 0o777) & ~0o111 | 0o600)
+        } else if stat(dir.isEmpty ? "." : dir, &st) == 0 {
+            chown(temp, st.st_uid, st.st_gid)
+            chmod(temp, 0o600)
         }
         try FileDigest.fsyncFile(temp)
         if replace {
@@ -330,6 +334,12 @@ public struct RestoreJob: Sendable {
                 if unlink(target + suffix) != 0 && errno != ENOENT { throw POSIXFailure(operation: "remove \(target + suffix)", code: errno) }
             }
             guard rename(temp, target) == 0 else { throw POSIXFailure(operation: "rename \(temp) to \(target)", code: errno) }
+            done = true
+            try AtomicFile.syncDirectory(dir.isEmpty ? "." : dir)
+            // D2: the live database runs in WAL mode (a published copy is written with its
+            // journal off), set on the file under its own name so its -wal is target-wal.
+            do { _ = try Database(path: target, options: .init(key: liveKey(target), walMode: true)) }
+            return
         } else {
             guard link(temp, target) == 0 else {
                 throw ToolFailure(.cantCreate, "cannot create \(target): \(String(cString: strerror(errno)))", hint: "--to never overwrites; name a new file")
@@ -385,10 +395,10 @@ public struct RestoreJob: Sendable {
     public func recordRestore(into target: String, copy: CatalogEntry, preRestore: String?) throws -> ChainHead? {
         let db = try Database(path: target, options: .init(key: key(for: copy)))
         guard try Migrator().status(db).applied.contains(where: { $0.id == "0006_safety_log_chain" }) else { return nil }
-        let user = ProcessInfo.processInfo.environment["SUDO_USER"] ?? ProcessInfo.processInfo.environment["USER"] ?? String(getuid())
+        let user = restoringUser()
         let details = JSONValue.object([
             "restored_from": .string(copy.name), "copy_created_utc": .string(copy.manifest?.facts.createdUTC ?? ""),
-            "copy_sha256": .string(copy.manifest?.facts.sha256 ?? ""), "pre_restore_copy": preRestore.map { .string(($0 as NSString).lastPathComponent) } ?? .null,
+            "copy_sha256": .string(copy.manifest?.facts.sha256 ?? ""), "pre_restore_copy": preRestore.map { .string(PathName.name($0)) } ?? .null,
             "user": .string(user), "tool_version": .string(toscaMaintVersion),
         ]).canonical
         return try db.transaction {
@@ -464,4 +474,13 @@ public func realPath(_ p: String) -> String {
     guard let r = realpath(p, nil) else { return p }
     defer { free(r) }
     return String(cString: r)
+}
+
+/// Who runs a restore, for its safety-log entry: `SUDO_USER`, else the account name of the
+/// real user id; never a bare number (`$USER` is unset under systemd and cron).
+public func restoringUser(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+    if let sudo = environment["SUDO_USER"], !sudo.isEmpty { return sudo }
+    let uid = getuid()
+    if let pw = getpwuid(uid), let name = pw.pointee.pw_name { return String(cString: name) }
+    return "an account without a name (uid \(uid))"
 }

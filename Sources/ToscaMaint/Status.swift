@@ -28,6 +28,9 @@ public struct StatusReport: Codable, Sendable {
     public let schema: String?
     public let lastDrillUTC: String?
     public let maxDrillAgeDays: Double
+    /// Catalog-wide failed checks (``CatalogAudit``): lost copies, unreadable manifests,
+    /// plaintext copies on an encrypted device.
+    public let catalogProblems: [String]
     public let verdict: String
     public let exitCode: Int32
 
@@ -38,7 +41,7 @@ public struct StatusReport: Codable, Sendable {
         case backupCount = "backup_count", backupBytes = "backup_bytes", safetyCopyCount = "safety_copy_count"
         case safetyCopyBytes = "safety_copy_bytes", quarantinedCount = "quarantined_count", freeBytes = "free_bytes"
         case schemaVersion = "schema_version", exitCode = "exit_code"
-        case lastDrillUTC = "last_drill_utc", maxDrillAgeDays = "max_drill_age_days"
+        case lastDrillUTC = "last_drill_utc", maxDrillAgeDays = "max_drill_age_days", catalogProblems = "catalog_problems"
     }
 
     public static func make(dataDirectory: String, key: DatabaseKey?, maxAgeHours: Double, maxDrillAgeDays: Double = 8,
@@ -72,8 +75,12 @@ public struct StatusReport: Codable, Sendable {
         let verdict: String, code: Int32
         let failedBackup = catalog.backups.last { $0.manifest?.lastCheck?.ok == false }
         let suspect = catalog.entries.last { $0.kind == .suspect }
+        let audit = CatalogAudit.problems(dataDirectory: dataDirectory, catalog: catalog)
         if let suspect {
             verdict = "possible tampering: \(suspect.name) is a suspect copy (the live safety log did not extend the last backup's head when it was taken); see the runbook tampering-reported.md"
+            code = ExitStatus.dataError.rawValue
+        } else if !audit.isEmpty {
+            verdict = "the catalog FAILS its checks: " + audit.prefix(3).joined(separator: "; ") + (audit.count > 3 ? "; and \(audit.count - 3) more" : "")
             code = ExitStatus.dataError.rawValue
         } else if let last, !last.1.ok {
             verdict = "the last check (\(last.1.level) of \(last.0.name) at \(last.1.timeUTC)) FAILED: \(last.1.problems.prefix(3).joined(separator: "; "))"
@@ -102,7 +109,7 @@ public struct StatusReport: Codable, Sendable {
             backupCount: catalog.backups.count, backupBytes: catalog.backups.map(size).reduce(0, +),
             safetyCopyCount: catalog.safetyCopies.count, safetyCopyBytes: catalog.safetyCopies.map(size).reduce(0, +),
             quarantinedCount: catalog.quarantined.count, freeBytes: free, encrypted: encrypted, schemaVersion: version, schema: schema,
-            lastDrillUTC: lastDrill, maxDrillAgeDays: maxDrillAgeDays, verdict: verdict, exitCode: code)
+            lastDrillUTC: lastDrill, maxDrillAgeDays: maxDrillAgeDays, catalogProblems: audit, verdict: verdict, exitCode: code)
     }
 
     /// node_exporter textfile-collector format.

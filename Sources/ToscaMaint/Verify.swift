@@ -195,7 +195,11 @@ public struct LiveCheck: Sendable {
     /// The chain has no secret, so an appended or rewritten entry alone proves nothing: a
     /// forged one cannot match the binding of a real restore.
     public static func timelineAnchor(_ db: Database, catalog: Catalog) throws -> CatalogEntry? {
-        let verified = catalog.backups.filter { $0.isVerified && $0.manifest?.facts.chainHead != nil }
+        // A lost backup (its manifest left, its file gone) still anchors: losing the newest
+        // copy must never move the anchor back to an older head.
+        let verified = (catalog.backups + catalog.lostCopies.filter(\.isBackup))
+            .filter { $0.isVerified && $0.manifest?.facts.chainHead != nil }
+            .sorted { ($0.created ?? UTCTime(seconds: 0, microseconds: 0), $0.name) < ($1.created ?? UTCTime(seconds: 0, microseconds: 0), $1.name) }
         var anchor = verified.last
         if let restore = try lastRestore(db),
            let restored = catalog.entries.first(where: { e in

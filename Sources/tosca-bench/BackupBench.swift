@@ -127,7 +127,7 @@ struct BackupBench: ParsableCommand {
 
     func sibling(_ name: String) -> String? {
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        let p = (exe as NSString).deletingLastPathComponent + "/" + name
+        let p = PathName.parent(exe) + "/" + name
         return FileManager.default.isExecutableFile(atPath: p) ? p : nil
     }
 
@@ -162,7 +162,7 @@ struct BackupBench: ParsableCommand {
         let e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         guard p.terminationStatus == 0 else {
-            throw ValidationError("\((exe as NSString).lastPathComponent) \(args.first ?? "") failed (\(p.terminationStatus)): \(String(decoding: e, as: UTF8.self))")
+            throw ValidationError("\(PathName.name(exe)) \(args.first ?? "") failed (\(p.terminationStatus)): \(String(decoding: e, as: UTF8.self))")
         }
     }
 

@@ -57,7 +57,7 @@ struct BackupCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            var job = CopyJob(dataDirectory: shared.dataDirectory, key: try shared.key(), kind: kind == .daily ? .daily : .manual)
+            var job = CopyJob(dataDirectory: try shared.dataDirectory, key: try shared.key(), kind: kind == .daily ? .daily : .manual)
             job.showProgress = !shared.json
             job.newTimelineReason = newTimeline
             let copy = try job.run()

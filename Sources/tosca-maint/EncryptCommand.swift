@@ -67,7 +67,7 @@ struct EncryptCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            var job = EncryptJob(dataDirectory: resolveDataDirectory(dataDir), key: try KeySource.read(path: keyFile))
+            var job = EncryptJob(dataDirectory: try existingDataFolder(dataDir), key: try KeySource.read(path: keyFile))
             job.keepPlaintextCopy = keepPlaintextCopy
             if rehearse {
                 let problems = try job.rehearse()
@@ -115,7 +115,7 @@ struct RekeyCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let job = RekeyJob(dataDirectory: resolveDataDirectory(dataDir), oldKey: try KeySource.read(path: keyFile),
+            let job = RekeyJob(dataDirectory: try existingDataFolder(dataDir), oldKey: try KeySource.read(path: keyFile),
                                newKey: try KeySource.read(path: newKeyFile))
             let outcome = try job.run {
                 print("Re-keying \(job.databasePath) and its copies from key id \(job.oldKey.keyID) to \(job.newKey.keyID).")

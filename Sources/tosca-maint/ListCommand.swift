@@ -28,8 +28,8 @@ struct ListCommand: ParsableCommand {
             case lastCheck = "last_check", lastCheckResult = "last_check_result"
         }
     }
-    struct Listing: Codable { let copies: [Row]; let quarantined: [String]; let pendingCleanup: [String]
-        enum CodingKeys: String, CodingKey { case copies, quarantined; case pendingCleanup = "pending_cleanup" } }
+    struct Listing: Codable { let copies: [Row]; let quarantined: [String]; let pendingCleanup: [String]; let lost: [String]
+        enum CodingKeys: String, CodingKey { case copies, quarantined, lost; case pendingCleanup = "pending_cleanup" } }
 
     func run() throws {
         try runReporting {
@@ -46,7 +46,8 @@ struct ListCommand: ParsableCommand {
                            lastCheckResult: e.manifest?.lastCheck?.result,
                            problem: e.manifestError ?? (e.digestMatches ? nil : "manifest digest does not match"))
             }
-            let listing = Listing(copies: rows, quarantined: catalog.quarantined, pendingCleanup: catalog.partials + catalog.orphans + catalog.orphanManifests)
+            let listing = Listing(copies: rows, quarantined: catalog.quarantined, pendingCleanup: catalog.partials + catalog.orphans + catalog.scratchFolders,
+                                  lost: catalog.orphanManifests)
             if shared.json { try printJSON(listing); return 0 }
             if rows.isEmpty { print("no copies in \(catalog.backupsDirectory)") }
             for r in rows {
@@ -56,6 +57,10 @@ struct ListCommand: ParsableCommand {
             if !catalog.quarantined.isEmpty {
                 print("\nQuarantined (not backups, never restored):")
                 for q in catalog.quarantined { print("  \(q)") }
+            }
+            if !listing.lost.isEmpty {
+                print("\nLOST copies (the manifest is here, the database file is gone: a failed check, see verify --all):")
+                for m in listing.lost { print("  \(m)") }
             }
             if !listing.pendingCleanup.isEmpty {
                 print("\nLeft by interrupted runs (the next backup or prune tidies them):")

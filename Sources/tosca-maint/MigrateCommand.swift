@@ -101,7 +101,7 @@ struct MigrateCommand: ParsableCommand {
 
         func run() throws {
             try runReporting {
-                let job = MigrateJob(dataDirectory: shared.dataDirectory, key: try shared.key())
+                let job = MigrateJob(dataDirectory: try shared.dataDirectory, key: try shared.key())
                 let outcome = try job.up(upTo: to, repairOrphans: repairOrphans) { status in
                     var todo = status.pending
                     if let to, let i = todo.firstIndex(where: { $0.id == to }) { todo = Array(todo[...i]) }
@@ -142,7 +142,7 @@ struct SnapshotCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            var job = CopyJob(dataDirectory: shared.dataDirectory, key: try shared.key(), kind: .snapshot, reason: reason)
+            var job = CopyJob(dataDirectory: try shared.dataDirectory, key: try shared.key(), kind: .snapshot, reason: reason)
             job.showProgress = !shared.json
             let copy = try job.run()
             Journal.shared.log(.info, "snapshot \(copy.path): \(reason)", id: .snapshotTaken, fields: ["TOSCA_BACKUP_PATH": copy.path])

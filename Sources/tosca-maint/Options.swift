@@ -14,13 +14,14 @@ struct SharedOptions: ParsableArguments {
     @Flag(name: .long, help: "Print the result as JSON on stdout.")
     var json = false
 
-    var dataDirectory: String { resolveDataDirectory(dataDir) }
+    /// The data folder, which must exist (66 otherwise; 64 for an empty `--data-dir`).
+    var dataDirectory: String { get throws { try existingDataFolder(dataDir) } }
     /// The key: `--key-file`, else the `tosca-db-key` credential. A credential handed to a
     /// unit on a device whose database is still plaintext (before the cutover) is set
     /// aside with a notice; an explicit `--key-file` for a plaintext database is an error.
     func key() throws -> DatabaseKey? {
         if keyFile == nil, let key = try KeySource.resolve(keyFile: nil) {
-            let db = dataDirectory + "/tosca.db"
+            let db = try dataDirectory + "/tosca.db"
             if (try? FileHeader.classify(path: db)) == .plaintext {
                 Journal.shared.log(.notice, "\(db) is plaintext: the \(KeySource.credentialName) credential is not used")
                 return nil
@@ -36,7 +37,7 @@ extension SharedOptions {
     /// the lock, which may make a root run continue as the data folder's owner (who may not
     /// read a key file of root's).
     func beginMaintenance() throws -> (data: String, key: DatabaseKey?, lock: FileLock) {
-        let data = dataDirectory
+        let data = try dataDirectory
         let key = try key()
         return (data, key, try takeMaintenanceLock(dataDirectory: data))
     }

@@ -49,7 +49,6 @@ struct PruneCommand: ParsableCommand {
                                       anchor: LiveCheck.anchor(dataDirectory: data, key: key, catalog: catalog)?.name)
             if !dryRun {
                 try plan.apply(backupsDirectory: catalog.backupsDirectory)
-                for m in catalog.orphanManifests { unlink(m) }
             }
             if shared.json {
                 try printJSON(Out(removed: plan.remove.map { ["copy": $0.entry.name, "reason": $0.reason] },
@@ -62,7 +61,8 @@ struct PruneCommand: ParsableCommand {
             for i in plan.keep { print("kept     \(i.entry.name): \(i.reason)") }
             for q in tidy.quarantined { print("\(dryRun ? "would quarantine" : "quarantined") \(q)") }
             for p in tidy.removedPartials { print("\(dryRun ? "would remove stale" : "removed stale") \(p)") }
-            for m in catalog.orphanManifests { print("\(dryRun ? "would remove" : "removed") manifest without database \(m)") }
+            // A manifest whose copy was lost is evidence (and may anchor the timeline): kept.
+            for m in catalog.orphanManifests { print("kept     \(PathName.name(m)): its database file is lost (a failed check; set it aside with quarantine --failed)") }
             return 0
         }
     }

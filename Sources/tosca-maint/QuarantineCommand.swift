@@ -66,7 +66,7 @@ struct QuarantineCommand: ParsableCommand {
                 }
             }
             for p in paths {
-                guard let e = catalog.entries.first(where: { realPath($0.path) == realPath((p as NSString).standardizingPath) }) else {
+                guard let e = catalog.entries.first(where: { realPath($0.path) == realPath(PathName.normalized(p)) }) else {
                     throw ToolFailure(.noInput, "\(p) is not a copy in \(catalog.backupsDirectory)", hint: "tosca-maint list")
                 }
                 if let anchor, anchor.path == e.path {
@@ -76,6 +76,22 @@ struct QuarantineCommand: ParsableCommand {
                 if !chosen.contains(where: { $0.0.path == e.path }) { chosen.append((e, "named by the admin")) }
             }
             var moved: [Moved] = []
+            // Manifests whose copy was lost: set aside too (the manifest alone), unless the
+            // lost copy still anchors the live safety log.
+            for e in failed ? catalog.lostCopies : [] {
+                if e.path == anchor?.path { keptAnchor = e.name; continue }
+                let target = Quarantine.freeTarget(for: e.path, in: catalog.quarantineDirectory)
+                if !dryRun {
+                    try LayoutFolder.make(catalog.quarantineDirectory)
+                    guard rename(e.manifestPath, Manifest.path(for: target)) == 0 else {
+                        throw ToolFailure(.cantCreate, "cannot move \(e.manifestPath) to quarantine: \(String(cString: strerror(errno)))",
+                                          hint: "make \(catalog.quarantineDirectory) writable")
+                    }
+                    Journal.shared.log(.warning, "manifest of the lost copy \(e.path) set aside in quarantine", id: .quarantined,
+                                       fields: ["TOSCA_PATH": e.manifestPath, "TOSCA_QUARANTINE_PATH": Manifest.path(for: target)])
+                }
+                moved.append(Moved(copy: e.name, to: dryRun ? nil : Manifest.path(for: target), reason: "its database file is lost (manifest only)"))
+            }
             for (e, reason) in chosen {
                 let target = Quarantine.freeTarget(for: e.path, in: catalog.quarantineDirectory)
                 if !dryRun {

@@ -80,7 +80,7 @@ struct RestoreCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let data = shared.dataDirectory
+            let data = try shared.dataDirectory
             let job = RestoreJob(dataDirectory: data, key: try shared.key())
             if drill { return try runDrill(job) }
             var maintLock: FileLock? = nil, locks: ExclusiveLocks? = nil
@@ -107,7 +107,8 @@ struct RestoreCommand: ParsableCommand {
             let plan = job.plan(for: entry, target: target)
             if shared.json { try printJSON(plan) } else { print(plan.text, terminator: "") }
             if dryRun { return 0 }
-            if !yes {
+            // --to changes nothing live (a new file for inspection): no confirmation needed.
+            if !yes && to == nil {
                 guard isatty(0) == 1 else {
                     throw ToolFailure(.usage, "no terminal to confirm on: refusing to restore without --yes", hint: "check the plan with --dry-run, then add --yes")
                 }

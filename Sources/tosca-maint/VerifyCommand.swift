@@ -57,12 +57,19 @@ struct VerifyCommand: ParsableCommand {
             defer { lock.unlock() }
             let catalog = try Catalog.scan(dataDirectory: data)
             var targets: [CatalogEntry] = []
+            var outcomes: [Outcome] = []
             if all {
-                targets = catalog.entries
-                for o in catalog.orphans { targets.append(CatalogEntry(name: (o as NSString).lastPathComponent, path: o, manifest: nil, digestMatches: false, manifestError: "no manifest: not a published copy")) }
+                guard !(catalog.entries.isEmpty && catalog.orphans.isEmpty && catalog.orphanManifests.isEmpty) else {
+                    throw ToolFailure(.noInput, "no copies in \(catalog.backupsDirectory): nothing to verify", hint: "tosca-maint backup")
+                }
+                targets = catalog.entries.filter { $0.manifest != nil }
+                for p in CatalogAudit.problems(dataDirectory: data, catalog: catalog) {
+                    outcomes.append(Outcome(copy: "catalog", ok: false, problems: [p]))
+                }
+                for o in catalog.orphans { targets.append(CatalogEntry(name: PathName.name(o), path: o, manifest: nil, digestMatches: false, manifestError: "no manifest: not a published copy")) }
             } else if !paths.isEmpty {
                 for p in paths {
-                    let path = (p as NSString).standardizingPath
+                    let path = PathName.normalized(p)
                     guard FileManager.default.fileExists(atPath: path) || FileManager.default.fileExists(atPath: Manifest.path(for: path)) else {
                         throw ToolFailure(.noInput, "no copy at \(p)", hint: "tosca-maint list")
                     }
@@ -71,12 +78,12 @@ struct VerifyCommand: ParsableCommand {
                     } else if FileManager.default.fileExists(atPath: Manifest.path(for: path)) {
                         do {
                             let (m, ok) = try Manifest.read(path: Manifest.path(for: path))
-                            targets.append(CatalogEntry(name: (path as NSString).lastPathComponent, path: path, manifest: m, digestMatches: ok, manifestError: nil))
+                            targets.append(CatalogEntry(name: PathName.name(path), path: path, manifest: m, digestMatches: ok, manifestError: nil))
                         } catch {
-                            targets.append(CatalogEntry(name: (path as NSString).lastPathComponent, path: path, manifest: nil, digestMatches: false, manifestError: String(describing: error)))
+                            targets.append(CatalogEntry(name: PathName.name(path), path: path, manifest: nil, digestMatches: false, manifestError: String(describing: error)))
                         }
                     } else {
-                        targets.append(CatalogEntry(name: (path as NSString).lastPathComponent, path: path, manifest: nil, digestMatches: false,
+                        targets.append(CatalogEntry(name: PathName.name(path), path: path, manifest: nil, digestMatches: false,
                                                     manifestError: "manifest \(Manifest.path(for: path)) is missing: not a published copy"))
                     }
                 }
@@ -86,7 +93,6 @@ struct VerifyCommand: ParsableCommand {
                 }
                 targets = [newest]
             }
-            var outcomes: [Outcome] = []
             for t in targets {
                 if t.manifest?.facts.unverifiable == true {
                     outcomes.append(Outcome(copy: t.name, ok: true, problems: ["unverifiable raw safety copy, kept for forensics"]))

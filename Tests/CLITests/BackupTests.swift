@@ -15,7 +15,7 @@ import ToscaCore
         #expect(r.status == 0, "\(r.output)")
         let copy = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(copy.hasPrefix(data + "/backups/tosca_") && copy.hasSuffix(".db"))
-        #expect(listing(data + "/backups") == [".maint.lock", (copy as NSString).lastPathComponent, (copy as NSString).lastPathComponent + ".manifest.json"])
+        #expect(listing(data + "/backups") == [".maint.lock", PathName.name(copy), PathName.name(copy) + ".manifest.json"])
         let m = try manifest(copy)
         #expect(m.facts.kind == .daily)
         #expect(m.checks.map(\.result) == ["ok"])
@@ -176,7 +176,7 @@ import ToscaCore
         for _ in 0..<4 {
             let r = try maint(["backup", "--data-dir", data])
             #expect(r.status == 0, "\(r.output)")
-            names.append((r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) as NSString).lastPathComponent)
+            names.append(PathName.name(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
         }
         #expect(Set(names).count == 4)
         #expect(names[0].range(of: #"^tosca_\d{8}\.db$"#, options: .regularExpression) != nil)
@@ -196,7 +196,7 @@ import ToscaCore
         unlink(copies[2] + ".manifest.json")
         let r = try maint(["verify", "--data-dir", data] + copies)
         #expect(r.status == 65, "\(r.output)")
-        let names = copies.map { ($0 as NSString).lastPathComponent }
+        let names = copies.map { PathName.name($0) }
         for n in names { #expect(r.stdout.contains("FAILED  \(n)"), "\(n) not named: \(r.stdout)") }
         #expect(r.stdout.contains("SHA-256 differs"))
         #expect(r.stdout.contains("digest does not match"))
@@ -323,7 +323,7 @@ import ToscaCore
         try sqlite3Value(db, "DELETE FROM safety_log WHERE seq > \(oldHead.seq);")
         let rec = try Recorder(dataDirectory: data)
         try rec.recordSafetyEvent(SafetyLogEntry(eventType: "maintenance", severity: .info, description: "restore",
-                                                 details: "{\"restored_from\":\"\((old as NSString).lastPathComponent)\"}"))
+                                                 details: "{\"restored_from\":\"\(PathName.name(old))\"}"))
         try rec.close()
         let r = try maint(["verify", "--live", "--data-dir", data])
         #expect(r.status == 65, "\(r.output)")

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import ToscaCore
 import TestSupport
 import ToscaMaint
 
@@ -56,7 +57,7 @@ import ToscaMaint
         let runbooks = Set(listing(packageRoot() + "/Runbooks"))
         for e in try Self.entries() {
             for link in (e.header["Documentation"] ?? "").split(separator: " ") where link.hasPrefix("file:") {
-                let name = (String(link) as NSString).lastPathComponent
+                let name = PathName.name(String(link))
                 #expect(link.hasPrefix("file:/usr/local/share/doc/tosca-maint/runbooks/") && runbooks.contains(name), "\(e.id): \(link)")
             }
         }
@@ -64,7 +65,7 @@ import ToscaMaint
             let s = try UnitFileTests.settings(packageRoot() + "/Timers/" + unit)
             for (k, v) in s where k == "Documentation" {
                 for link in v.split(separator: " ") where link.hasPrefix("file:") {
-                    #expect(runbooks.contains((String(link) as NSString).lastPathComponent), "\(unit): \(link)")
+                    #expect(runbooks.contains(PathName.name(String(link))), "\(unit): \(link)")
                 }
             }
         }

@@ -94,7 +94,7 @@ import ToscaCore
         mkdir(outside, 0o700)
         _ = try run("/bin/cp", [plainCopy, plainCopy + ".manifest.json", outside + "/"])
         #expect(try maint(["encrypt", "--key-file", dir.sub("key"), "--yes", "--data-dir", data]).status == 0)
-        let copy = outside + "/" + (plainCopy as NSString).lastPathComponent
+        let copy = outside + "/" + PathName.name(plainCopy)
         let noKey = try maint(["restore", "--backup", copy, "--yes", "--data-dir", data])
         #expect(noKey.status == 77, "\(noKey.output)")
         let r = try maint(["restore", "--backup", copy, "--yes", "--key-file", dir.sub("key"), "--data-dir", data])
@@ -145,7 +145,7 @@ import ToscaCore
         #expect(r.status == 65, "\(r.output)")
         #expect(r.stdout.contains("NOT converted \(raw): raw forensic copy kept"), "\(r.stdout)")
         #expect(r.stdout.contains("NOT converted") && r.stdout.contains("stray.db: plaintext file in quarantine"), "\(r.stdout)")
-        #expect(r.stdout.contains("NOT converted \((other as NSString).lastPathComponent): manifest unreadable"), "\(r.stdout)")
+        #expect(r.stdout.contains("NOT converted \(PathName.name(other)): manifest unreadable"), "\(r.stdout)")
         // Kept as they were; the live database and the good copy are encrypted.
         #expect(try FileHeader.classify(path: data + "/backups/" + raw) == .plaintext)
         #expect(try FileHeader.classify(path: other) == .plaintext)

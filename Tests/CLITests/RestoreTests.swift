@@ -22,7 +22,7 @@ import ToscaCore
         let sessionsBefore = try sqlite3Value(db, "SELECT count(*) FROM sessions;")
         let dry = try maint(["restore", "--latest", "--dry-run", "--data-dir", data])
         #expect(dry.status == 0, "\(dry.output)")
-        #expect(dry.stdout.contains("1 session(s)") && dry.stdout.contains((copy as NSString).lastPathComponent))
+        #expect(dry.stdout.contains("1 session(s)") && dry.stdout.contains(PathName.name(copy)))
         #expect(try sqlite3Value(db, "SELECT count(*) FROM sessions;") == sessionsBefore)
         let noTTY = try maint(["restore", "--latest", "--data-dir", data])
         #expect(noTTY.status == 64 && noTTY.stderr.contains("--yes"))
@@ -32,7 +32,7 @@ import ToscaCore
         #expect(try sqlite3Value(db, "PRAGMA integrity_check;") == "ok")
         #expect(try sqlite3Value(db, "SELECT count(*) FROM sessions;") == (try sqlite3Value(copy, "SELECT count(*) FROM sessions;")))
         let entry = try sqlite3Value(db, "SELECT event_type || '|' || details FROM safety_log ORDER BY seq DESC LIMIT 1;")
-        #expect(entry.hasPrefix("maintenance|") && entry.contains("\"restored_from\":\"\((copy as NSString).lastPathComponent)\""))
+        #expect(entry.hasPrefix("maintenance|") && entry.contains("\"restored_from\":\"\(PathName.name(copy))\""))
         #expect(!FileManager.default.fileExists(atPath: db + ".restore-partial"))
         // The previous database is a verified pre-restore safety copy, and restoring it undoes the restore.
         let pre = try #require(listing(data + "/backups").first { $0.hasSuffix("_pre-restore.db") })

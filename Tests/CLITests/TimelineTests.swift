@@ -216,7 +216,7 @@ import ToscaCore
         let data = dir.sub("data")
         try simulatedData(data, sessions: 2)
         let c = try maint(["backup", "--data-dir", data]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        let name = (c as NSString).lastPathComponent
+        let name = PathName.name(c)
         let outside = dir.sub("usb")
         mkdir(outside, 0o700)
         _ = try run("/bin/cp", [c, c + ".manifest.json", outside + "/"])

@@ -27,10 +27,10 @@ public struct ProcessResult: Sendable {
 public func binDirectory() -> String {
     if let d = ProcessInfo.processInfo.environment["TOSCA_BIN_DIR"], !d.isEmpty { return d }
     let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-    var dir = (exe as NSString).deletingLastPathComponent
+    var dir = PathName.parent(exe)
     // On Linux the test runner is `<bin>/<package>PackageTests.xctest`.
     while !dir.isEmpty && dir != "/" && !FileManager.default.isExecutableFile(atPath: dir + "/tosca-sim") {
-        dir = (dir as NSString).deletingLastPathComponent
+        dir = PathName.parent(dir)
     }
     return dir
 }
@@ -140,9 +140,9 @@ public func fileSHA256(_ path: String) -> String {
 
 /// The repository's root folder (the one holding Package.swift).
 public func packageRoot(file: String = #filePath) -> String {
-    var dir = (file as NSString).deletingLastPathComponent
+    var dir = PathName.parent(file)
     while !dir.isEmpty && dir != "/" && !FileManager.default.fileExists(atPath: dir + "/Package.swift") {
-        dir = (dir as NSString).deletingLastPathComponent
+        dir = PathName.parent(dir)
     }
     return dir
 }
@@ -170,9 +170,9 @@ public func filesUnder(_ root: String) -> [String] {
 
 /// The repository's `Tests/Fixtures` folder.
 public func fixturePath(_ name: String, file: String = #filePath) -> String {
-    var dir = (file as NSString).deletingLastPathComponent
+    var dir = PathName.parent(file)
     while !dir.isEmpty && dir != "/" && !FileManager.default.fileExists(atPath: dir + "/Fixtures") {
-        dir = (dir as NSString).deletingLastPathComponent
+        dir = PathName.parent(dir)
     }
     return dir + "/Fixtures/" + name
 }

@@ -158,7 +158,10 @@ public final class Recorder: @unchecked Sendable {
             let start = UTCTime.now()
             let startMono = monotonicNanoseconds()
             let subjectDir = "sessions/\(code)"
-            try AtomicFile.makeDirectory(dataDirectory + "/" + subjectDir)
+            // Layout folders are never followed through a link: a symlinked sessions/ or
+            // sessions/<subject>/ would put treatment records outside the data folder.
+            try LayoutFolder.make(dataDirectory + "/sessions")
+            try LayoutFolder.make(dataDirectory + "/" + subjectDir)
             var relative = "\(subjectDir)/\(start.folderStamp)"
             var n = 2
             while mkdir(dataDirectory + "/" + relative, 0o700) != 0 {

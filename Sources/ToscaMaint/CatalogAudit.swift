@@ -1,0 +1,38 @@
+import Foundation
+import ToscaCore
+
+/// Problems of the catalog as a whole that no single copy's check shows: each is a failed
+/// check (65) for `status`, `verify --all` and `backup`.
+public enum CatalogAudit {
+    /// Whether the device is encrypted (D14): its live database is not plaintext SQLite, or
+    /// (the live file lost) the catalog holds encrypted copies.
+    public static func deviceEncrypted(dataDirectory: String, catalog: Catalog) -> Bool {
+        let live = dataDirectory + "/tosca.db"
+        if FileManager.default.fileExists(atPath: live), let header = try? FileHeader.classify(path: live), header != .empty {
+            return header != .plaintext
+        }
+        return catalog.entries.contains { $0.manifest?.facts.encryption.isEncrypted == true }
+    }
+
+    /// Plaintext database files in `backups/` (quarantine excluded) of an encrypted device:
+    /// left by an interrupted cutover, they hold patient data unencrypted.
+    public static func plaintextCopies(dataDirectory: String, catalog: Catalog) -> [String] {
+        guard deviceEncrypted(dataDirectory: dataDirectory, catalog: catalog) else { return [] }
+        return (catalog.entries.map(\.path) + catalog.orphans).filter { (try? FileHeader.classify(path: $0)) == .plaintext }
+    }
+
+    /// Every catalog-wide problem, worded for the admin.
+    public static func problems(dataDirectory: String, catalog: Catalog) -> [String] {
+        var out: [String] = []
+        for m in catalog.orphanManifests {
+            out.append("\(PathName.name(m)) has no database file: a published copy was lost (manifests are written last, so no interrupted run leaves one)")
+        }
+        for e in catalog.entries where e.manifest == nil {
+            out.append("\(e.name): \(e.manifestError ?? "manifest unreadable")")
+        }
+        for p in plaintextCopies(dataDirectory: dataDirectory, catalog: catalog) {
+            out.append("\(PathName.name(p)) is a PLAINTEXT copy on an encrypted device (an interrupted cutover): tosca-maint backup or encrypt converts it")
+        }
+        return out
+    }
+}
