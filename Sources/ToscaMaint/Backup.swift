@@ -39,7 +39,16 @@ public struct CopyJob: Sendable {
         let lock = try takeMaintenanceLock(dataDirectory: dataDirectory)
         defer { lock.unlock() }
         try Housekeeping.run(try Catalog.scan(dataDirectory: dataDirectory))
-        return try makeCopy()
+        let copy = try makeCopy()
+        // An interrupted cutover left plaintext copies on an encrypted device: the backup
+        // finishes the conversion (with the key it was given), so they do not outlive a night.
+        if kind.isBackup, let key, !CatalogAudit.plaintextCopies(dataDirectory: dataDirectory, catalog: try Catalog.scan(dataDirectory: dataDirectory)).isEmpty {
+            var outcome = EncryptJob.Outcome()
+            try EncryptJob(dataDirectory: dataDirectory, key: key).convertCatalog(&outcome)
+            Journal.shared.log(.notice, "finished an interrupted encryption cutover: \(outcome.converted.count) plaintext copy(ies) converted"
+                               + (outcome.skipped.isEmpty ? "" : "; not converted: \(outcome.skipped.map { "\($0.0) (\($0.1))" }.joined(separator: "; "))"))
+        }
+        return copy
     }
 
     /// Makes and publishes one copy; the caller holds `.maint.lock`.

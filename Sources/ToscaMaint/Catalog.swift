@@ -44,6 +44,8 @@ public struct Catalog: Sendable {
     /// Scratch folders (`.rehearse-<pid>`, `.drill-<pid>`) of interrupted runs: a rehearsal's
     /// holds a full plaintext copy. Removed by the next run that holds `.maint.lock`.
     public var scratchFolders: [String] = []
+    /// Next manifests of copies replaced in place by an interrupted encrypt or rekey.
+    public var pendingManifests: [String] = []
     /// Leftover `.partial` files of interrupted runs.
     public let partials: [String]
     /// Files already in quarantine.
@@ -65,11 +67,12 @@ public struct Catalog: Sendable {
             throw POSIXFailure(operation: "read \(dir)", code: (error as NSError).code == 257 ? EACCES : EIO)
         }
         var entries: [CatalogEntry] = [], orphans: [String] = [], orphanManifests: [String] = [], partials: [String] = []
-        var lost: [CatalogEntry] = [], scratch: [String] = []
+        var lost: [CatalogEntry] = [], scratch: [String] = [], pending: [String] = []
         let set = Set(names)
         for n in names {
             let p = dir + "/" + n
             if n.hasPrefix(".rehearse-") || n.hasPrefix(".drill-") { scratch.append(p); continue }
+            if n.hasSuffix(".db.pending.manifest.json") { pending.append(p); continue }
             // Leftovers of interrupted runs: .partial files (and their -wal/-shm/-journal),
             // atomic-write temporaries, raw journals whose database file never arrived.
             if n.contains(".partial") || (n.hasPrefix(".") && n.hasSuffix(".tmp")) { partials.append(p); continue }
@@ -103,6 +106,7 @@ public struct Catalog: Sendable {
                               partials: partials, quarantined: q)
         catalog.lostCopies = lost
         catalog.scratchFolders = scratch
+        catalog.pendingManifests = pending
         return catalog
     }
 
@@ -158,6 +162,7 @@ public enum Housekeeping {
     @discardableResult
     public static func run(_ catalog: Catalog, dryRun: Bool = false) throws -> Result {
         var r = Result()
+        if !dryRun { try finishPendingReplacements(in: catalog) }
         for p in catalog.partials {
             if !dryRun {
                 guard unlink(p) == 0 || errno == ENOENT else { throw POSIXFailure(operation: "remove \(p)", code: errno) }

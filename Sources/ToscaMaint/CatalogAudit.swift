@@ -28,7 +28,7 @@ public enum CatalogAudit {
             out.append("\(PathName.name(m)) has no database file: a published copy was lost (manifests are written last, so no interrupted run leaves one)")
         }
         for e in catalog.entries where e.manifest == nil {
-            out.append("\(e.name): \(e.manifestError ?? "manifest unreadable")")
+            out.append("\(e.name): its manifest cannot be read (\(e.manifestError ?? "?"))")
         }
         for p in plaintextCopies(dataDirectory: dataDirectory, catalog: catalog) {
             out.append("\(PathName.name(p)) is a PLAINTEXT copy on an encrypted device (an interrupted cutover): tosca-maint backup or encrypt converts it")

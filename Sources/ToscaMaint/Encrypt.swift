@@ -21,6 +21,8 @@ public struct EncryptJob: Sendable {
         public var deleted: [String] = []
         public var keptPlaintext: String?
         public var skipped: [(String, String)] = []
+        /// The drill that ends the cutover: the copy and what failed (empty: passed).
+        public var drill: (copy: String, problems: [String])?
     }
 
     /// Step 5: `encrypted` holds exactly what `plain` holds: same tables, same rows (a
@@ -74,7 +76,8 @@ public struct EncryptJob: Sendable {
         let scratch = Catalog.backupsDirectory(of: dataDirectory) + "/.rehearse-\(getpid())"
         let lock = try takeMaintenanceLock(dataDirectory: dataDirectory)
         defer { lock.unlock() }
-        try AtomicFile.makeDirectory(scratch)
+        try Housekeeping.run(try Catalog.scan(dataDirectory: dataDirectory))
+        try LayoutFolder.make(scratch)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let source = try Database(path: databasePath, options: .init(readOnly: true))
         try source.execute("BEGIN")
@@ -136,16 +139,18 @@ public struct EncryptJob: Sendable {
         // 6. Every plaintext copy in the catalog becomes an encrypted one.
         try convertCatalog(&outcome)
         outcome.alreadyDone = !outcome.swapped && outcome.converted.isEmpty && outcome.deleted.isEmpty
+        // 7. A planned change ends with a drill of the newest converted backup.
+        if !outcome.alreadyDone { outcome.drill = try Self.drillNewest(dataDirectory: dataDirectory, key: key) }
         return outcome
     }
 
-    func convertCatalog(_ outcome: inout Outcome) throws {
+    /// Step 6: every plaintext copy in the catalog becomes an encrypted one under the same
+    /// name (verified, a new manifest with the key id); the plaintext file is gone with the
+    /// replacement. The pre-encryption copy kept on purpose (`--keep-plaintext-copy`) goes to
+    /// `backups/quarantine/` first, named in the outcome. The caller holds `.maint.lock`; the
+    /// nightly backup calls this too, to finish an interrupted cutover.
+    public func convertCatalog(_ outcome: inout Outcome) throws {
         let catalog = try Catalog.scan(dataDirectory: dataDirectory)
-        let dir = catalog.backupsDirectory
-        // Leftovers of interrupted rehearsals hold plaintext copies: remove them (we hold .maint.lock).
-        for n in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where n.hasPrefix(".rehearse-") {
-            try? FileManager.default.removeItem(atPath: dir + "/" + n)
-        }
         // Plaintext files the catalog does not list are never deleted silently: reported.
         for q in catalog.quarantined where (try? FileHeader.classify(path: q)) == .plaintext {
             outcome.skipped.append((q, "plaintext file in quarantine: examine it, then remove it by hand"))
@@ -156,50 +161,63 @@ public struct EncryptJob: Sendable {
                 continue
             }
             guard !facts.encryption.isEncrypted else { continue }
-            let isKeptCopy = keepPlaintextCopy && facts.kind == .preEncryption
             if facts.unverifiable == true {
                 // A raw forensic copy (a damaged database's files) may be the only record of
                 // some sessions: never deleted by the cutover.
-                outcome.skipped.append((entry.name, "raw forensic copy kept as it is (plaintext): examine it, then destroy it by hand"))
+                outcome.skipped.append((entry.name, "raw forensic copy kept as it is (plaintext): examine it, then set it aside (tosca-maint quarantine) or destroy it by hand"))
                 continue
             }
-            let reason = "encrypted copy of \(entry.name)"
-            if !catalog.entries.contains(where: { $0.manifest?.facts.reason == reason && $0.manifest?.facts.encryption.keyID == key.keyID }) {
-                // D12 step 1: the file is the one verified at publication (steps 2-3 run
-                // on the encrypted export below, against this file's content).
-                let (sha, size) = try FileDigest.sha256(path: entry.path)
-                guard entry.digestMatches, sha == facts.sha256, size == facts.sizeBytes else {
-                    outcome.skipped.append((entry.name, "changed since publication (SHA-256, size or manifest digest)")); continue
-                }
-                let name = Catalog.freeName(in: dir, kind: facts.kind, time: facts.created ?? .now())
-                let final = dir + "/" + name
-                let partial = final + ".partial"
-                var published = false
-                defer { if !published { removeDatabaseFiles(partial) } }
-                do {
-                    let plain = try Database(path: entry.path, options: .init())
-                    try SQLCipherExport.encrypt(source: plain, into: partial, key: key)
-                }
-                try FileDigest.fsyncFile(partial)
-                let (problemsEnc, m) = try proveEqualMeasuring(plain: entry.path, encrypted: partial)
-                guard problemsEnc.isEmpty else { outcome.skipped.append((entry.name, problemsEnc.joined(separator: "; "))); continue }
-                let digest = try FileDigest.sha256(path: partial)
-                let newFacts = try facts.encryptedVersion(name: name, digest: digest, measurement: m, keyID: key.keyID, reason: reason)
-                try publishVerified(partial: partial, final: final, facts: newFacts, level: "encrypt", carrying: entry.manifest)
-                published = true
-                outcome.converted.append((entry.name, name))
+            // D12 step 1: the file is the one verified at publication (steps 2-3 run on the
+            // encrypted export below, against this file's content).
+            let (sha, size) = try FileDigest.sha256(path: entry.path)
+            guard entry.digestMatches, sha == facts.sha256, size == facts.sizeBytes else {
+                outcome.skipped.append((entry.name, "changed since publication (SHA-256, size or manifest digest)")); continue
             }
-            if isKeptCopy { outcome.keptPlaintext = entry.path } else { try deletePlaintext(entry, &outcome) }
+            let partial = entry.path + ".encrypt.partial"
+            removeDatabaseFiles(partial)
+            var replaced = false
+            defer { if !replaced { removeDatabaseFiles(partial) } }
+            do {
+                let plain = try Database(path: entry.path, options: .init())
+                try SQLCipherExport.encrypt(source: plain, into: partial, key: key)
+            }
+            try FileDigest.fsyncFile(partial)
+            let (problemsEnc, m) = try proveEqualMeasuring(plain: entry.path, encrypted: partial)
+            guard problemsEnc.isEmpty else { outcome.skipped.append((entry.name, problemsEnc.joined(separator: "; "))); continue }
+            let digest = try FileDigest.sha256(path: partial)
+            let newFacts = try facts.encryptedVersion(name: entry.name, digest: digest, measurement: m, keyID: key.keyID,
+                                                      reason: "\(facts.reason.map { $0 + "; " } ?? "")encrypted in place (key id \(key.keyID))")
+            if keepPlaintextCopy && facts.kind == .preEncryption {
+                // Kept on purpose: out of the catalog, named, never counted as a plaintext copy.
+                let target = Quarantine.freeTarget(for: entry.path, in: catalog.quarantineDirectory)
+                try LayoutFolder.make(catalog.quarantineDirectory)
+                guard link(entry.path, target) == 0 else { throw POSIXFailure(operation: "keep \(entry.path) in quarantine", code: errno) }
+                try entry.manifest?.write(path: Manifest.path(for: target))
+                try AtomicFile.syncDirectory(catalog.quarantineDirectory)
+                outcome.keptPlaintext = target
+            }
+            try replacePublished(entry, with: partial, facts: newFacts, level: "encrypt")
+            replaced = true
+            outcome.converted.append((entry.name, entry.name))
+            outcome.deleted.append(entry.name)
+            Journal.shared.log(.notice, "replaced plaintext copy \(entry.path) by its encrypted version (removal does not erase it from ext4 or flash media)",
+                               id: .plaintextRemoved, fields: ["TOSCA_BACKUP_PATH": entry.path])
         }
     }
 
-    func deletePlaintext(_ entry: CatalogEntry, _ outcome: inout Outcome) throws {
-        for p in [entry.path, entry.path + "-wal", entry.path + "-shm", entry.path + "-journal", entry.manifestPath] {
-            if unlink(p) != 0 && errno != ENOENT { throw POSIXFailure(operation: "remove \(p)", code: errno) }
+    /// The planned change ends with a drill: the newest backup under this key, restored
+    /// into a scratch folder and checked (D12), so `status` shows a fresh drill.
+    public static func drillNewest(dataDirectory: String, key: DatabaseKey) throws -> (copy: String, problems: [String])? {
+        let catalog = try Catalog.scan(dataDirectory: dataDirectory)
+        guard let newest = catalog.backups.last(where: { $0.manifest?.facts.encryption.keyID == key.keyID }) else { return nil }
+        let problems = try RestoreJob(dataDirectory: dataDirectory, key: key).drill(newest)
+        if problems.isEmpty {
+            Journal.shared.log(.info, "restore drill of \(newest.path) passed", id: .drillPassed, fields: ["TOSCA_BACKUP_PATH": newest.path])
+        } else {
+            Journal.shared.log(.err, "restore drill of \(newest.path) FAILED: \(problems.joined(separator: "; "))", id: .drillFailed,
+                               fields: ["TOSCA_BACKUP_PATH": newest.path])
         }
-        outcome.deleted.append(entry.name)
-        Journal.shared.log(.notice, "removed plaintext copy \(entry.path) (removal does not erase it from ext4 or flash media)", id: .plaintextRemoved,
-                           fields: ["TOSCA_BACKUP_PATH": entry.path])
+        return (newest.name, problems)
     }
 }
 

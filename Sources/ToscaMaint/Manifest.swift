@@ -192,6 +192,49 @@ extension ManifestFacts {
     }
 }
 
+/// Replaces the published copy `entry` by the verified `partial` under the same name
+/// (encrypt, rekey: anything that names a copy by path keeps working). The new manifest is
+/// written first beside it as `<name>.pending.manifest.json`, then the new file is renamed
+/// over the old one, then the pending manifest over the old manifest, each made durable.
+/// A run interrupted between the two renames is finished by the next housekeeping
+/// (``finishPendingReplacements(in:)``): the pending manifest goes in when the file on disk
+/// is the one it describes, and is dropped otherwise.
+public func replacePublished(_ entry: CatalogEntry, with partial: String, facts: ManifestFacts, level: String) throws {
+    let carried = entry.manifest?.checks.filter { $0.level == LiveCheck.restoreCheckLevel } ?? []
+    let pending = pendingManifestPath(for: entry.path)
+    try Manifest(facts: facts, checks: carried + [ManifestCheck(level: level, ok: true, problems: [])]).write(path: pending)
+    for suffix in ["-wal", "-shm", "-journal"] { unlink(entry.path + suffix) }
+    guard rename(partial, entry.path) == 0 else {
+        let e = errno
+        unlink(pending)
+        throw POSIXFailure(operation: "replace \(entry.path)", code: e)
+    }
+    try AtomicFile.syncDirectory(PathName.parent(entry.path))
+    guard rename(pending, entry.manifestPath) == 0 else { throw POSIXFailure(operation: "replace \(entry.manifestPath)", code: errno) }
+    try AtomicFile.syncDirectory(PathName.parent(entry.path))
+}
+
+/// Where ``replacePublished(_:with:facts:level:)`` writes a copy's next manifest.
+public func pendingManifestPath(for databasePath: String) -> String { databasePath + ".pending.manifest.json" }
+
+/// Finishes or drops the replacements an interrupted run left (see
+/// ``replacePublished(_:with:facts:level:)``); the caller holds `.maint.lock`.
+public func finishPendingReplacements(in catalog: Catalog) throws {
+    for pending in catalog.pendingManifests {
+        let db = String(pending.dropLast(".pending.manifest.json".count))
+        guard let (m, _) = try? Manifest.read(path: pending),
+              FileManager.default.fileExists(atPath: db),
+              let (sha, size) = try? FileDigest.sha256(path: db), sha == m.facts.sha256, size == m.facts.sizeBytes else {
+            unlink(pending)
+            Journal.shared.log(.notice, "dropped \(pending): the interrupted replacement of \(db) never happened", fields: ["TOSCA_PATH": pending])
+            continue
+        }
+        guard rename(pending, Manifest.path(for: db)) == 0 else { throw POSIXFailure(operation: "replace \(Manifest.path(for: db))", code: errno) }
+        try AtomicFile.syncDirectory(PathName.parent(db))
+        Journal.shared.log(.notice, "finished the interrupted replacement of \(db): its new manifest is in place", fields: ["TOSCA_BACKUP_PATH": db])
+    }
+}
+
 /// Publishes a verified `partial` as `final` (D4): the database under its name (never over
 /// an existing file), the folder fsynced, then its manifest with one check of `level`.
 ///

@@ -70,6 +70,8 @@ public struct MigrateJob: Sendable {
                               hint: repairOrphans ? "only missing technicians can be repaired; see \(Self.runbook)"
                                                   : "tosca-maint migrate up --repair-orphans adds an inactive placeholder technician for each missing tech_id (\(Self.runbook))")
         }
+        // 6. The plan, and the go-ahead (before the copy: a refusal leaves nothing behind).
+        try confirm(before)
         // 3. A verified pre-migration safety copy; no copy, no migration.
         Journal.shared.log(.info, "migrate: taking a pre-migration safety copy of \(databasePath)", id: .migrationStep)
         var copyJob = CopyJob(dataDirectory: dataDirectory, key: key, kind: .preMigration,
@@ -78,8 +80,6 @@ public struct MigrateJob: Sendable {
         copyJob.toVersion = target
         let copy = try copyJob.makeCopy()
         outcome.safetyCopy = copy.path
-        // 6. The plan, and the go-ahead.
-        try confirm(before)
         // Row counts and content hashes of every existing table, to compare afterwards.
         let tables = try db.tableNames()
         var columns: [String: [String]] = [:]

@@ -20,6 +20,8 @@ public struct RekeyJob: Sendable {
         public var safetyCopy: String?
         public var rekeyedCopies: [String] = []
         public var skipped: [(String, String)] = []
+        /// The drill that ends the rotation: the copy and what failed (empty: passed).
+        public var drill: (copy: String, problems: [String])?
     }
 
     public func run(confirm: () throws -> Void) throws -> Outcome {
@@ -64,6 +66,9 @@ public struct RekeyJob: Sendable {
             _ = try Database(path: databasePath, options: .init(readOnly: true, key: newKey))
         }
         try rekeyCopies(&outcome)
+        if outcome.rekeyedLive || !outcome.rekeyedCopies.isEmpty {
+            outcome.drill = try EncryptJob.drillNewest(dataDirectory: dataDirectory, key: newKey)
+        }
         return outcome
     }
 
@@ -71,7 +76,6 @@ public struct RekeyJob: Sendable {
     /// under a new name with a new manifest; then the old-key file goes.
     func rekeyCopies(_ outcome: inout Outcome) throws {
         let catalog = try Catalog.scan(dataDirectory: dataDirectory)
-        let dir = catalog.backupsDirectory
         // Files the old key still opens but that are not re-keyed here are reported, never
         // passed over in silence: quarantined files and raw forensic copies.
         let unlisted = catalog.quarantined + catalog.entries.filter { $0.manifest?.facts.unverifiable == true }.map(\.path)
@@ -83,11 +87,10 @@ public struct RekeyJob: Sendable {
             let facts = entry.manifest!.facts
             let problems = try Verification.problems(of: entry, key: oldKey)
             guard problems.isEmpty else { outcome.skipped.append((entry.name, problems.joined(separator: "; "))); continue }
-            let name = Catalog.freeName(in: dir, kind: facts.kind, time: facts.created ?? .now())
-            let final = dir + "/" + name
-            let partial = final + ".partial"
-            var published = false
-            defer { if !published { removeDatabaseFiles(partial) } }
+            let partial = entry.path + ".rekey.partial"
+            removeDatabaseFiles(partial)
+            var replaced = false
+            defer { if !replaced { removeDatabaseFiles(partial) } }
             do {
                 let source = try Database(path: entry.path, options: .init(readOnly: true, key: oldKey))
                 try source.execute("BEGIN")
@@ -98,13 +101,12 @@ public struct RekeyJob: Sendable {
             let (m, digest) = try Measurement.withDigest(path: partial, key: newKey)
             let diffs = Verification.compare(m, with: facts)
             guard diffs.isEmpty else { outcome.skipped.append((entry.name, diffs.joined(separator: "; "))); continue }
-            let newFacts = try facts.encryptedVersion(name: name, digest: digest, measurement: m, keyID: newKey.keyID,
-                                                      reason: "\(facts.reason.map { $0 + "; " } ?? "")re-keyed copy of \(entry.name)")
-            try publishVerified(partial: partial, final: final, facts: newFacts, level: "rekey", carrying: entry.manifest)
-            published = true
-            for p in [entry.path, entry.manifestPath] where unlink(p) != 0 && errno != ENOENT {
-                throw POSIXFailure(operation: "remove \(p)", code: errno)
-            }
+            let newFacts = try facts.encryptedVersion(name: entry.name, digest: digest, measurement: m, keyID: newKey.keyID,
+                                                      reason: "\(facts.reason.map { $0 + "; " } ?? "")re-keyed in place from key id \(oldKey.keyID)")
+            // Same name, new file and manifest (anything that names the copy keeps working).
+            try replacePublished(entry, with: partial, facts: newFacts, level: "rekey")
+            replaced = true
+            let name = entry.name
             outcome.rekeyedCopies.append(name)
         }
     }

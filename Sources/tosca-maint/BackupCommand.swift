@@ -62,6 +62,13 @@ struct BackupCommand: ParsableCommand {
             job.newTimelineReason = newTimeline
             let copy = try job.run()
             if shared.json { try printJSON(["path": JSONValue.string(copy.path), "manifest": try JSONValue.from(copy.manifest)]) } else { print(copy.path) }
+            // The copy is published; the catalog as a whole must hold too (lost copies,
+            // unreadable manifests, plaintext copies on an encrypted device).
+            let problems = CatalogAudit.problems(dataDirectory: job.dataDirectory, catalog: try Catalog.scan(dataDirectory: job.dataDirectory))
+            if !problems.isEmpty {
+                throw ToolFailure(.dataError, "the backup is published, but the catalog fails its checks:\n  " + problems.joined(separator: "\n  "),
+                                  hint: "tosca-maint list; a lost copy: runbook restore-after-disk-fault.md, then quarantine --failed; a plaintext copy: tosca-maint encrypt --key-file KEY")
+            }
             return 0
         }
     }

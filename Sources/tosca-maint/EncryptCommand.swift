@@ -83,13 +83,12 @@ struct EncryptCommand: ParsableCommand {
             }
             if outcome.alreadyDone { print("already encrypted and no plaintext copy left: nothing to do"); return 0 }
             if outcome.swapped { print("encrypted \(job.databasePath) (key id \(job.key.keyID))") }
-            for c in outcome.converted { print("encrypted copy \(c.to) of \(c.from)") }
-            for d in outcome.deleted { print("removed plaintext \(d)") }
+            for c in outcome.converted { print("encrypted copy \(c.to) in place (its plaintext file is gone)") }
             if let kept = outcome.keptPlaintext {
-                print("KEPT plaintext pre-encryption copy \(kept): it holds patient data unencrypted; destroy it (and its medium) once the cutover is accepted")
+                print("KEPT plaintext pre-encryption copy \(kept) (in quarantine): it holds patient data unencrypted; destroy it (and its medium) once the cutover is accepted")
             }
             for (name, why) in outcome.skipped { print("NOT converted \(name): \(why)") }
-            return outcome.skipped.isEmpty ? 0 : ExitStatus.dataError.rawValue
+            return try reportDrill(outcome.drill, failed: !outcome.skipped.isEmpty)
         }
     }
 }
@@ -128,7 +127,22 @@ struct RekeyCommand: ParsableCommand {
             for c in outcome.rekeyedCopies { print("re-keyed copy \(c)") }
             for (n, why) in outcome.skipped { print("NOT re-keyed \(n): \(why)") }
             if !outcome.rekeyedLive && outcome.rekeyedCopies.isEmpty && outcome.skipped.isEmpty { print("already under key id \(job.newKey.keyID): nothing to do") }
-            return outcome.skipped.isEmpty ? 0 : ExitStatus.dataError.rawValue
+            return try reportDrill(outcome.drill, failed: !outcome.skipped.isEmpty)
         }
     }
+}
+
+/// Prints the drill that ends a cutover or key rotation; 65 when it (or a copy) failed.
+func reportDrill(_ drill: (copy: String, problems: [String])?, failed: Bool) throws -> Int32 {
+    if let drill {
+        if drill.problems.isEmpty {
+            print("drill ok  \(drill.copy)")
+        } else {
+            throw ToolFailure(.dataError, "the restore drill of \(drill.copy) failed:\n  " + drill.problems.joined(separator: "\n  "),
+                              hint: "verify the copies (tosca-maint verify --all) and take a fresh backup")
+        }
+    } else {
+        print("no backup under the new key yet to drill: take one (tosca-maint backup), then tosca-maint restore --drill")
+    }
+    return failed ? ExitStatus.dataError.rawValue : 0
 }

@@ -32,6 +32,7 @@ import ToscaCore
         // A rehearsal changes nothing.
         let sha = fileSHA256(data + "/tosca.db")
         let names = listing(data + "/backups")
+        #expect(try maint(["status", "--data-dir", data]).status == 1) // no drill yet
         let rehearsal = try maint(["encrypt", "--key-file", dir.sub("key"), "--rehearse", "--data-dir", data])
         #expect(rehearsal.status == 0, "\(rehearsal.output)")
         #expect(fileSHA256(data + "/tosca.db") == sha && listing(data + "/backups") == names)
@@ -41,6 +42,12 @@ import ToscaCore
         #expect(try sqlite3(data + "/tosca.db", "SELECT count(*) FROM sqlite_master;").status != 0)
         let copies = listing(data + "/backups").filter { $0.hasSuffix(".db") }
         #expect(copies.count == 3) // backup, snapshot, pre-encryption: each now encrypted
+        // Copies keep their names through the cutover: only the pre-encryption copy is new.
+        #expect(Set(copies).subtracting(names).count == 1 && Set(copies).isSuperset(of: names.filter { $0.hasSuffix(".db") }), "\(names) -> \(copies)")
+        // A planned cutover ends with a drill: status is green right after it.
+        #expect(r.stdout.contains("drill ok"), "\(r.stdout)")
+        let green = try maint(["status", "--key-file", dir.sub("key"), "--data-dir", data])
+        #expect(green.status == 0, "\(green.output)")
         for c in copies { #expect(try sqlite3(data + "/backups/" + c, "SELECT count(*) FROM sqlite_master;").status != 0, "\(c) readable") }
         #expect(try tableCounts(data + "/tosca.db", keyHex: hex) == before)
         // No file outside sessions/ holds a subject code.
@@ -63,6 +70,7 @@ import ToscaCore
         try simulatedData(data, keyFile: dir.sub("old"))
         #expect(try maint(["backup", "--data-dir", data, "--key-file", dir.sub("old")]).status == 0)
         let before = try tableCounts(data + "/tosca.db", keyHex: oldHex)
+        let namesBefore = listing(data + "/backups").filter { $0.hasSuffix(".db") }
         #expect(try maint(["keygen", "--out", dir.sub("new")]).status == 0)
         let newHex = try String(contentsOfFile: dir.sub("new"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let r = try maint(["rekey", "--key-file", dir.sub("old"), "--new-key-file", dir.sub("new"), "--yes", "--data-dir", data])
@@ -72,6 +80,9 @@ import ToscaCore
         #expect(try sqlcipher(data + "/tosca.db", keyHex: oldHex, "SELECT count(*) FROM sessions;").status != 0)
         let copies = listing(data + "/backups").filter { $0.hasSuffix(".db") }
         #expect(copies.count == 2) // the backup and the pre-rekey copy
+        #expect(Set(copies).isSuperset(of: namesBefore), "names changed: \(namesBefore) -> \(copies)")
+        #expect(r.stdout.contains("drill ok"), "\(r.stdout)")
+        #expect(try maint(["status", "--key-file", dir.sub("new"), "--data-dir", data]).status == 0)
         for c in copies {
             #expect(try sqlcipher(data + "/backups/" + c, keyHex: oldHex, "SELECT count(*) FROM sessions;").status != 0, "\(c) still opens with the old key")
             #expect(try sqlcipher(data + "/backups/" + c, keyHex: newHex, "SELECT count(*) FROM sessions;").status == 0, "\(c)")
@@ -151,7 +162,9 @@ import ToscaCore
         #expect(try FileHeader.classify(path: other) == .plaintext)
         #expect(try FileHeader.classify(path: data + "/backups/quarantine/stray.db") == .plaintext)
         #expect(try sqlcipher(data + "/tosca.db", keyHex: hex, "PRAGMA integrity_check;").stdout.contains("ok"))
-        #expect(!FileManager.default.fileExists(atPath: good), "the good plaintext copy should have been converted and removed")
+        // The good copy keeps its name: encrypted in place, its manifest names the key.
+        #expect(try FileHeader.classify(path: good) == .other, "the good plaintext copy should have been encrypted in place")
+        #expect(try Manifest.read(path: good + ".manifest.json").0.facts.encryption.keyID == (try KeySource.read(path: dir.sub("key"))).keyID)
     }
 
     @Test func badKeyFilesChangeNothing() throws {

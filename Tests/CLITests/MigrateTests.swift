@@ -20,15 +20,20 @@ import ToscaCore
         #expect(refused.stderr.contains("sessions rowid 41: tech_id=0 has no row in tech_users"))
         #expect(refused.stderr.contains("--repair-orphans"))
         #expect(fileSHA256(db) == sha)
-        // The pre-migration copy names the versions.
-        let copy = try #require(listing(data + "/backups").first { $0.hasSuffix("_pre-migration.db") })
-        let facts = try Manifest.read(path: data + "/backups/" + copy + ".manifest.json").0.facts
-        #expect(facts.fromVersion == "TOSCA v0.9.12 baseline, unversioned" && facts.toVersion == "0006_safety_log_chain")
+        // A refused migration publishes no pre-migration copy (each retry used to add one).
+        #expect(!listing(data + "/backups").contains { $0.hasSuffix("_pre-migration.db") })
         let noTTY = try maint(["migrate", "up", "--repair-orphans", "--data-dir", data])
         #expect(noTTY.status == 64)
         #expect(fileSHA256(db) == sha)
+        #expect(!listing(data + "/backups").contains { $0.hasSuffix("_pre-migration.db") })
         let r = try maint(["migrate", "up", "--yes", "--repair-orphans", "--data-dir", data])
         #expect(r.status == 0, "\(r.output)")
+        // The one pre-migration copy names the versions.
+        let copies = listing(data + "/backups").filter { $0.hasSuffix("_pre-migration.db") }
+        #expect(copies.count == 1)
+        let copy = try #require(copies.first)
+        let facts = try Manifest.read(path: data + "/backups/" + copy + ".manifest.json").0.facts
+        #expect(facts.fromVersion == "TOSCA v0.9.12 baseline, unversioned" && facts.toVersion == "0006_safety_log_chain")
         // Every old row is still there as the stock CLI shows it; placeholders present.
         var after = try legacyTableRows(db)
         let placeholder = try sqlite3Value(db, "SELECT username || '|' || is_active FROM tech_users WHERE tech_id = 0;")
