@@ -168,7 +168,9 @@ public enum SafetyChain {
     /// manifest or the journal) the chain must also reach that head unchanged.
     public static func verify(_ db: Database, anchor: ChainHead? = nil) throws -> ChainVerification {
         if let problem = try checkColumns(db) { return .broken(ChainBreak(seq: nil, logID: nil, reason: problem)) }
-        let stmt = try db.prepare("SELECT \(selectHashed), prev_hash, row_hash FROM safety_log ORDER BY seq IS NOT NULL, seq, log_id")
+        // Unsealed rows (all three chain columns NULL, admitted since migration 0007) are not
+        // part of the chain yet: ``unsealed(_:)`` reports them.
+        let stmt = try db.prepare("SELECT \(selectHashed), prev_hash, row_hash FROM safety_log WHERE NOT \(unsealedCondition) ORDER BY seq IS NOT NULL, seq, log_id")
         try stmt.bind([])
         defer { stmt.reset() }
         let n = Int32(hashedColumns.count)
@@ -216,6 +218,50 @@ public enum SafetyChain {
         return .intact(head: head, rows: Int(expected - 1))
     }
 
+    /// Rows kept unsealed: inserted without chain columns (migration 0007).
+    static let unsealedCondition = "(seq IS NULL AND prev_hash IS NULL AND row_hash IS NULL)"
+
+    /// Whether this database admits unsealed rows (migration 0007 applied).
+    public static func admitsUnsealedRows(_ db: Database) throws -> Bool {
+        try db.scalar("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'safety_log_no_update'") != nil
+    }
+
+    /// Unsealed rows: how many, and the `timestamp` text of the oldest (as its writer
+    /// stored it: TOSCA v0.9.12 writes local time, see `legacy_datetime_utc_offset`).
+    public static func unsealed(_ db: Database) throws -> (count: Int, oldest: String?) {
+        guard try admitsUnsealedRows(db) else { return (0, nil) }
+        let row = try db.rows("SELECT count(*), (SELECT timestamp FROM safety_log WHERE \(unsealedCondition) ORDER BY log_id LIMIT 1) FROM safety_log WHERE \(unsealedCondition)").first
+        return (row?[0].int ?? 0, row?[1].string)
+    }
+
+    /// Seals every unsealed row in place, in arrival order (`log_id`): each gets the next
+    /// `seq`, the previous `row_hash` and its own hash, exactly as ``append(_:to:)`` would
+    /// have written them. Run it inside a write transaction. Returns how many were sealed.
+    @discardableResult
+    public static func sealPending(_ db: Database) throws -> Int {
+        guard try admitsUnsealedRows(db) else { return 0 }
+        let select = try db.prepare("SELECT \(selectHashed) FROM safety_log WHERE \(unsealedCondition) ORDER BY log_id")
+        try select.bind([])
+        var rows: [[ChainValue]] = []
+        let n = Int32(hashedColumns.count)
+        while try select.step() { rows.append((0..<n).map { chainValue(select, $0) }) }
+        select.reset()
+        guard !rows.isEmpty else { return 0 }
+        let last = try db.rows("SELECT seq, row_hash FROM safety_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1").first
+        var seq = last?[0].int64 ?? 0
+        var prev = last?[1].bytes ?? zeroHash
+        let update = try db.prepare("UPDATE safety_log SET seq = ?, prev_hash = ?, row_hash = ? WHERE log_id = ?")
+        for var row in rows {
+            guard case .integer(let logID) = row[0] else { throw SQLiteError(code: 1, message: "safety_log row without log_id") }
+            seq += 1
+            row[Int(n) - 1] = .integer(seq)
+            let hash = rowHash(prevHash: prev, chainValues: row)
+            try update.execute([.integer(seq), .blob(prev), .blob(hash), .integer(logID)])
+            prev = hash
+        }
+        return rows.count
+    }
+
     /// The current head without verifying (last row by seq).
     public static func head(_ db: Database) throws -> ChainHead? {
         guard let row = try db.rows("SELECT seq, row_hash FROM safety_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1").first,
@@ -227,6 +273,8 @@ public enum SafetyChain {
     /// (`BEGIN IMMEDIATE`) so that no other writer moves the head in between.
     @discardableResult
     public static func append(_ entry: SafetyLogEntry, to db: Database) throws -> ChainHead {
+        // Rows another writer inserted unsealed arrived first: they are sealed first.
+        try sealPending(db)
         let last = try db.rows("SELECT seq, row_hash FROM safety_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1").first
         let seq = (last?[0].int64 ?? 0) + 1
         let prev = last?[1].bytes ?? zeroHash

@@ -39,6 +39,9 @@ public struct CopyJob: Sendable {
         let lock = try takeMaintenanceLock(dataDirectory: dataDirectory)
         defer { lock.unlock() }
         try Housekeeping.run(try Catalog.scan(dataDirectory: dataDirectory))
+        // Rows inserted without chain columns are sealed first when the recorder is not
+        // running, so the copy holds them in the chain.
+        try Sealing.sealIfRecorderIdle(dataDirectory: dataDirectory, key: key)
         let copy = try makeCopy()
         // An interrupted cutover left plaintext copies on an encrypted device: the backup
         // finishes the conversion (with the key it was given), so they do not outlive a night.

@@ -36,3 +36,27 @@ public enum CatalogAudit {
         return out
     }
 }
+
+/// Sealing safety-log rows that another writer (TOSCA v0.9.12's app, a technician's
+/// sqlite3) inserted without chain columns. The recorder seals them itself while it runs;
+/// a maintenance run seals them only when it can take `tosca.lock` without waiting, and
+/// otherwise leaves them to the recorder.
+public enum Sealing {
+    /// Seals pending rows if no one holds `tosca.lock`; returns how many were sealed
+    /// (`nil`: the recorder holds the lock, or there is no database).
+    @discardableResult
+    public static func sealIfRecorderIdle(dataDirectory: String, key: DatabaseKey?) throws -> Int? {
+        let live = dataDirectory + "/tosca.db"
+        guard FileManager.default.fileExists(atPath: live) else { return nil }
+        let lock: FileLock
+        do { lock = try FileLock(path: dataDirectory + "/tosca.lock") } catch FileLockError.held { return nil }
+        defer { lock.unlock() }
+        let db = try Database(path: live, options: .init(key: (try? FileHeader.classify(path: live)) == .plaintext ? nil : key))
+        guard try SafetyChain.unsealed(db).count > 0 else { return 0 }
+        let sealed = try db.transaction { try SafetyChain.sealPending(db) }
+        if sealed > 0 {
+            Journal.shared.log(.notice, "sealed \(sealed) safety-log row(s) another program inserted without chain columns", fields: ["TOSCA_DATABASE": live])
+        }
+        return sealed
+    }
+}

@@ -31,6 +31,9 @@ public struct StatusReport: Codable, Sendable {
     /// Catalog-wide failed checks (``CatalogAudit``): lost copies, unreadable manifests,
     /// plaintext copies on an encrypted device.
     public let catalogProblems: [String]
+    /// Safety-log rows inserted without chain columns, not sealed yet (a warning).
+    public let unsealedSafetyRows: Int?
+    public let oldestUnsealedTimestamp: String?
     public let verdict: String
     public let exitCode: Int32
 
@@ -42,6 +45,7 @@ public struct StatusReport: Codable, Sendable {
         case safetyCopyBytes = "safety_copy_bytes", quarantinedCount = "quarantined_count", freeBytes = "free_bytes"
         case schemaVersion = "schema_version", exitCode = "exit_code"
         case lastDrillUTC = "last_drill_utc", maxDrillAgeDays = "max_drill_age_days", catalogProblems = "catalog_problems"
+        case unsealedSafetyRows = "unsealed_safety_rows", oldestUnsealedTimestamp = "oldest_unsealed_timestamp"
     }
 
     public static func make(dataDirectory: String, key: DatabaseKey?, maxAgeHours: Double, maxDrillAgeDays: Double = 8,
@@ -64,12 +68,14 @@ public struct StatusReport: Codable, Sendable {
             ? Int64(fs.f_bavail) * Int64(fs.f_frsize) : nil
         let dbPath = dataDirectory + "/tosca.db"
         var encrypted: Bool? = nil, version: Int? = nil, schema: String? = nil
+        var unsealed: (count: Int, oldest: String?)? = nil
         if FileManager.default.fileExists(atPath: dbPath) {
             encrypted = try FileHeader.classify(path: dbPath) != .plaintext
             if encrypted == false || key != nil, let db = try? Database(path: dbPath, options: .init(readOnly: true, key: key)),
                let s = try? Migrator().status(db) {
                 version = s.version
                 schema = s.versionDescription
+                unsealed = try? SafetyChain.unsealed(db)
             }
         }
         let verdict: String, code: Int32
@@ -109,7 +115,8 @@ public struct StatusReport: Codable, Sendable {
             backupCount: catalog.backups.count, backupBytes: catalog.backups.map(size).reduce(0, +),
             safetyCopyCount: catalog.safetyCopies.count, safetyCopyBytes: catalog.safetyCopies.map(size).reduce(0, +),
             quarantinedCount: catalog.quarantined.count, freeBytes: free, encrypted: encrypted, schemaVersion: version, schema: schema,
-            lastDrillUTC: lastDrill, maxDrillAgeDays: maxDrillAgeDays, catalogProblems: audit, verdict: verdict, exitCode: code)
+            lastDrillUTC: lastDrill, maxDrillAgeDays: maxDrillAgeDays, catalogProblems: audit, unsealedSafetyRows: unsealed?.count, oldestUnsealedTimestamp: unsealed?.oldest,
+            verdict: verdict, exitCode: code)
     }
 
     /// node_exporter textfile-collector format.
@@ -135,6 +142,7 @@ public struct StatusReport: Codable, Sendable {
         metric("tosca_backup_free_bytes", "Free bytes on the backup filesystem.", freeBytes.map(String.init))
         metric("tosca_database_encrypted", "1 when the live database is encrypted.", encrypted.map { $0 ? "1" : "0" })
         metric("tosca_database_schema_version", "Schema version of the live database.", schemaVersion.map(String.init))
+        metric("tosca_unsealed_safety_rows", "Safety-log rows inserted without chain columns and not sealed yet.", unsealedSafetyRows.map(String.init))
         metric("tosca_status_exit_code", "Exit code of tosca-maint status (0 ok, 1 unhealthy, 65 corruption).", String(exitCode))
         return lines.joined(separator: "\n") + "\n"
     }
@@ -149,7 +157,7 @@ public struct StatusReport: Codable, Sendable {
             Backups       \(backupCount), \(mib(backupBytes))
             Safety copies \(safetyCopyCount), \(mib(safetyCopyBytes))\(quarantinedCount > 0 ? "\nQuarantined   \(quarantinedCount) file(s) in backups/quarantine" : "")
             Free space    \(freeBytes.map(mib) ?? "unknown")
-            Database      \(encrypted.map { $0 ? "encrypted" : "plaintext" } ?? "missing"), schema \(schema ?? "unknown (give the key)")
+            Database      \(encrypted.map { $0 ? "encrypted" : "plaintext" } ?? "missing"), schema \(schema ?? "unknown (give the key)")\((unsealedSafetyRows ?? 0) > 0 ? "\nUnsealed      \(unsealedSafetyRows ?? 0) safety-log row(s) not in the chain yet, oldest stamped \(oldestUnsealedTimestamp ?? "?") (warning: sealed by the recorder or the next maintenance run)" : "")
 
             """
     }

@@ -152,6 +152,11 @@ public struct LiveCheck: Sendable {
     /// The backup whose head the live chain must extend, and whether it does.
     public let anchorName: String?
     public let anchorProblem: String?
+    /// Safety-log rows inserted without chain columns and not sealed yet (a warning).
+    public var unsealed: (count: Int, oldest: String?) = (0, nil)
+    public var notes: [String] {
+        unsealed.count == 0 ? [] : ["\(unsealed.count) safety-log row(s) not sealed into the chain yet (inserted by another program; oldest stamped \(unsealed.oldest ?? "?")): the recorder or the next maintenance run seals them"]
+    }
 
     public var problems: [String] {
         var p: [String] = []
@@ -183,7 +188,9 @@ public struct LiveCheck: Sendable {
         let chain = try SafetyChain.verify(db)
         let anchor = try timelineAnchor(db, catalog: catalog)
         let problem = chain.isIntact ? try anchorProblem(db, anchor: anchor) : nil
-        return LiveCheck(quickCheck: quick, chain: chain, anchorName: anchor?.name, anchorProblem: problem)
+        var check = LiveCheck(quickCheck: quick, chain: chain, anchorName: anchor?.name, anchorProblem: problem)
+        check.unsealed = try SafetyChain.unsealed(db)
+        return check
     }
 
     /// The backup whose chain head `db` must extend: the newest verified backup; after a

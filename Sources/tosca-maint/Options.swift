@@ -39,7 +39,9 @@ extension SharedOptions {
     func beginMaintenance() throws -> (data: String, key: DatabaseKey?, lock: FileLock) {
         let data = try dataDirectory
         let key = try key()
-        return (data, key, try takeMaintenanceLock(dataDirectory: data))
+        let lock = try takeMaintenanceLock(dataDirectory: data)
+        do { try Sealing.sealIfRecorderIdle(dataDirectory: data, key: key) } catch { lock.unlock(); throw error }
+        return (data, key, lock)
     }
 }
 

@@ -117,7 +117,9 @@ struct VerifyCommand: ParsableCommand {
                     Journal.shared.log(.err, "live database check FAILED (possible tampering): \(problems.joined(separator: "; "))",
                                        id: .tamperingDetected, fields: ["TOSCA_DATABASE": data + "/tosca.db"])
                 }
-                outcomes.append(Outcome(copy: "live tosca.db" + (check.anchorName.map { " (anchored on \($0))" } ?? ""), ok: problems.isEmpty, problems: problems))
+                for n in check.notes { Journal.shared.log(.warning, "live database: \(n)", fields: ["TOSCA_DATABASE": data + "/tosca.db"]) }
+                outcomes.append(Outcome(copy: "live tosca.db" + (check.anchorName.map { " (anchored on \($0))" } ?? ""), ok: problems.isEmpty,
+                                        problems: problems.isEmpty ? check.notes : problems + check.notes))
             }
             if shared.json {
                 try printJSON(outcomes)

@@ -33,7 +33,7 @@ import ToscaCore
         #expect(copies.count == 1)
         let copy = try #require(copies.first)
         let facts = try Manifest.read(path: data + "/backups/" + copy + ".manifest.json").0.facts
-        #expect(facts.fromVersion == "TOSCA v0.9.12 baseline, unversioned" && facts.toVersion == "0006_safety_log_chain")
+        #expect(facts.fromVersion == "TOSCA v0.9.12 baseline, unversioned" && facts.toVersion == "0007_safety_log_unsealed_rows")
         // Every old row is still there as the stock CLI shows it; placeholders present.
         var after = try legacyTableRows(db)
         let placeholder = try sqlite3Value(db, "SELECT username || '|' || is_active FROM tech_users WHERE tech_id = 0;")
@@ -69,7 +69,7 @@ import ToscaCore
         let copy = try #require(listing(data + "/backups").first { $0.hasSuffix("_pre-migration.db") })
         #expect(try FileHeader.classify(path: data + "/backups/" + copy) == .other)
         #expect(try sqlite3(data + "/backups/" + copy, "SELECT count(*) FROM sqlite_master;").status != 0)
-        #expect(try sqlcipher(data + "/tosca.db", keyHex: hex, "SELECT count(*) FROM schema_migrations;").stdout.contains("6"))
+        #expect(try sqlcipher(data + "/tosca.db", keyHex: hex, "SELECT count(*) FROM schema_migrations;").stdout.contains("7"))
         // Edit an applied migration's record: status names it, 65.
         _ = try sqlcipher(data + "/tosca.db", keyHex: hex, "UPDATE schema_migrations SET checksum = 'x' WHERE migration_id = '0004_session_recordings';")
         let s = try maint(["migrate", "status", "--key-file", dir.sub("key"), "--data-dir", data])
@@ -103,7 +103,7 @@ import ToscaCore
         let dumpBefore = try sqlite3Value(db, ".dump")
         var job = MigrateJob(dataDirectory: data, key: nil)
         job.migrator = Migrator(migrations: toscaMigrations + [
-            Migration(id: "0007_test_loses_a_row", summary: "test only", steps: [.sql("DELETE FROM protocols WHERE protocol_id = 2;")]),
+            Migration(id: "0008_test_loses_a_row", summary: "test only", steps: [.sql("DELETE FROM protocols WHERE protocol_id = 2;")]),
         ])
         do {
             _ = try job.up(upTo: nil, repairOrphans: false) { _ in }

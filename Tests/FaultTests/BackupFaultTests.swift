@@ -136,7 +136,7 @@ import ToscaCore
             // The next run finishes the job.
             let next = try maint(["migrate", "up", "--yes", "--data-dir", data])
             #expect(next.status == 0, "trial \(trial): \(next.output)")
-            #expect(try sqlite3Value(db, "PRAGMA user_version;") == "6")
+            #expect(try sqlite3Value(db, "PRAGMA user_version;") == "7")
         }
     }
 }

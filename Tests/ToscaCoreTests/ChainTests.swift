@@ -125,7 +125,11 @@ import TestSupport
         // Without an anchor the shorter chain is self-consistent; the anchor shows the cut.
         #expect(try verify(path).isIntact)
         #expect(brokenSeq(try verify(path, anchor: head)) == 6)
+        // A row with no chain columns at all is an unsealed row (migration 0007): not part
+        // of the chain yet, reported apart; one with only some chain columns is a break.
         try sqlite3Value(path, "INSERT INTO safety_log (log_id, timestamp, event_type, severity, description) VALUES (50, 't', 'x', 'info', 'no chain');")
+        #expect(try verify(path).isIntact)
+        try sqlite3Value(path, "INSERT INTO safety_log (log_id, timestamp, event_type, severity, description, prev_hash) VALUES (51, 't', 'x', 'info', 'half a chain', zeroblob(32));")
         #expect(brokenSeq(try verify(path)) == -1)
     }
 }

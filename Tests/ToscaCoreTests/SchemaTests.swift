@@ -22,7 +22,7 @@ import TestSupport
         let triggers = try sqlite3Value(path, "SELECT name FROM sqlite_master WHERE type='trigger' ORDER BY name;")
         #expect(triggers.split(separator: "\n") == ["safety_log_chain_insert", "safety_log_no_delete", "safety_log_no_update",
                                                      "treatment_events_no_delete", "treatment_events_no_update"])
-        #expect(try sqlite3Value(path, "PRAGMA user_version;") == "6")
+        #expect(try sqlite3Value(path, "PRAGMA user_version;") == "7")
         #expect(try sqlite3Value(path, "PRAGMA application_id;") == String(toscaApplicationID))
         #expect(try sqlite3Value(path, "PRAGMA integrity_check;") == "ok")
         let recorded = try sqlite3Value(path, "SELECT migration_id || ' ' || checksum FROM schema_migrations ORDER BY migration_id;")

@@ -28,6 +28,9 @@ public final class Recorder: @unchecked Sendable {
     private var sessions: [Int64: RecordingSession] = [:]
     private var timer: DispatchSourceTimer?
     private var backgroundError: (any Error)?
+    /// Migration 0007 applied: rows inserted by other programs may arrive unsealed.
+    private var admitsUnsealed = false
+    private var lastSealCheck: UInt64 = 0
 
     /// Opens the data folder. `admission` runs after the schema check and before crash
     /// recovery, with the database and whether it was just created; throwing from it
@@ -81,6 +84,10 @@ public final class Recorder: @unchecked Sendable {
               video_timestamp_ms, event_details) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
             """, persistent: true)
         try recoverInterruptedSessions()
+        // Safety events other programs inserted without chain columns (TOSCA v0.9.12's
+        // app, a technician's sqlite3) are sealed at once, here and on the flusher's ticks.
+        admitsUnsealed = try SafetyChain.admitsUnsealedRows(db)
+        if admitsUnsealed { try db.transaction { try SafetyChain.sealPending(db) } }
         if options.backgroundFlush { startFlusher() }
     }
 
@@ -377,6 +384,12 @@ public final class Recorder: @unchecked Sendable {
                 try commitPending()
             }
             for s in sessions.values { try s.flushStreamsIfDue() }
+            if admitsUnsealed, let db, monotonicNanoseconds() &- lastSealCheck >= 1_000_000_000 {
+                lastSealCheck = monotonicNanoseconds()
+                if try db.scalar("SELECT 1 FROM safety_log WHERE seq IS NULL LIMIT 1") != nil {
+                    try db.transaction { try SafetyChain.sealPending(db) }
+                }
+            }
         } catch {
             backgroundError = error
         }
