@@ -78,6 +78,10 @@ public struct CopyJob: Sendable {
         if [.daily, .manual, .preRestore, .snapshot].contains(kind) && sourceStatus.kind == .versioned, try SafetyChain.verify(source).isIntact {
             let anchor = try LiveCheck.timelineAnchor(source, catalog: try Catalog.scan(dataDirectory: dataDirectory))
             timelineProblem = try LiveCheck.anchorProblem(source, anchor: anchor)
+            // Treatment events of a sealed session changed: the same kind of change.
+            if timelineProblem == nil, let seal = try SessionSeal.problems(source).first {
+                timelineProblem = seal
+            }
         }
         // A suspect copy is a safety copy of its own kind: no later check can turn it into a
         // backup (an ok verify of its file says nothing about the timeline).

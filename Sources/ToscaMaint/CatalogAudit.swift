@@ -51,7 +51,21 @@ public enum Sealing {
         let lock: FileLock
         do { lock = try FileLock(path: dataDirectory + "/tosca.lock") } catch FileLockError.held { return nil }
         defer { lock.unlock() }
-        let db = try Database(path: live, options: .init(key: (try? FileHeader.classify(path: live)) == .plaintext ? nil : key))
+        // A key that is missing or wrong is the command's own error to report, on what it
+        // opens itself (a verify of one copy need not open the live database at all).
+        let db: Database
+        do {
+            db = try Database(path: live, options: .init(key: (try? FileHeader.classify(path: live)) == .plaintext ? nil : key))
+        } catch is DatabaseOpenError {
+            return nil
+        }
+        guard try SafetyChain.admitsUnsealedRows(db) else { return 0 }
+        // Finished sessions without a seal (ended before seals existed) get one, once.
+        let backfilled = try db.transaction { try SessionSeal.backfill(db, dataDirectory: dataDirectory) }
+        if !backfilled.isEmpty {
+            Journal.shared.log(.notice, "sealed \(backfilled.count) finished session(s) that had no seal (back-fill: each seal proves only what it saw)",
+                               fields: ["TOSCA_DATABASE": live])
+        }
         guard try SafetyChain.unsealed(db).count > 0 else { return 0 }
         let sealed = try db.transaction { try SafetyChain.sealPending(db) }
         if sealed > 0 {

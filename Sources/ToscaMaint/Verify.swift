@@ -14,6 +14,8 @@ public struct Measurement: Sendable {
     public var schemaVersion = 0
     public var schema = ""
     public var hasChain = false
+    /// Sessions whose treatment events no longer match their seal.
+    public var sealProblems: [String] = []
 
     /// Measures `path` and hashes it, on two threads (two cores): one connection runs
     /// `integrity_check`, the row counts and the chain; the other thread hashes the file,
@@ -53,7 +55,10 @@ public struct Measurement: Sendable {
         } else {
             m.schema = "unrecognised"
         }
-        if m.hasChain { m.chain = try SafetyChain.verify(db) }
+        if m.hasChain {
+            m.chain = try SafetyChain.verify(db)
+            m.sealProblems = try SessionSeal.problems(db)
+        }
         return m
     }
 }
@@ -114,6 +119,7 @@ public enum Verification {
         if m.integrity != ["ok"] { problems.append("integrity_check: \(m.integrity.prefix(5).joined(separator: "; "))") }
         if !m.cipherIntegrity.isEmpty { problems.append("cipher_integrity_check: \(m.cipherIntegrity.prefix(5).joined(separator: "; "))") }
         if case .broken(let b) = m.chain { problems.append(b.description) }
+        problems += m.sealProblems
         if m.chain.head != facts.chainHead {
             problems.append("safety-log head is \(m.chain.head.map(\.description) ?? "none"), manifest says \(facts.chainHead.map(\.description) ?? "none")")
         }
@@ -154,6 +160,8 @@ public struct LiveCheck: Sendable {
     public let anchorProblem: String?
     /// Safety-log rows inserted without chain columns and not sealed yet (a warning).
     public var unsealed: (count: Int, oldest: String?) = (0, nil)
+    /// Sessions whose treatment events no longer match their seal (65).
+    public var sealProblems: [String] = []
     public var notes: [String] {
         unsealed.count == 0 ? [] : ["\(unsealed.count) safety-log row(s) not sealed into the chain yet (inserted by another program; oldest stamped \(unsealed.oldest ?? "?")): the recorder or the next maintenance run seals them"]
     }
@@ -163,6 +171,7 @@ public struct LiveCheck: Sendable {
         if quickCheck != ["ok"] { p.append("quick_check: \(quickCheck.prefix(5).joined(separator: "; "))") }
         if case .broken(let b) = chain { p.append("live \(b.description)") }
         if let anchorProblem { p.append("live " + anchorProblem) }
+        p += sealProblems.map { "live " + $0 }
         return p
     }
 
@@ -190,6 +199,7 @@ public struct LiveCheck: Sendable {
         let problem = chain.isIntact ? try anchorProblem(db, anchor: anchor) : nil
         var check = LiveCheck(quickCheck: quick, chain: chain, anchorName: anchor?.name, anchorProblem: problem)
         check.unsealed = try SafetyChain.unsealed(db)
+        check.sealProblems = try SessionSeal.problems(db)
         return check
     }
 

@@ -31,7 +31,7 @@ import ToscaCore
         #expect(inspect.status == 0, "\(inspect.output)")
         let obj = try #require(try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any])
         #expect(obj["chain_intact"] as? Bool == true)
-        #expect(obj["schema_version"] as? Int == 6)
+        #expect(obj["schema_version"] as? Int == 7)
         #expect((obj["sessions_by_status"] as? [String: Int])?["completed"] == 2)
         // A second run adds sessions to the same simulated database.
         let again = try run(executable("tosca-sim"), ["--data-dir", data, "--sessions", "1", "--duration", "0.2"])

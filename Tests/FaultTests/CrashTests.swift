@@ -37,7 +37,7 @@ import ToscaCore
         #expect(count(db, "SELECT count(*) FROM treatment_events;") == afterKill)
         #expect(try sqlite3Value(db, "PRAGMA integrity_check;") == "ok")
         #expect(try SafetyChain.verify(try Database(path: db)).isIntact)
-        #expect(try sqlite3Value(db, "SELECT event_type FROM safety_log ORDER BY seq DESC LIMIT 1;") == "session_recovered")
+        #expect(try sqlite3Value(db, "SELECT group_concat(event_type) FROM (SELECT event_type FROM safety_log ORDER BY seq DESC LIMIT 2);") == "session_sealed,session_recovered")
         // Every JSONL line left is whole, and session.json describes the files.
         let folder = data + "/" + (try sqlite3Value(db, "SELECT session_folder_path FROM sessions;"))
         let manifest = try JSONDecoder().decode(SessionManifest.self, from: Data(contentsOf: URL(fileURLWithPath: folder + "/session.json")))

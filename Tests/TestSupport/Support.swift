@@ -260,10 +260,15 @@ func requireValue<T>(_ v: T?) throws -> T { guard let v else { throw OracleError
 public func growDatabase(_ db: String, events: Int) throws {
     try sqlite3Value(db, """
         PRAGMA journal_mode = WAL;
+        -- A paused session holds the added events: a finished one is sealed (its events
+        -- may not change), and an in_progress one would be recovered by the recorder.
+        INSERT INTO sessions (subject_id, tech_id, start_time, status, created_date)
+        SELECT subject_id, tech_id, start_time, 'paused', created_date FROM sessions
+        WHERE NOT EXISTS (SELECT 1 FROM sessions WHERE status = 'paused') ORDER BY session_id LIMIT 1;
         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < \(events))
         INSERT INTO treatment_events (session_id, timestamp, time_offset_ms, event_type, laser_power_commanded_watts,
           laser_power_actual_watts, photodiode_voltage_v, interlock_status, event_details)
-        SELECT (SELECT MIN(session_id) FROM sessions), '2026-01-01 00:00:00.000000', i, 'power_reading', 1.5, 1.5, 1.2,
+        SELECT (SELECT MAX(session_id) FROM sessions WHERE status = 'paused'), '2026-01-01 00:00:00.000000', i, 'power_reading', 1.5, 1.5, 1.2,
                '{"door":"closed","estop":"armed"}', '{"pad":"' || hex(randomblob(64)) || '"}' FROM n;
         """)
 }

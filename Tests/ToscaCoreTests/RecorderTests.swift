@@ -41,7 +41,7 @@ func makeRecorder(_ dir: String, options: RecorderOptions = RecorderOptions()) t
         #expect(abs((manifest.totalLaserOnTimeSeconds ?? 0) - 1.99) < 1e-9)
         #expect(abs((manifest.totalEnergyJoules ?? 0) - 3.98) < 1e-9)
         #expect(manifest.maxPowerWatts == 2)
-        #expect(try sqlite3Value(db, "SELECT event_type FROM safety_log ORDER BY seq;").split(separator: "\n") == ["session_started", "interlock", "session_ended"])
+        #expect(try sqlite3Value(db, "SELECT event_type FROM safety_log ORDER BY seq;").split(separator: "\n") == ["session_started", "interlock", "session_ended", "session_sealed"])
         #expect(s.relativeFolder.hasPrefix("sessions/\(s.subjectCode)/"))
         // session.json agrees with the file as sha256sum and wc see it.
         let jsonPath = data + "/" + s.relativeFolder + "/session.json"

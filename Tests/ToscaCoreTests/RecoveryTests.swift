@@ -46,7 +46,7 @@ import TestSupport
         #expect(again.recovery.abortedSessions.isEmpty)
         try again.close()
         #expect(try sqlite3Value(db, "SELECT status || '|' || post_treatment_notes FROM sessions WHERE session_id = \(s.id);") == "completed|all well")
-        #expect(try sqlite3Value(db, "SELECT event_type FROM safety_log ORDER BY seq DESC LIMIT 1;") == "session_recovered")
+        #expect(try sqlite3Value(db, "SELECT group_concat(event_type) FROM (SELECT event_type FROM safety_log ORDER BY seq DESC LIMIT 2);") == "session_sealed,session_recovered")
     }
 
     @Test func aForeignSessionJSONIsKeptAsideNotOverwritten() throws {

@@ -88,6 +88,8 @@ public final class Recorder: @unchecked Sendable {
         // app, a technician's sqlite3) are sealed at once, here and on the flusher's ticks.
         admitsUnsealed = try SafetyChain.admitsUnsealedRows(db)
         if admitsUnsealed { try db.transaction { try SafetyChain.sealPending(db) } }
+        // Finished sessions without a seal (ended before seals existed) get one, once.
+        try db.transaction { _ = try SessionSeal.backfill(db, dataDirectory: dataDirectory) }
         if options.backgroundFlush { startFlusher() }
     }
 
@@ -319,6 +321,8 @@ public final class Recorder: @unchecked Sendable {
                       manifest.totalLaserOnTimeSeconds.sqlValue, manifest.avgPowerWatts.sqlValue, manifest.maxPowerWatts.sqlValue,
                       manifest.totalEnergyJoules.sqlValue, notes.sqlValue, .integer(sessionID)])
             try SafetyChain.append(safetyEvent, to: db)
+            // The seal: the session's events, session.json and streams as they end.
+            try SafetyChain.append(try SessionSeal.entry(db, sessionID: sessionID, techID: row[2].int64, folder: folder, backfill: false, now: end), to: db)
         }
         return manifest
     }
@@ -422,6 +426,7 @@ public final class Recorder: @unchecked Sendable {
                     try SafetyChain.append(SafetyLogEntry(timestamp: now, sessionID: id, techID: techID, eventType: "session_recovered",
                                                           severity: .warning, description: "session found in progress at start-up, folder missing; marked aborted",
                                                           actionTaken: "status set to aborted"), to: db)
+                    try SafetyChain.append(try SessionSeal.entry(db, sessionID: id, techID: techID, folder: nil, backfill: false, now: now), to: db)
                 }
                 recovery.abortedSessions.append(id)
                 continue
@@ -431,7 +436,7 @@ public final class Recorder: @unchecked Sendable {
             if let written = try? JSONDecoder().decode(SessionManifest.self, from: Data(contentsOf: URL(fileURLWithPath: manifestPath))),
                written.sessionID == id, written.status != SessionStatus.inProgress.rawValue,
                written.streams.allSatisfy({ (try? FileDigest.sha256(path: folder + "/" + $0.file).hex) == $0.sha256 }) {
-                try commitWrittenEnding(db: db, manifest: written, now: now, techID: techID)
+                try commitWrittenEnding(db: db, manifest: written, folder: folder, now: now, techID: techID)
                 if written.status == SessionStatus.aborted.rawValue { recovery.abortedSessions.append(id) }
                 continue
             }
@@ -478,7 +483,7 @@ public final class Recorder: @unchecked Sendable {
 
     /// Commits the ending a `session.json` records (the crash came between writing it and
     /// committing the row).
-    private func commitWrittenEnding(db: Database, manifest m: SessionManifest, now: UTCTime, techID: Int64?) throws {
+    private func commitWrittenEnding(db: Database, manifest m: SessionManifest, folder: String, now: UTCTime, techID: Int64?) throws {
         try db.transaction {
             try db.execute("""
                 UPDATE sessions SET status = ?, abort_reason = ?, end_time = ?, duration_seconds = ?,
@@ -492,6 +497,7 @@ public final class Recorder: @unchecked Sendable {
                                                   severity: .info,
                                                   description: "session had ended (\(m.status)) just before the recorder stopped; its session.json ending committed at start-up",
                                                   actionTaken: "status set to \(m.status)"), to: db)
+            try SafetyChain.append(try SessionSeal.entry(db, sessionID: m.sessionID, techID: techID, folder: folder, backfill: false, now: now), to: db)
         }
     }
 }

@@ -1,0 +1,82 @@
+import Foundation
+import Testing
+import TestSupport
+import ToscaCore
+@testable import ToscaMaint
+
+/// The chain covers the treatment record: each finished session is sealed by a chained
+/// safety-log entry holding the digests of its events, session.json and streams.
+@Suite struct SessionSealTests {
+    func seals(_ db: String) throws -> [(session: Int64, details: SessionSeal.Details)] {
+        try sqlite3Value(db, "SELECT session_id || char(9) || details FROM safety_log WHERE event_type = 'session_sealed' ORDER BY seq;")
+            .split(separator: "\n").map { line in
+                let parts = line.split(separator: "\t", maxSplits: 1)
+                return (Int64(parts[0])!, try JSONDecoder().decode(SessionSeal.Details.self, from: Data(parts[1].utf8)))
+            }
+    }
+
+    @Test func eachFinishedSessionIsSealedWithWhatTheFilesHold() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 2)
+        let db = data + "/tosca.db"
+        let all = try seals(db)
+        #expect(all.count == 2)
+        for (id, d) in all {
+            #expect(!d.backfill)
+            #expect(d.eventCount == Int(try sqlite3Value(db, "SELECT count(*) FROM treatment_events WHERE session_id = \(id);"))!)
+            let folder = data + "/" + (try sqlite3Value(db, "SELECT session_folder_path FROM sessions WHERE session_id = \(id);"))
+            #expect(d.sessionJSONSHA256 == fileSHA256(folder + "/session.json"))
+            #expect(!d.streams.isEmpty)
+            for (file, sha) in d.streams { #expect(fileSHA256(folder + "/" + file) == sha, "\(file)") }
+        }
+        // The events digest is the documented encoding (recomputed here independently of the
+        // recorder's bookkeeping, from the stock CLI's view of the rows' count).
+        let digests = try SessionSeal.eventDigests(try Database(path: db, options: .init(readOnly: true)))
+        for (id, d) in all { #expect(digests[id]?.sha256 == d.eventsSHA256) }
+        #expect(try maint(["verify", "--live", "--data-dir", data]).status == 0)
+    }
+
+    /// A treatment event of a sealed session deleted or edited past dropped-and-restored
+    /// triggers: verify --live and the backup report it (65); the backup keeps the copy as
+    /// a suspect copy, never a backup.
+    @Test func changedEventsOfASealedSessionAreTampering() throws {
+        for sql in ["DELETE FROM treatment_events WHERE event_id = (SELECT max(event_id) FROM treatment_events);",
+                    "UPDATE treatment_events SET laser_power_actual_watts = 9.5 WHERE event_id = (SELECT min(event_id) FROM treatment_events);"] {
+            let dir = TempDir()
+            let data = dir.sub("data")
+            try simulatedData(data, sessions: 1)
+            #expect(try maint(["backup", "--data-dir", data]).status == 0)
+            let db = data + "/tosca.db"
+            let triggers = try sqlite3Value(db, "SELECT sql || ';' FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'treatment_events';")
+            try sqlite3Value(db, "DROP TRIGGER treatment_events_no_update; DROP TRIGGER treatment_events_no_delete; \(sql) \(triggers)")
+            #expect(try sqlite3Value(db, "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'treatment_events';") == "2")
+            let live = try maint(["verify", "--live", "--data-dir", data])
+            #expect(live.status == 65 && live.stdout.contains("changed after it was sealed"), "\(sql): \(live.output)")
+            let b = try maint(["backup", "--data-dir", data])
+            #expect(b.status == 65 && b.stderr.contains("suspect copy"), "\(sql): \(b.output)")
+            #expect(listing(data + "/backups").contains { $0.hasSuffix("_suspect.db") })
+        }
+    }
+
+    /// Sessions that ended before seals existed are sealed once, as a back-fill, by the
+    /// first run that holds the database (here a backup after the migration).
+    @Test func legacySessionsGetABackfilledSealOnce() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        mkdir(data, 0o700)
+        let db = data + "/tosca.db"
+        try makeLegacyDatabase(at: db)
+        #expect(try maint(["migrate", "up", "--yes", "--data-dir", data]).status == 0)
+        #expect(try seals(db).isEmpty)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        let finished = Int(try sqlite3Value(db, "SELECT count(*) FROM sessions WHERE status IN ('completed', 'aborted');"))!
+        let all = try seals(db)
+        #expect(finished > 0 && all.count == finished)
+        let backfilled = all.filter { $0.details.backfill }.count
+        #expect(backfilled == all.count)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        #expect(try seals(db).count == finished)
+        #expect(try maint(["verify", "--all", "--live", "--data-dir", data]).status == 0)
+    }
+}
