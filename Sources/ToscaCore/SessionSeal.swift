@@ -37,12 +37,15 @@ public enum SessionSeal {
         }
     }
 
-    /// Digests of the events of every session (or of `sessionID` only), in one pass.
+    /// Digests of the events of every sealed session (or of `sessionID` only), in one pass.
     public static func eventDigests(_ db: Database, sessionID: Int64? = nil) throws -> [Int64: (count: Int, sha256: String)] {
         let columns = try db.columnNames(of: "treatment_events")
         guard let sessionIndex = columns.firstIndex(of: "session_id") else { return [:] }
         let list = columns.map(quoteIdentifier).joined(separator: ", ")
-        let stmt = try db.prepare("SELECT \(list) FROM treatment_events" + (sessionID == nil ? "" : " WHERE session_id = ?") + " ORDER BY session_id, event_id")
+        let filter = sessionID == nil
+            ? " WHERE session_id IN (SELECT session_id FROM safety_log WHERE event_type = '\(eventType)')"
+            : " WHERE session_id = ?"
+        let stmt = try db.prepare("SELECT \(list) FROM treatment_events\(filter) ORDER BY session_id, event_id")
         try stmt.bind(sessionID.map { [.integer($0)] } ?? [])
         defer { stmt.reset() }
         var out: [Int64: (count: Int, sha256: String)] = [:]
@@ -53,16 +56,21 @@ public enum SessionSeal {
             if let current { out[current] = (count, hexString(Array(hasher.finalize()))) }
         }
         let n = Int32(columns.count)
+        var row: [UInt8] = []
+        row.reserveCapacity(512)
         while try stmt.step() {
-            let values = (0..<n).map { SafetyChain.chainValue(stmt, $0) }
-            guard case .integer(let sid) = values[sessionIndex] else { continue }
+            guard case .integer(let sid) = stmt.column(Int32(sessionIndex)) else { continue }
             if sid != current {
                 close()
                 current = sid
                 hasher = SHA256()
                 count = 0
             }
-            hasher.update(data: SafetyChain.encode(prevHash: [], chainValues: values))
+            // The D7 row encoding without prev_hash: the format byte, then every column.
+            row.removeAll(keepingCapacity: true)
+            row.append(SafetyChain.formatByte)
+            for i in 0..<n { stmt.appendEncoded(i, to: &row) }
+            hasher.update(data: row)
             count += 1
         }
         close()

@@ -23,6 +23,13 @@ import ToscaCore
                          ["backup", "--data-dir", n],
                          ["prune", "--data-dir", n],
                          ["encrypt", "--key-file", n, "--rehearse", "--data-dir", data],
+                         ["rekey", "--key-file", n, "--new-key-file", n, "--yes", "--data-dir", data],
+                         ["restore", "--backup", n, "--dry-run", "--data-dir", data],
+                         ["quarantine", n, "--dry-run", "--data-dir", data],
+                         ["verify", "--latest", "--key-file", n, "--data-dir", data],
+                         ["migrate", "status", "--data-dir", n],
+                         ["snapshot", "--reason", "test", "--data-dir", n],
+                         ["inspect", "--data-dir", n],
                          ["keygen", "--out", dir.sub("k") + "/" + n]] {
                 let r = try run(executable("tosca-maint"), args, environment: ["HOME": dir.path, "PATH": "/usr/bin:/bin"])
                 #expect([0, 1, 64, 65, 66, 73, 74, 77].contains(r.status), "\(args): \(r.status) \(r.output)")

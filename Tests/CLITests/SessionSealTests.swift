@@ -30,10 +30,17 @@ import ToscaCore
             #expect(!d.streams.isEmpty)
             for (file, sha) in d.streams { #expect(fileSHA256(folder + "/" + file) == sha, "\(file)") }
         }
-        // The events digest is the documented encoding (recomputed here independently of the
-        // recorder's bookkeeping, from the stock CLI's view of the rows' count).
-        let digests = try SessionSeal.eventDigests(try Database(path: db, options: .init(readOnly: true)))
-        for (id, d) in all { #expect(digests[id]?.sha256 == d.eventsSHA256) }
+        // The events digest is the documented encoding: recomputed here row by row through
+        // the generic value path (SQLValue → SafetyChain.encode), not the fast one.
+        let conn = try Database(path: db, options: .init(readOnly: true))
+        for (id, d) in all {
+            var bytes: [UInt8] = []
+            for r in try conn.rows("SELECT * FROM treatment_events WHERE session_id = ? ORDER BY event_id", [.integer(id)]) {
+                bytes += SafetyChain.encode(prevHash: [], values: r.values)
+            }
+            #expect(sha256Hex(bytes) == d.eventsSHA256, "session \(id)")
+        }
+        #expect(try SessionSeal.eventDigests(conn).mapValues(\.sha256) == Dictionary(uniqueKeysWithValues: all.map { ($0.session, $0.details.eventsSHA256) }))
         #expect(try maint(["verify", "--live", "--data-dir", data]).status == 0)
     }
 

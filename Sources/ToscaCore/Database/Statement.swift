@@ -99,6 +99,30 @@ public final class Statement {
         }
     }
 
+    /// Appends column `index` of the current row in the D7 value encoding (type tag, then
+    /// 8 big-endian bytes for INTEGER and REAL, a 4-byte big-endian length and the bytes for
+    /// TEXT and BLOB), read straight from SQLite's buffers: the same bytes as
+    /// `SafetyChain.encode` gives for the value, without building one.
+    public func appendEncoded(_ index: Int32, to out: inout [UInt8]) {
+        func be64(_ v: UInt64) { for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: v >> UInt64(shift))) } }
+        func bytes(_ tag: UInt8, _ p: UnsafeRawPointer?, _ n: Int) {
+            out.append(tag)
+            for shift in stride(from: 24, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: n >> shift)) }
+            if n > 0, let p { out.append(contentsOf: UnsafeRawBufferPointer(start: p, count: n)) }
+        }
+        switch sqlite3_column_type(handle, index) {
+        case SQLITE_INTEGER: out.append(1); be64(UInt64(bitPattern: sqlite3_column_int64(handle, index)))
+        case SQLITE_FLOAT: out.append(2); be64(sqlite3_column_double(handle, index).bitPattern)
+        case SQLITE_TEXT:
+            let p = sqlite3_column_text(handle, index)
+            bytes(3, p.map { UnsafeRawPointer($0) }, Int(sqlite3_column_bytes(handle, index)))
+        case SQLITE_BLOB:
+            let p = sqlite3_column_blob(handle, index)
+            bytes(4, p, Int(sqlite3_column_bytes(handle, index)))
+        default: out.append(0)
+        }
+    }
+
     /// The bytes of TEXT column `index` as stored (no UTF-8 repair).
     public func rawText(_ index: Int32) -> [UInt8] {
         guard let p = sqlite3_column_text(handle, index) else { return [] }
