@@ -42,6 +42,15 @@ public enum CatalogAudit {
 /// a maintenance run seals them only when it can take `tosca.lock` without waiting, and
 /// otherwise leaves them to the recorder.
 public enum Sealing {
+    /// The age in seconds of an unsealed row stamped `timestamp`, read as TOSCA v0.9.12
+    /// writes it: local time of the device, `legacy_datetime_utc_offset` seconds east of UTC
+    /// (0 when the database does not record it).
+    public static func age(of timestamp: String, in db: Database, now: UTCTime = .now()) -> Int64? {
+        guard let stamped = UTCTime(sqlDateTime: timestamp) else { return nil }
+        let offset = (try? db.scalar("SELECT config_value FROM system_config WHERE config_key = 'legacy_datetime_utc_offset'"))??.string.flatMap { Int64($0) } ?? 0
+        return now.seconds - (stamped.seconds - offset)
+    }
+
     /// Seals pending rows if no one holds `tosca.lock`; returns how many were sealed
     /// (`nil`: the recorder holds the lock, or there is no database).
     @discardableResult

@@ -34,6 +34,7 @@ public struct StatusReport: Codable, Sendable {
     /// Safety-log rows inserted without chain columns, not sealed yet (a warning).
     public let unsealedSafetyRows: Int?
     public let oldestUnsealedTimestamp: String?
+    public let oldestUnsealedAgeSeconds: Int64?
     public let verdict: String
     public let exitCode: Int32
 
@@ -45,7 +46,7 @@ public struct StatusReport: Codable, Sendable {
         case safetyCopyBytes = "safety_copy_bytes", quarantinedCount = "quarantined_count", freeBytes = "free_bytes"
         case schemaVersion = "schema_version", exitCode = "exit_code"
         case lastDrillUTC = "last_drill_utc", maxDrillAgeDays = "max_drill_age_days", catalogProblems = "catalog_problems"
-        case unsealedSafetyRows = "unsealed_safety_rows", oldestUnsealedTimestamp = "oldest_unsealed_timestamp"
+        case unsealedSafetyRows = "unsealed_safety_rows", oldestUnsealedTimestamp = "oldest_unsealed_timestamp", oldestUnsealedAgeSeconds = "oldest_unsealed_age_seconds"
     }
 
     public static func make(dataDirectory: String, key: DatabaseKey?, maxAgeHours: Double, maxDrillAgeDays: Double = 8,
@@ -69,6 +70,7 @@ public struct StatusReport: Codable, Sendable {
         let dbPath = dataDirectory + "/tosca.db"
         var encrypted: Bool? = nil, version: Int? = nil, schema: String? = nil
         var unsealed: (count: Int, oldest: String?)? = nil
+        var unsealedAge: Int64? = nil
         if FileManager.default.fileExists(atPath: dbPath) {
             encrypted = try FileHeader.classify(path: dbPath) != .plaintext
             if encrypted == false || key != nil, let db = try? Database(path: dbPath, options: .init(readOnly: true, key: key)),
@@ -76,6 +78,7 @@ public struct StatusReport: Codable, Sendable {
                 version = s.version
                 schema = s.versionDescription
                 unsealed = try? SafetyChain.unsealed(db)
+                unsealedAge = unsealed?.oldest.flatMap { Sealing.age(of: $0, in: db, now: now) }
             }
         }
         let verdict: String, code: Int32
@@ -115,7 +118,7 @@ public struct StatusReport: Codable, Sendable {
             backupCount: catalog.backups.count, backupBytes: catalog.backups.map(size).reduce(0, +),
             safetyCopyCount: catalog.safetyCopies.count, safetyCopyBytes: catalog.safetyCopies.map(size).reduce(0, +),
             quarantinedCount: catalog.quarantined.count, freeBytes: free, encrypted: encrypted, schemaVersion: version, schema: schema,
-            lastDrillUTC: lastDrill, maxDrillAgeDays: maxDrillAgeDays, catalogProblems: audit, unsealedSafetyRows: unsealed?.count, oldestUnsealedTimestamp: unsealed?.oldest,
+            lastDrillUTC: lastDrill, maxDrillAgeDays: maxDrillAgeDays, catalogProblems: audit, unsealedSafetyRows: unsealed?.count, oldestUnsealedTimestamp: unsealed?.oldest, oldestUnsealedAgeSeconds: unsealedAge,
             verdict: verdict, exitCode: code)
     }
 
@@ -143,6 +146,7 @@ public struct StatusReport: Codable, Sendable {
         metric("tosca_database_encrypted", "1 when the live database is encrypted.", encrypted.map { $0 ? "1" : "0" })
         metric("tosca_database_schema_version", "Schema version of the live database.", schemaVersion.map(String.init))
         metric("tosca_unsealed_safety_rows", "Safety-log rows inserted without chain columns and not sealed yet.", unsealedSafetyRows.map(String.init))
+        metric("tosca_oldest_unsealed_safety_row_age_seconds", "Age of the oldest unsealed safety-log row (its stamp read as legacy local time).", oldestUnsealedAgeSeconds.map(String.init))
         metric("tosca_status_exit_code", "Exit code of tosca-maint status (0 ok, 1 unhealthy, 65 corruption).", String(exitCode))
         return lines.joined(separator: "\n") + "\n"
     }
@@ -157,7 +161,7 @@ public struct StatusReport: Codable, Sendable {
             Backups       \(backupCount), \(mib(backupBytes))
             Safety copies \(safetyCopyCount), \(mib(safetyCopyBytes))\(quarantinedCount > 0 ? "\nQuarantined   \(quarantinedCount) file(s) in backups/quarantine" : "")
             Free space    \(freeBytes.map(mib) ?? "unknown")
-            Database      \(encrypted.map { $0 ? "encrypted" : "plaintext" } ?? "missing"), schema \(schema ?? "unknown (give the key)")\((unsealedSafetyRows ?? 0) > 0 ? "\nUnsealed      \(unsealedSafetyRows ?? 0) safety-log row(s) not in the chain yet, oldest stamped \(oldestUnsealedTimestamp ?? "?") (warning: sealed by the recorder or the next maintenance run)" : "")
+            Database      \(encrypted.map { $0 ? "encrypted" : "plaintext" } ?? "missing"), schema \(schema ?? "unknown (give the key)")\((unsealedSafetyRows ?? 0) > 0 ? "\nUnsealed      \(unsealedSafetyRows ?? 0) safety-log row(s) not in the chain yet, oldest stamped \(oldestUnsealedTimestamp ?? "?")\(oldestUnsealedAgeSeconds.map { String(format: ", about %.1f h old", Double($0) / 3600) } ?? "") (warning: sealed by the recorder or the next maintenance run)" : "")
 
             """
     }

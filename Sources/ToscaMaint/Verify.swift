@@ -162,8 +162,12 @@ public struct LiveCheck: Sendable {
     public var unsealed: (count: Int, oldest: String?) = (0, nil)
     /// Sessions whose treatment events no longer match their seal (65).
     public var sealProblems: [String] = []
+    /// Age of the oldest unsealed row (its stamp read as legacy local time).
+    public var oldestUnsealedAgeSeconds: Int64?
     public var notes: [String] {
-        unsealed.count == 0 ? [] : ["\(unsealed.count) safety-log row(s) not sealed into the chain yet (inserted by another program; oldest stamped \(unsealed.oldest ?? "?")): the recorder or the next maintenance run seals them"]
+        guard unsealed.count > 0 else { return [] }
+        let age = oldestUnsealedAgeSeconds.map { String(format: ", about %.1f h old", Double($0) / 3600) } ?? ""
+        return ["\(unsealed.count) safety-log row(s) not sealed into the chain yet (inserted by another program; oldest stamped \(unsealed.oldest ?? "?")\(age)): the recorder or the next maintenance run seals them"]
     }
 
     public var problems: [String] {
@@ -199,6 +203,7 @@ public struct LiveCheck: Sendable {
         let problem = chain.isIntact ? try anchorProblem(db, anchor: anchor) : nil
         var check = LiveCheck(quickCheck: quick, chain: chain, anchorName: anchor?.name, anchorProblem: problem)
         check.unsealed = try SafetyChain.unsealed(db)
+        check.oldestUnsealedAgeSeconds = check.unsealed.oldest.flatMap { Sealing.age(of: $0, in: db) }
         check.sealProblems = try SessionSeal.problems(db)
         return check
     }

@@ -48,10 +48,15 @@ struct EncryptCommand: ParsableCommand {
             integrity_check, cipher_integrity_check, the safety-log chain, unreadable as \
             plaintext) and swaps it in; any failure up to here leaves the plaintext database \
             as it was;
-              6. every plaintext copy in backups/ becomes an encrypted one (verified, a new \
-            manifest with the key id), then the plaintext files are removed, the pre-encryption \
-            copy too unless --keep-plaintext-copy. Removal does not erase data on ext4 or flash: \
-            see Runbooks and use an encrypted data partition.
+              6. every plaintext copy in backups/ becomes an encrypted one under the same name \
+            (verified, a new manifest with the key id, the plaintext file replaced), the \
+            pre-encryption copy too; with --keep-plaintext-copy its plaintext file is kept in \
+            backups/quarantine/. Removal does not erase data on ext4 or flash: see Runbooks and \
+            use an encrypted data partition;
+              7. a restore drill of the newest backup under the key, so status is green after.
+            Exit codes: 0 done, 64 no --yes without a terminal, 65 a copy not converted or the \
+            drill failed (each named), 74 disk full or I/O error (nothing changed), 75 the \
+            recorder or another maintenance run is running, 77 key file problem.
             --rehearse runs steps 3-5 in a scratch folder, reports, and changes nothing.
 
             Examples:
@@ -101,7 +106,8 @@ struct RekeyCommand: ParsableCommand {
             Takes backups/.maint.lock then tosca.lock (75 while the recorder runs), a verified \
             pre-rekey safety copy under the old key, re-keys the database (sqlite3_rekey), \
             verifies it under the new key, then re-keys every copy in backups/ through the \
-            backup API, verifies it, and gives it a manifest with the new key id. Interrupted, \
+            backup API, verifies it, and replaces it under the same name with a manifest that \
+            names the new key id; then drills the newest backup under the new key. Interrupted, \
             a re-run resumes: copies still under the old key are found by their key id.
 
             Example:

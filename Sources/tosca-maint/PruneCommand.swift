@@ -12,7 +12,9 @@ struct PruneCommand: ParsableCommand {
             calendar) and, always, the newest verified backup. Safety copies are removed only \
             when --safety-copies names them, and then only those older than --older-than days. \
             Prints what it removes and why. Also moves database files without a manifest to \
-            backups/quarantine/ and removes stale .partial files.
+            backups/quarantine/ and removes stale .partial files and the scratch folders of \
+            killed runs. The manifest of a copy whose database file is lost is kept (evidence, \
+            and it may anchor the timeline): quarantine --failed sets it aside.
 
             Examples:
               tosca-maint prune --dry-run

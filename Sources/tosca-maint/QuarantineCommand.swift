@@ -12,7 +12,8 @@ struct QuarantineCommand: ParsableCommand {
             its manifest into backups/quarantine/. Nothing is deleted. A quarantined copy is \
             never restored, drilled, pruned or counted by status (which exits 65 while a \
             failed copy stays in the catalog). Run `tosca-maint verify --all` first: it \
-            records each copy's result in its manifest.
+            records each copy's result in its manifest. --failed also sets aside the manifest of \
+            a copy whose database file is lost (unless that copy is still the anchor).
 
             Examples:
               tosca-maint verify --all

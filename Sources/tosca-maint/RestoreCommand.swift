@@ -28,7 +28,7 @@ struct RestoreCommand: ParsableCommand {
             If the copy's schema is older than this build, run `tosca-maint migrate up` next.
 
             --to PATH restores into a new file for inspection, without tosca.lock or changes to \
-            the live database; it never overwrites. --drill restores the newest verified backup (or \
+            the live database, and without confirmation; it never overwrites. --drill restores the newest verified backup (or \
             --backup PATH) into a temporary folder, checks it, and records the result in its \
             manifest; nothing else changes.
 

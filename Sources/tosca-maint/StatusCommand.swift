@@ -10,7 +10,7 @@ struct StatusCommand: ParsableCommand {
         discussion: """
             Shows the age of the newest verified backup, the most recent check and its result, \
             space used by backups and by safety copies, free space, whether the live database \
-            is encrypted, its schema version, and when a restore drill last passed.
+            is encrypted, its schema version, and when a restore drill last passed. Safety-log             rows another program inserted without chain columns and not sealed yet are shown             as a warning (their number and the oldest time stamp; the exit code is not changed).
 
             Examples:
               tosca-maint status
@@ -19,7 +19,11 @@ struct StatusCommand: ParsableCommand {
             Exit codes: 0 healthy, 1 no verified backup newer than --max-age hours or no passing \
             restore drill within --max-drill-age days, 65 the most recent check failed, or a \
             backup's last check failed, or a suspect copy (possible tampering) is in the catalog \
-            (set failed and suspect copies aside with `tosca-maint quarantine --failed`).
+            (set failed and suspect copies aside with `tosca-maint quarantine --failed`), or the \
+            catalog fails its own checks: a copy whose database file is lost (its manifest \
+            left), a manifest that cannot be read, a plaintext copy on an encrypted device; \
+            64 empty --data-dir, 66 no data folder there, 73 a layout folder (backups/, \
+            backups/quarantine/) is a symbolic link.
             """)
 
     @OptionGroup var shared: SharedOptions

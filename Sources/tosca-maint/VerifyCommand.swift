@@ -16,8 +16,13 @@ struct VerifyCommand: ParsableCommand {
 
             --live checks the live database without blocking the recorder: quick_check, the \
             chain from seq 1, and that the chain extends the head of the newest backup on its \
-            timeline (after a restore: the restored copy or a later backup). Anything else is \
-            reported as tampering.
+            timeline (after a restore: the restored copy or a later backup), and that the \
+            treatment events of every sealed session still match its seal. Anything else is \
+            reported as tampering. Safety-log rows another program inserted without chain \
+            columns and not sealed yet are a warning, not a failure (a run that can take \
+            tosca.lock seals them first). --all also checks the catalog as a whole: a copy \
+            whose database file is lost, a manifest that cannot be read, a plaintext copy on \
+            an encrypted device.
 
             Examples:
               tosca-maint verify --latest
@@ -26,7 +31,8 @@ struct VerifyCommand: ParsableCommand {
               tosca-maint verify --live
 
             Exit codes: 0 every copy holds, 65 a copy (or the live database) failed, each named, \
-            66 nothing to verify, 75 another maintenance run is going, 77 key missing or wrong.
+            66 nothing to verify (or no data folder), 73 a layout folder is a symbolic link, \
+            75 another maintenance run is going, 77 key missing or wrong.
             """)
 
     @OptionGroup var shared: SharedOptions

@@ -10,9 +10,28 @@ import ToscaCore
     /// TOSCA v0.9.12's SQLAlchemy insert (every column but the key and the chain columns,
     /// local-time DATETIME text) and a technician's short sqlite3 insert.
     static let toscaInsert = """
-        INSERT INTO safety_log (timestamp, session_id, tech_id, event_type, severity, description, system_state, laser_state, footpedal_state, smoothing_device_state, photodiode_voltage_v, action_taken, details) VALUES ('2026-11-30 10:12:01.123456', NULL, 1, 'interlock_triggered', 'critical', 'Footpedal released during treatment', 'treatment', 'armed', 0, 1, 2.75, 'laser disabled', '{"source": "EventLogger"}');
+        INSERT INTO safety_log (timestamp, session_id, tech_id, event_type, severity, description, system_state, laser_state, footpedal_state, smoothing_device_state, photodiode_voltage_v, action_taken, details) VALUES ('2025-06-01 10:12:01.123456', NULL, 1, 'interlock_triggered', 'critical', 'Footpedal released during treatment', 'treatment', 'armed', 0, 1, 2.75, 'laser disabled', '{"source": "EventLogger"}');
         """
-    static let technicianInsert = "INSERT INTO safety_log (timestamp, event_type, severity, description) VALUES ('2026-11-30 10:13:00', 'note', 'info', 'checked by hand');"
+    /// The statement SQLAlchemy 1.4 compiles for TOSCA's `SafetyLog` model, with its values
+    /// bound as parameters (the sqlite3 CLI's `.parameter`), as TOSCA's `EventLogger` runs it.
+    static let sqlalchemyInsert = """
+        .parameter init
+        .parameter set ?1 "'2025-06-01 10:12:30.500000'"
+        .parameter set ?2 NULL
+        .parameter set ?3 1
+        .parameter set ?4 "'laser_fault'"
+        .parameter set ?5 "'emergency'"
+        .parameter set ?6 "'Photodiode reading out of range'"
+        .parameter set ?7 "'treatment'"
+        .parameter set ?8 "'firing'"
+        .parameter set ?9 1
+        .parameter set ?10 0
+        .parameter set ?11 9.125
+        .parameter set ?12 "'emergency stop'"
+        .parameter set ?13 NULL
+        INSERT INTO safety_log (timestamp, session_id, tech_id, event_type, severity, description, system_state, laser_state, footpedal_state, smoothing_device_state, photodiode_voltage_v, action_taken, details) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13);
+        """
+    static let technicianInsert = "INSERT INTO safety_log (timestamp, event_type, severity, description) VALUES ('2025-06-01 10:13:00', 'note', 'info', 'checked by hand');"
 
     func chainRows(_ db: String) throws -> [String] {
         try sqlite3Value(db, "SELECT log_id || '|' || ifnull(seq, 'NULL') || '|' || event_type FROM safety_log ORDER BY log_id;").split(separator: "\n").map(String.init)
@@ -29,11 +48,12 @@ import ToscaCore
         options.backgroundFlush = false
         let rec = try Recorder(dataDirectory: data, options: options)
         // Both writers are accepted (before migration 0007 the trigger refused them).
-        for sql in [Self.toscaInsert, Self.technicianInsert] {
-            let r = try sqlite3(db, sql)
-            #expect(r.status == 0, "\(r.output)")
+        for sql in [Self.toscaInsert, Self.sqlalchemyInsert, Self.technicianInsert] {
+            let r = try run(which("sqlite3")!, ["-bail", db], stdin: sql)
+            #expect(r.status == 0 && r.stderr.isEmpty, "\(r.output)")
         }
-        #expect(try sqlite3Value(db, "SELECT count(*) FROM safety_log WHERE seq IS NULL;") == "2")
+        #expect(try sqlite3Value(db, "SELECT count(*) FROM safety_log WHERE seq IS NULL;") == "3")
+        #expect(try sqlite3Value(db, "SELECT description || '|' || photodiode_voltage_v FROM safety_log WHERE event_type = 'laser_fault';") == "Photodiode reading out of range|9.125")
         // What stays refused: changing or deleting any row, sealing out of order or wrongly,
         // and a row whose chain columns are given but wrong (or only partly given).
         let unsealedID = try sqlite3Value(db, "SELECT min(log_id) FROM safety_log WHERE seq IS NULL;")
@@ -49,9 +69,15 @@ import ToscaCore
         }
         // Reported as a warning, not a failure.
         let live = try maint(["verify", "--live", "--data-dir", data])
-        #expect(live.status == 0 && live.stdout.contains("2 safety-log row(s) not sealed"), "\(live.output)")
+        #expect(live.status == 0 && live.stdout.contains("3 safety-log row(s) not sealed"), "\(live.output)")
         let status = try maint(["status", "--json", "--data-dir", data])
-        #expect(status.stdout.contains("\"unsealed_safety_rows\" : 2") && status.stdout.contains("\"oldest_unsealed_timestamp\" : \"2026-11-30 10:12:01.123456\""), "\(status.stdout)")
+        #expect(status.stdout.contains("\"unsealed_safety_rows\" : 3") && status.stdout.contains("\"oldest_unsealed_timestamp\" : \"2025-06-01 10:12:01.123456\""), "\(status.stdout)")
+        // Its age, the stamp read as legacy local time: over 24 h here, whatever the zone.
+        let json = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any]
+        #expect(((json?["oldest_unsealed_age_seconds"] as? Int) ?? 0) > 86_400, "\(status.stdout)")
+        let prom = dir.sub("tosca.prom")
+        _ = try maint(["status", "--prometheus", prom, "--data-dir", data])
+        #expect(try String(contentsOfFile: prom, encoding: .utf8).contains("tosca_unsealed_safety_rows 3"))
         try rec.close()
         // The backup (no recorder running) seals them first, in arrival order, unchanged.
         let contentBefore = try sqlite3Value(db, "SELECT group_concat(log_id || timestamp || description, ',') FROM safety_log ORDER BY log_id;")
@@ -59,7 +85,8 @@ import ToscaCore
         #expect(b.status == 0, "\(b.output)")
         #expect(try sqlite3Value(db, "SELECT count(*) FROM safety_log WHERE seq IS NULL;") == "0")
         let rows = try chainRows(db)
-        #expect(rows.suffix(2).map { $0.split(separator: "|")[1] } == ["\(Int(headBefore)! + 1)", "\(Int(headBefore)! + 2)"], "\(rows)")
+        #expect(rows.suffix(3).map { $0.split(separator: "|")[1] } == ["\(Int(headBefore)! + 1)", "\(Int(headBefore)! + 2)", "\(Int(headBefore)! + 3)"], "\(rows)")
+        #expect(rows.suffix(3).map { $0.split(separator: "|")[2] } == ["interlock_triggered", "laser_fault", "note"], "\(rows)")
         #expect(try sqlite3Value(db, "SELECT group_concat(log_id || timestamp || description, ',') FROM safety_log ORDER BY log_id;") == contentBefore)
         #expect(try maint(["verify", "--all", "--live", "--data-dir", data]).status == 0)
         #expect(try SafetyChain.verify(try Database(path: db, options: .init(readOnly: true))).isIntact)
