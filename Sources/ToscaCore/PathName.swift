@@ -7,43 +7,48 @@ import Foundation
 /// The rules are POSIX `dirname`/`basename`: trailing slashes are ignored, a name without
 /// a slash lives in `.`, and the parent of `/` is `/`.
 public enum PathName {
+    // Work on the UTF-8 bytes: '/' is 0x2F and never part of another character's encoding,
+    // whereas a Character view would glue a combining mark onto a '/' before it.
+    static let slash = UInt8(ascii: "/")
+
     /// The path without its trailing slashes (`/` stays `/`; `""` stays `""`).
     public static func trimmed(_ path: String) -> String {
-        var p = Substring(path)
-        while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
-        return String(p)
+        var u = Array(path.utf8)
+        while u.count > 1 && u.last == slash { u.removeLast() }
+        return String(decoding: u, as: UTF8.self)
     }
 
     /// The folder holding `path`: `a/b` → `a`, `b` → `.`, `/b` → `/`, `a/b/` → `a`, `/` → `/`.
     public static func parent(_ path: String) -> String {
-        let p = trimmed(path)
-        if p.isEmpty { return "." }
-        guard let slash = p.lastIndex(of: "/") else { return "." }
-        var head = Substring(p[..<slash])
-        while head.count > 1 && head.hasSuffix("/") { head.removeLast() }
-        return head.isEmpty ? "/" : String(head)
+        var u = Array(trimmed(path).utf8)
+        if u.isEmpty { return "." }
+        guard let i = u.lastIndex(of: slash) else { return "." }
+        u.removeSubrange(i...)
+        while u.count > 1 && u.last == slash { u.removeLast() }
+        return u.isEmpty ? "/" : String(decoding: u, as: UTF8.self)
     }
 
     /// The last component: `a/b` → `b`, `a/b/` → `b`, `/` → `/`, `b` → `b`.
     public static func name(_ path: String) -> String {
-        let p = trimmed(path)
-        if p == "/" || p.isEmpty { return p }
-        guard let slash = p.lastIndex(of: "/") else { return p }
-        return String(p[p.index(after: slash)...])
+        let t = trimmed(path)
+        let u = Array(t.utf8)
+        if t == "/" || u.isEmpty { return t }
+        guard let i = u.lastIndex(of: slash) else { return t }
+        return String(decoding: u[(i + 1)...], as: UTF8.self)
     }
 
     /// `folder/name`, with exactly one slash between them.
     public static func join(_ folder: String, _ name: String) -> String {
         if folder.isEmpty { return name }
-        return folder.hasSuffix("/") ? folder + name : folder + "/" + name
+        return folder.utf8.last == slash ? folder + name : folder + "/" + name
     }
 
     /// `path` with `.` components and repeated slashes removed, and `x/..` folded where `x`
     /// is a plain name (lexically: symlinks are not resolved). An empty result is `.`.
     public static func normalized(_ path: String) -> String {
-        let absolute = path.hasPrefix("/")
-        var parts: [Substring] = []
-        for c in path.split(separator: "/", omittingEmptySubsequences: true) {
+        let absolute = path.utf8.first == slash
+        var parts: [String] = []
+        for c in path.utf8.split(separator: slash, omittingEmptySubsequences: true).map({ String(decoding: $0, as: UTF8.self) }) {
             if c == "." { continue }
             if c == "..", let last = parts.last, last != ".." { parts.removeLast(); continue }
             if c == ".." && absolute && parts.isEmpty { continue }

@@ -170,7 +170,8 @@ public enum SafetyChain {
         if let problem = try checkColumns(db) { return .broken(ChainBreak(seq: nil, logID: nil, reason: problem)) }
         // Unsealed rows (all three chain columns NULL, admitted since migration 0007) are not
         // part of the chain yet: ``unsealed(_:)`` reports them.
-        let stmt = try db.prepare("SELECT \(selectHashed), prev_hash, row_hash FROM safety_log WHERE NOT \(unsealedCondition) ORDER BY seq IS NOT NULL, seq, log_id")
+        let skip = try admitsUnsealedRows(db) ? "WHERE NOT \(unsealedCondition) " : ""
+        let stmt = try db.prepare("SELECT \(selectHashed), prev_hash, row_hash FROM safety_log \(skip)ORDER BY seq IS NOT NULL, seq, log_id")
         try stmt.bind([])
         defer { stmt.reset() }
         let n = Int32(hashedColumns.count)
@@ -221,9 +222,14 @@ public enum SafetyChain {
     /// Rows kept unsealed: inserted without chain columns (migration 0007).
     static let unsealedCondition = "(seq IS NULL AND prev_hash IS NULL AND row_hash IS NULL)"
 
-    /// Whether this database admits unsealed rows (migration 0007 applied).
+    /// The migration from which rows may arrive unsealed.
+    public static let unsealedRowsMigration = "0007_safety_log_unsealed_rows"
+
+    /// Whether this database admits unsealed rows (migration 0007 applied, as recorded in
+    /// `schema_migrations`; a trigger name alone proves nothing).
     public static func admitsUnsealedRows(_ db: Database) throws -> Bool {
-        try db.scalar("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'safety_log_no_update'") != nil
+        guard try db.scalar("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'") != nil else { return false }
+        return try db.scalar("SELECT 1 FROM schema_migrations WHERE migration_id = ?", [.text(unsealedRowsMigration)]) != nil
     }
 
     /// Unsealed rows: how many, and the `timestamp` text of the oldest (as its writer
@@ -273,8 +279,10 @@ public enum SafetyChain {
     /// (`BEGIN IMMEDIATE`) so that no other writer moves the head in between.
     @discardableResult
     public static func append(_ entry: SafetyLogEntry, to db: Database) throws -> ChainHead {
-        // Rows another writer inserted unsealed arrived first: they are sealed first.
-        try sealPending(db)
+        // Rows another writer inserted unsealed arrived first: they are sealed first. A row
+        // that cannot be sealed (a database edited past its triggers) must not stop this
+        // safety event: it stays unsealed, reported by verify --live and status.
+        _ = try? sealPending(db)
         let last = try db.rows("SELECT seq, row_hash FROM safety_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1").first
         let seq = (last?[0].int64 ?? 0) + 1
         let prev = last?[1].bytes ?? zeroHash

@@ -12,8 +12,12 @@ import Foundation
 /// may later leave the device without failing any check.
 ///
 /// Events encoding (format 1): for each row in `event_id` order, the D7 row encoding with
-/// no `prev_hash`: the format byte 1, then every column of `treatment_events` in schema
-/// order as a type tag and value; the digest is SHA-256 over those encodings in turn.
+/// no `prev_hash`: the format byte 1, then the ``eventColumns`` of `treatment_events` (the
+/// 16 documented ones, pinned: a column a later migration adds does not change a seal) as
+/// a type tag and value; the digest is SHA-256 over those encodings in turn.
+///
+/// The last seal of a session counts: `backup --new-timeline REASON` re-seals sessions
+/// whose events changed, with the reason, when the change is known and legitimate.
 public enum SessionSeal {
     public static let eventType = "session_sealed"
     public static let format = "tosca-session-seal/1"
@@ -30,17 +34,26 @@ public enum SessionSeal {
         /// Sealed after the fact (a session that ended before seals existed, or before this
         /// run): the seal proves only what it saw then.
         public var backfill: Bool
+        /// Why a session was sealed again (`backup --new-timeline REASON`); absent otherwise.
+        public var reason: String?
 
         enum CodingKeys: String, CodingKey {
-            case format, streams, backfill
+            case format, streams, backfill, reason
             case eventCount = "event_count", eventsSHA256 = "events_sha256", sessionJSONSHA256 = "session_json_sha256"
         }
     }
 
+    /// The columns format 1 covers, in this order.
+    public static let eventColumns = [
+        "event_id", "session_id", "timestamp", "time_offset_ms", "event_type", "laser_power_commanded_watts",
+        "laser_power_actual_watts", "ring_size_mm", "actuator_position_um", "photodiode_voltage_v", "footpedal_state",
+        "smoothing_device_state", "interlock_status", "image_path", "video_timestamp_ms", "event_details",
+    ]
+
     /// Digests of the events of every sealed session (or of `sessionID` only), in one pass.
     public static func eventDigests(_ db: Database, sessionID: Int64? = nil) throws -> [Int64: (count: Int, sha256: String)] {
-        let columns = try db.columnNames(of: "treatment_events")
-        guard let sessionIndex = columns.firstIndex(of: "session_id") else { return [:] }
+        let columns = eventColumns
+        let sessionIndex = 1
         let list = columns.map(quoteIdentifier).joined(separator: ", ")
         let filter = sessionID == nil
             ? " WHERE session_id IN (SELECT session_id FROM safety_log WHERE event_type = '\(eventType)')"
@@ -82,10 +95,10 @@ public enum SessionSeal {
 
     /// The seal entry for `sessionID`, whose folder is `folder` (absolute; `nil` when lost).
     public static func entry(_ db: Database, sessionID: Int64, techID: Int64?, folder: String?, backfill: Bool,
-                             now: UTCTime = .now()) throws -> SafetyLogEntry {
+                             reason: String? = nil, now: UTCTime = .now()) throws -> SafetyLogEntry {
         let events = try eventDigests(db, sessionID: sessionID)[sessionID] ?? (0, emptyDigest)
         var details = Details(format: format, eventCount: events.count, eventsSHA256: events.sha256, sessionJSONSHA256: nil,
-                              streams: [:], backfill: backfill)
+                              streams: [:], backfill: backfill, reason: reason)
         if let folder, let bytes = FileManager.default.contents(atPath: folder + "/session.json") {
             details.sessionJSONSHA256 = sha256Hex(bytes)
             if let m = try? JSONDecoder().decode(SessionManifest.self, from: bytes) {
@@ -95,7 +108,7 @@ public enum SessionSeal {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return SafetyLogEntry(timestamp: now, sessionID: sessionID, techID: techID, eventType: eventType, severity: .info,
-                              description: "session \(sessionID) sealed: \(events.count) treatment event(s)\(backfill ? " (back-fill: proves only what it saw)" : "")",
+                              description: "session \(sessionID) sealed: \(events.count) treatment event(s)\(backfill ? " (back-fill: proves only what it saw)" : "")\(reason.map { " (sealed again: \($0))" } ?? "")",
                               details: String(decoding: try enc.encode(details), as: UTF8.self))
     }
 
@@ -103,12 +116,7 @@ public enum SessionSeal {
     /// back-fill. Run it inside a write transaction; returns the sessions sealed.
     @discardableResult
     public static func backfill(_ db: Database, dataDirectory: String) throws -> [Int64] {
-        let rows = try db.rows("""
-            SELECT session_id, session_folder_path FROM sessions
-            WHERE status IN ('completed', 'aborted')
-              AND session_id NOT IN (SELECT session_id FROM safety_log WHERE event_type = ? AND session_id IS NOT NULL)
-            ORDER BY session_id
-            """, [.text(eventType)])
+        let rows = try db.rows("SELECT session_id, session_folder_path FROM sessions \(unsealedSessions) ORDER BY session_id", [.text(eventType)])
         var sealed: [Int64] = []
         for r in rows {
             guard let id = r[0].int64 else { continue }
@@ -120,29 +128,72 @@ public enum SessionSeal {
         return sealed
     }
 
+    /// Finished sessions without a chained seal (bind the event type).
+    static let unsealedSessions = """
+        WHERE status IN ('completed', 'aborted')
+          AND session_id NOT IN (SELECT session_id FROM safety_log WHERE event_type = ? AND session_id IS NOT NULL AND seq IS NOT NULL)
+        """
+
+    /// How many finished sessions have no seal yet.
+    public static func unsealedSessionCount(_ db: Database) throws -> Int {
+        try db.scalar("SELECT count(*) FROM sessions \(unsealedSessions)", [.text(eventType)])?.int ?? 0
+    }
+
     /// A session folder path as the `sessions` table holds it: relative, no `..`.
     static func isSafeRelativeFolder(_ p: String) -> Bool {
         !p.isEmpty && !p.hasPrefix("/") && !p.split(separator: "/").contains("..")
     }
 
-    /// Sessions whose events no longer match their seal, worded for the admin (65).
-    public static func problems(_ db: Database) throws -> [String] {
+    /// One seal that no longer holds.
+    public struct Mismatch: Sendable, CustomStringConvertible {
+        public let sessionID: Int64?
+        public let seq: Int64
+        public let description: String
+    }
+
+    /// The last chained seal of each session checked against its events now.
+    public static func mismatches(_ db: Database) throws -> [Mismatch] {
         let seals = try db.rows("SELECT session_id, details, seq FROM safety_log WHERE event_type = ? AND seq IS NOT NULL ORDER BY seq",
                                 [.text(eventType)])
         guard !seals.isEmpty else { return [] }
-        let digests = try eventDigests(db)
-        var problems: [String] = []
+        var out: [Mismatch] = []
+        var last: [Int64: (seq: Int64, details: Details?)] = [:]
         for s in seals {
-            guard let id = s[0].int64 else { problems.append("seal at seq \(s[2].int64 ?? 0) names no session"); continue }
-            guard let text = s[1].string, let d = try? JSONDecoder().decode(Details.self, from: Data(text.utf8)), d.format == format else {
-                problems.append("the seal of session \(id) (seq \(s[2].int64 ?? 0)) cannot be read")
+            let seq = s[2].int64 ?? 0
+            guard let id = s[0].int64 else { out.append(Mismatch(sessionID: nil, seq: seq, description: "the seal at seq \(seq) names no session")); continue }
+            let d = s[1].string.flatMap { try? JSONDecoder().decode(Details.self, from: Data($0.utf8)) }
+            last[id] = (seq, d?.format == format ? d : nil)
+        }
+        let digests = try eventDigests(db)
+        for (id, seal) in last.sorted(by: { $0.key < $1.key }) {
+            guard let d = seal.details else {
+                out.append(Mismatch(sessionID: id, seq: seal.seq, description: "the seal of session \(id) (seq \(seal.seq)) cannot be read"))
                 continue
             }
             let now = digests[id] ?? (0, emptyDigest)
             if now.count != d.eventCount || now.sha256 != d.eventsSHA256 {
-                problems.append("treatment events of session \(id) changed after it was sealed (seq \(s[2].int64 ?? 0)): \(now.count) event(s) now, \(d.eventCount) sealed\(now.count == d.eventCount ? ", contents differ" : "") (tampering)")
+                out.append(Mismatch(sessionID: id, seq: seal.seq, description: "treatment events of session \(id) changed after it was sealed (seq \(seal.seq)): \(now.count) event(s) now, \(d.eventCount) sealed\(now.count == d.eventCount ? ", contents differ" : "") (tampering)"))
             }
         }
-        return problems
+        return out
+    }
+
+    /// Sessions whose events no longer match their seal, worded for the admin (65).
+    public static func problems(_ db: Database) throws -> [String] { try mismatches(db).map(\.description) }
+
+    /// Seals again, with `reason`, every session whose events no longer match its seal (a
+    /// change known to be legitimate). Run it inside a write transaction; returns the sessions.
+    @discardableResult
+    public static func reseal(_ db: Database, dataDirectory: String, reason: String) throws -> [Int64] {
+        var done: [Int64] = []
+        for m in try mismatches(db) {
+            guard let id = m.sessionID, !done.contains(id) else { continue }
+            let folder = try db.scalar("SELECT session_folder_path FROM sessions WHERE session_id = ?", [.integer(id)])?.string
+                .flatMap { isSafeRelativeFolder($0) ? dataDirectory + "/" + $0 : nil }
+            try SafetyChain.append(try entry(db, sessionID: id, techID: nil, folder: folder, backfill: false,
+                                             reason: "\(reason) (was: \(m.description))"), to: db)
+            done.append(id)
+        }
+        return done
     }
 }

@@ -41,7 +41,19 @@ public struct CopyJob: Sendable {
         try Housekeeping.run(try Catalog.scan(dataDirectory: dataDirectory))
         // Rows inserted without chain columns are sealed first when the recorder is not
         // running, so the copy holds them in the chain.
-        try Sealing.sealIfRecorderIdle(dataDirectory: dataDirectory, key: key)
+        Sealing.sealBestEffort(dataDirectory: dataDirectory, key: key)
+        // --new-timeline also accepts treatment events changed under a session's seal: the
+        // sessions are sealed again, the reason in the seal (the old seal stays in the chain).
+        if kind.isBackup, let reason = newTimelineReason {
+            let db = try Database(path: databasePath, options: .init(key: key))
+            if try SafetyChain.admitsUnsealedRows(db) {
+                let resealed = try db.transaction { try SessionSeal.reseal(db, dataDirectory: dataDirectory, reason: reason) }
+                if !resealed.isEmpty {
+                    Journal.shared.log(.warning, "sessions \(resealed.map(String.init).joined(separator: ", ")) sealed again (\(reason)): their treatment events had changed under their seals",
+                                       id: .newTimelineAccepted, fields: ["TOSCA_DATABASE": databasePath, "TOSCA_REASON": reason])
+                }
+            }
+        }
         let copy = try makeCopy()
         // An interrupted cutover left plaintext copies on an encrypted device: the backup
         // finishes the conversion (with the key it was given), so they do not outlive a night.

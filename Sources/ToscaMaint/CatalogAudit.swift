@@ -30,8 +30,15 @@ public enum CatalogAudit {
         for e in catalog.entries where e.manifest == nil {
             out.append("\(e.name): its manifest cannot be read (\(e.manifestError ?? "?"))")
         }
+        let raw = Set(catalog.entries.filter { $0.manifest?.facts.unverifiable == true }.map(\.path))
         for p in plaintextCopies(dataDirectory: dataDirectory, catalog: catalog) {
-            out.append("\(PathName.name(p)) is a PLAINTEXT copy on an encrypted device (an interrupted cutover): tosca-maint backup or encrypt converts it")
+            if raw.contains(p) {
+                out.append("\(PathName.name(p)) is a PLAINTEXT raw forensic copy on an encrypted device: examine it, then set it aside (tosca-maint quarantine \(p)) or destroy it")
+            } else if catalog.orphans.contains(p) {
+                out.append("\(PathName.name(p)) is a PLAINTEXT database file without a manifest on an encrypted device: the next maintenance run moves it to quarantine")
+            } else {
+                out.append("\(PathName.name(p)) is a PLAINTEXT copy on an encrypted device (an interrupted cutover): tosca-maint backup (with the key) or encrypt converts it")
+            }
         }
         return out
     }
@@ -51,35 +58,57 @@ public enum Sealing {
         return now.seconds - (stamped.seconds - offset)
     }
 
-    /// Seals pending rows if no one holds `tosca.lock`; returns how many were sealed
-    /// (`nil`: the recorder holds the lock, or there is no database).
+    /// Seals pending rows, and back-fills the seals of finished sessions that have none,
+    /// when there is such work and no one holds `tosca.lock` (it is taken only then, for
+    /// the few milliseconds of the work: a recorder starting in that moment is told 75 and
+    /// retries). Returns how many rows were sealed (`nil`: the recorder holds the lock, the
+    /// database is missing or does not open with the key given).
     @discardableResult
     public static func sealIfRecorderIdle(dataDirectory: String, key: DatabaseKey?) throws -> Int? {
         let live = dataDirectory + "/tosca.db"
         guard FileManager.default.fileExists(atPath: live) else { return nil }
-        let lock: FileLock
-        do { lock = try FileLock(path: dataDirectory + "/tosca.lock") } catch FileLockError.held { return nil }
-        defer { lock.unlock() }
+        let useKey = (try? FileHeader.classify(path: live)) == .plaintext ? nil : key
         // A key that is missing or wrong is the command's own error to report, on what it
         // opens itself (a verify of one copy need not open the live database at all).
-        let db: Database
         do {
-            db = try Database(path: live, options: .init(key: (try? FileHeader.classify(path: live)) == .plaintext ? nil : key))
+            let look = try Database(path: live, options: .init(readOnly: true, key: useKey))
+            guard try SafetyChain.admitsUnsealedRows(look) else { return 0 }
+            if try SafetyChain.unsealed(look).count == 0 && SessionSeal.unsealedSessionCount(look) == 0 { return 0 }
         } catch is DatabaseOpenError {
             return nil
         }
-        guard try SafetyChain.admitsUnsealedRows(db) else { return 0 }
-        // Finished sessions without a seal (ended before seals existed) get one, once.
-        let backfilled = try db.transaction { try SessionSeal.backfill(db, dataDirectory: dataDirectory) }
+        let lock: FileLock
+        do { lock = try FileLock(path: dataDirectory + "/tosca.lock") } catch FileLockError.held { return nil }
+        defer { lock.unlock() }
+        let db = try Database(path: live, options: .init(key: useKey))
+        let (backfilled, sealed) = try db.transaction {
+            (try SessionSeal.backfill(db, dataDirectory: dataDirectory), try SafetyChain.sealPending(db))
+        }
         if !backfilled.isEmpty {
             Journal.shared.log(.notice, "sealed \(backfilled.count) finished session(s) that had no seal (back-fill: each seal proves only what it saw)",
                                fields: ["TOSCA_DATABASE": live])
         }
-        guard try SafetyChain.unsealed(db).count > 0 else { return 0 }
-        let sealed = try db.transaction { try SafetyChain.sealPending(db) }
         if sealed > 0 {
             Journal.shared.log(.notice, "sealed \(sealed) safety-log row(s) another program inserted without chain columns", fields: ["TOSCA_DATABASE": live])
         }
+        // The journal's record of the head the sealing produced: an anchor outside the
+        // database, so rows rewritten and sealed again later show as a divergence.
+        if sealed > 0 || !backfilled.isEmpty, let head = try SafetyChain.head(db) {
+            Journal.shared.log(.info, "safety-log chain head recorded: seq \(head.seq) hash \(head.hash) after sealing", id: .chainHeadRecorded,
+                               fields: ["TOSCA_CHAIN_SEQ": String(head.seq), "TOSCA_CHAIN_HASH": head.hash, "TOSCA_DATABASE": live])
+        }
         return sealed
+    }
+
+    /// ``sealIfRecorderIdle(dataDirectory:key:)`` as a side duty of another command: a
+    /// failure (the old app holding the write lock, a row that cannot be sealed) is logged
+    /// and never stops the command; what stays unsealed is reported as a warning.
+    public static func sealBestEffort(dataDirectory: String, key: DatabaseKey?) {
+        do {
+            try sealIfRecorderIdle(dataDirectory: dataDirectory, key: key)
+        } catch {
+            Journal.shared.log(.warning, "could not seal safety-log rows or sessions now (left for the recorder or the next run): \(error)",
+                               fields: ["TOSCA_DATABASE": dataDirectory + "/tosca.db"])
+        }
     }
 }

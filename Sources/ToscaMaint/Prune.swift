@@ -56,12 +56,13 @@ public struct PrunePlan: Sendable {
         return plan
     }
 
-    /// Removes what the plan says: the database file first, then its manifest (a crash in
-    /// between leaves a manifest without a database, which the next prune removes).
+    /// Removes what the plan says: the manifest first, then the database file. A crash in
+    /// between leaves a database file without a manifest (not a backup: the next run moves
+    /// it to quarantine), never a manifest without its file, which would be a lost copy.
     public func apply(backupsDirectory: String) throws {
         for item in remove {
-            if unlink(item.entry.path) != 0 && errno != ENOENT { throw POSIXFailure(operation: "remove \(item.entry.path)", code: errno) }
             if unlink(item.entry.manifestPath) != 0 && errno != ENOENT { throw POSIXFailure(operation: "remove \(item.entry.manifestPath)", code: errno) }
+            if unlink(item.entry.path) != 0 && errno != ENOENT { throw POSIXFailure(operation: "remove \(item.entry.path)", code: errno) }
             Journal.shared.log(.info, "pruned \(item.entry.name): \(item.reason)", id: .pruneRemoved, fields: ["TOSCA_BACKUP_PATH": item.entry.path])
         }
         if !remove.isEmpty { try AtomicFile.syncDirectory(backupsDirectory) }

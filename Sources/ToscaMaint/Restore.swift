@@ -312,6 +312,15 @@ public struct RestoreJob: Sendable {
             chown(temp, st.st_uid, st.st_gid)
             chmod(temp, 0o600)
         }
+        if replace {
+            // D2: the live database runs in WAL mode (a published copy is written with its
+            // journal off). Set on the staged file, before the swap, so that nothing can
+            // fail after it; closing the connection leaves no -wal behind.
+            do { _ = try Database(path: temp, options: .init(key: encryptWith ?? copyKey, walMode: true)) }
+            for suffix in ["-wal", "-shm"] where FileManager.default.fileExists(atPath: temp + suffix) {
+                throw ToolFailure(.ioError, "\(temp + suffix) is left after switching the staged file to WAL; nothing was swapped")
+            }
+        }
         try FileDigest.fsyncFile(temp)
         if replace {
             if FileManager.default.fileExists(atPath: target) {
@@ -334,12 +343,6 @@ public struct RestoreJob: Sendable {
                 if unlink(target + suffix) != 0 && errno != ENOENT { throw POSIXFailure(operation: "remove \(target + suffix)", code: errno) }
             }
             guard rename(temp, target) == 0 else { throw POSIXFailure(operation: "rename \(temp) to \(target)", code: errno) }
-            done = true
-            try AtomicFile.syncDirectory(dir.isEmpty ? "." : dir)
-            // D2: the live database runs in WAL mode (a published copy is written with its
-            // journal off), set on the file under its own name so its -wal is target-wal.
-            do { _ = try Database(path: target, options: .init(key: liveKey(target), walMode: true)) }
-            return
         } else {
             guard link(temp, target) == 0 else {
                 throw ToolFailure(.cantCreate, "cannot create \(target): \(String(cString: strerror(errno)))", hint: "--to never overwrites; name a new file")

@@ -14,8 +14,6 @@ public struct Measurement: Sendable {
     public var schemaVersion = 0
     public var schema = ""
     public var hasChain = false
-    /// Sessions whose treatment events no longer match their seal.
-    public var sealProblems: [String] = []
 
     /// Measures `path` and hashes it, on two threads (two cores): one connection runs
     /// `integrity_check`, the row counts and the chain; the other thread hashes the file,
@@ -55,10 +53,7 @@ public struct Measurement: Sendable {
         } else {
             m.schema = "unrecognised"
         }
-        if m.hasChain {
-            m.chain = try SafetyChain.verify(db)
-            m.sealProblems = try SessionSeal.problems(db)
-        }
+        if m.hasChain { m.chain = try SafetyChain.verify(db) }
         return m
     }
 }
@@ -119,7 +114,6 @@ public enum Verification {
         if m.integrity != ["ok"] { problems.append("integrity_check: \(m.integrity.prefix(5).joined(separator: "; "))") }
         if !m.cipherIntegrity.isEmpty { problems.append("cipher_integrity_check: \(m.cipherIntegrity.prefix(5).joined(separator: "; "))") }
         if case .broken(let b) = m.chain { problems.append(b.description) }
-        problems += m.sealProblems
         if m.chain.head != facts.chainHead {
             problems.append("safety-log head is \(m.chain.head.map(\.description) ?? "none"), manifest says \(facts.chainHead.map(\.description) ?? "none")")
         }

@@ -15,7 +15,12 @@ struct BackupCommand: ParsableCommand {
             source snapshot); writes its manifest (SHA-256, sizes, schema version, row counts, \
             foreign-key violations, chain head, encryption and key id); publishes the database file \
             and then its manifest atomically; logs the chain head to the journal; prints the path. \
-            An encrypted database is copied keyed with the same key. Before copying, safety-log             rows another program inserted without chain columns are sealed into the chain, and             finished sessions without a seal get one (unless the recorder runs: it does both).             After publishing, on an encrypted device, plaintext copies an interrupted cutover             left in backups/ are converted; then the catalog is checked as a whole (exit 65             when a copy is lost, a manifest unreadable or a plaintext copy left).
+            An encrypted database is copied keyed with the same key. Before copying, safety-log \
+            rows another program inserted without chain columns are sealed into the chain, and \
+            finished sessions without a seal get one (unless the recorder runs: it does both). \
+            After publishing, on an encrypted device, plaintext copies an interrupted cutover \
+            left in backups/ are converted; then the catalog is checked as a whole (exit 65 \
+            when a copy is lost, a manifest unreadable or a plaintext copy left).
 
             Names: tosca_YYYYMMDD.db for the first backup of a UTC day, then tosca_YYYYMMDD_HHMMSS.db, \
             then _2, _3, ... Never overwrites.

@@ -11,7 +11,8 @@ struct ListCommand: ParsableCommand {
             Name, kind, local and UTC creation time, size, schema version, encrypted or not, \
             and the last check with its result. Files in backups/quarantine/ (database files that \
             never got a manifest, and copies set aside by `tosca-maint quarantine`) are listed \
-            apart; they are never restored. A manifest whose database file is gone is listed             under "LOST copies": a published copy was lost, a failed check (status exits 65).
+            apart; they are never restored. A manifest whose database file is gone is listed \
+            under "LOST copies": a published copy was lost, a failed check (status exits 65).
 
             Example:
               tosca-maint list --data-dir /var/lib/tosca

@@ -40,7 +40,12 @@ extension SharedOptions {
         let data = try dataDirectory
         let key = try key()
         let lock = try takeMaintenanceLock(dataDirectory: data)
-        do { try Sealing.sealIfRecorderIdle(dataDirectory: data, key: key) } catch { lock.unlock(); throw error }
+        do {
+            // Copies an interrupted encrypt or rekey replaced in place get their manifest
+            // before anything reads them (verify, quarantine); prune tidies the rest.
+            try finishPendingReplacements(in: try Catalog.scan(dataDirectory: data))
+        } catch { lock.unlock(); throw error }
+        Sealing.sealBestEffort(dataDirectory: data, key: key)
         return (data, key, lock)
     }
 }

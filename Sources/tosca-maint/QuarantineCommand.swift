@@ -79,7 +79,11 @@ struct QuarantineCommand: ParsableCommand {
             var moved: [Moved] = []
             // Manifests whose copy was lost: set aside too (the manifest alone), unless the
             // lost copy still anchors the live safety log.
-            for e in failed ? catalog.lostCopies : [] {
+            // (An unreadable one too: it names no copy that could anchor anything.)
+            let unreadable = catalog.orphanManifests.filter { m in !catalog.lostCopies.contains { $0.manifestPath == m } }
+                .map { CatalogEntry(name: PathName.name(String($0.dropLast(".manifest.json".count))), path: String($0.dropLast(".manifest.json".count)),
+                                    manifest: nil, digestMatches: false, manifestError: "unreadable") }
+            for e in failed ? catalog.lostCopies + unreadable : [] {
                 if e.path == anchor?.path { keptAnchor = e.name; continue }
                 let target = Quarantine.freeTarget(for: e.path, in: catalog.quarantineDirectory)
                 if !dryRun {

@@ -10,7 +10,9 @@ struct StatusCommand: ParsableCommand {
         discussion: """
             Shows the age of the newest verified backup, the most recent check and its result, \
             space used by backups and by safety copies, free space, whether the live database \
-            is encrypted, its schema version, and when a restore drill last passed. Safety-log             rows another program inserted without chain columns and not sealed yet are shown             as a warning (their number and the oldest time stamp; the exit code is not changed).
+            is encrypted, its schema version, and when a restore drill last passed. Safety-log \
+            rows another program inserted without chain columns and not sealed yet are shown \
+            as a warning (their number and the oldest time stamp; the exit code is not changed).
 
             Examples:
               tosca-maint status

@@ -56,8 +56,8 @@ import ToscaCore
             #expect(try maint(["backup", "--data-dir", data]).status == 0)
             let db = data + "/tosca.db"
             let triggers = try sqlite3Value(db, "SELECT sql || ';' FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'treatment_events';")
-            try sqlite3Value(db, "DROP TRIGGER treatment_events_no_update; DROP TRIGGER treatment_events_no_delete; \(sql) \(triggers)")
-            #expect(try sqlite3Value(db, "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'treatment_events';") == "2")
+            try sqlite3Value(db, "DROP TRIGGER treatment_events_no_update; DROP TRIGGER treatment_events_no_delete; DROP TRIGGER treatment_events_no_replace; \(sql) \(triggers)")
+            #expect(try sqlite3Value(db, "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'treatment_events';") == "3")
             let live = try maint(["verify", "--live", "--data-dir", data])
             #expect(live.status == 65 && live.stdout.contains("changed after it was sealed"), "\(sql): \(live.output)")
             let b = try maint(["backup", "--data-dir", data])
@@ -85,5 +85,61 @@ import ToscaCore
         #expect(try maint(["backup", "--data-dir", data]).status == 0)
         #expect(try seals(db).count == finished)
         #expect(try maint(["verify", "--all", "--live", "--data-dir", data]).status == 0)
+    }
+}
+
+@Suite struct SessionSealAcceptanceTests {
+    /// A suspect copy (events changed under a seal) can still be inspected with --to, and
+    /// `backup --new-timeline REASON` seals the changed sessions again, the reason recorded.
+    @Test func aKnownChangeIsAcceptedWithItsReason() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 1)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        let db = data + "/tosca.db"
+        try sqlite3Value(db, "DROP TRIGGER treatment_events_no_delete; DELETE FROM treatment_events WHERE event_id = (SELECT max(event_id) FROM treatment_events);")
+        #expect(try maint(["backup", "--data-dir", data]).status == 65)
+        let suspect = try #require(listing(data + "/backups").first { $0.hasSuffix("_suspect.db") })
+        let inspect = try maint(["restore", "--backup", data + "/backups/" + suspect, "--to", dir.sub("inspect.db"), "--data-dir", data])
+        #expect(inspect.status == 0, "\(inspect.output)")
+        let accepted = try maint(["backup", "--new-timeline", "event removed by the vendor's service on 2026-11-30", "--data-dir", data])
+        #expect(accepted.status == 0, "\(accepted.output)")
+        let last = try sqlite3Value(db, "SELECT details FROM safety_log WHERE event_type = 'session_sealed' ORDER BY seq DESC LIMIT 1;")
+        #expect(last.contains("event removed by the vendor's service"), "\(last)")
+        #expect(try maint(["verify", "--live", "--data-dir", data]).status == 0)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
+    }
+}
+
+/// encrypt and rekey replace a copy in place: new manifest beside it, new file over the
+/// old, then the manifest. Interrupted between the two renames, the next run finishes it.
+@Suite struct PendingReplacementTests {
+    @Test func anInterruptedReplacementIsFinishedOrDropped() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 1)
+        let copy = try maint(["backup", "--data-dir", data]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        // The encrypted version of the same copy, made by a real cutover on a twin folder.
+        let twin = dir.sub("twin")
+        _ = try run("/bin/cp", ["-a", data, twin])
+        _ = try writeKeyFile(dir.sub("key"))
+        #expect(try maint(["encrypt", "--key-file", dir.sub("key"), "--yes", "--data-dir", twin]).status == 0)
+        let twinCopy = twin + "/backups/" + PathName.name(copy)
+        // Case 1: killed after the file was renamed, before its manifest was.
+        _ = try run("/bin/cp", [twinCopy + ".manifest.json", copy + ".pending.manifest.json"])
+        _ = try run("/bin/cp", [twinCopy, copy + ".tmp-new"])
+        #expect(rename(copy + ".tmp-new", copy) == 0)
+        let v = try maint(["verify", "--all", "--key-file", dir.sub("key"), "--data-dir", data])
+        #expect(v.status == 0, "\(v.output)")
+        #expect(!FileManager.default.fileExists(atPath: copy + ".pending.manifest.json"))
+        #expect(try Manifest.read(path: copy + ".manifest.json").0.facts.encryption.isEncrypted)
+        // Case 2: killed before the file was renamed: the pending manifest is dropped.
+        let plain = dir.sub("plain")
+        try simulatedData(plain, sessions: 1)
+        let p = try maint(["backup", "--data-dir", plain]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        _ = try run("/bin/cp", [twinCopy + ".manifest.json", p + ".pending.manifest.json"])
+        #expect(try maint(["verify", "--all", "--data-dir", plain]).status == 0)
+        #expect(!FileManager.default.fileExists(atPath: p + ".pending.manifest.json"))
+        #expect(try !Manifest.read(path: p + ".manifest.json").0.facts.encryption.isEncrypted)
     }
 }

@@ -100,7 +100,7 @@ import ToscaMaint
         }
     }
 
-    /// The ExecStart= lines of the backup and verify units, run as systemd would run them
+    /// The ExecStart= (then ExecStopPost=) lines of the backup and verify units, run as systemd would run them
     /// (TOSCA_DATA_DIR from the unit, the credential folder holding the fallback marker or
     /// the sealed key), on a simulated data folder: plaintext, then encrypted.
     @Test(arguments: [false, true]) func theUnitsCommandsRunOnARealDataFolder(encrypted: Bool) throws {
@@ -130,7 +130,7 @@ import ToscaMaint
             }
             // What systemd adds, and the metrics folder as a drop-in would move it.
             env.merge(environment) { $1 }
-            for (k, v) in s where k == "ExecStart" {
+            for (k, v) in s where k == "ExecStart" || k == "ExecStopPost" {
                 let ignoreFailure = v.hasPrefix("-")
                 var words = v.drop { $0 == "-" }.split(separator: " ").map(String.init)
                 #expect(words.removeFirst() == "/usr/local/bin/tosca-maint")

@@ -54,8 +54,11 @@ import ToscaCore
         }
         #expect(try sqlite3Value(db, "SELECT count(*) FROM safety_log WHERE seq IS NULL;") == "3")
         #expect(try sqlite3Value(db, "SELECT description || '|' || photodiode_voltage_v FROM safety_log WHERE event_type = 'laser_fault';") == "Photodiode reading out of range|9.125")
-        // What stays refused: changing or deleting any row, sealing out of order or wrongly,
-        // and a row whose chain columns are given but wrong (or only partly given).
+        // What stays refused: changing or deleting any row, sealing out of order or with
+        // values that do not extend the chain, a row whose chain columns are given but do not
+        // extend the chain (or are only partly given), a replace over an existing row, and an
+        // unsealed row posing as a session seal. (A wrong row_hash, which SQL cannot compute,
+        // is what verify reports as a broken chain.)
         let unsealedID = try sqlite3Value(db, "SELECT min(log_id) FROM safety_log WHERE seq IS NULL;")
         for sql in ["UPDATE safety_log SET description = 'edited' WHERE log_id = \(unsealedID);",
                     "DELETE FROM safety_log WHERE log_id = \(unsealedID);",
@@ -63,7 +66,11 @@ import ToscaCore
                     "UPDATE safety_log SET seq = \(Int(headBefore)! + 1), prev_hash = (SELECT row_hash FROM safety_log WHERE seq = \(headBefore)), row_hash = zeroblob(32) WHERE log_id = \(Int(unsealedID)! + 1);",
                     "UPDATE safety_log SET description = 'x' WHERE seq = 1;",
                     "INSERT INTO safety_log (timestamp, event_type, severity, description, seq) VALUES ('t', 'x', 'info', 'd', \(Int(headBefore)! + 1));",
-                    "INSERT INTO safety_log (timestamp, event_type, severity, description, seq, prev_hash, row_hash) VALUES ('t', 'x', 'info', 'd', \(Int(headBefore)! + 1), zeroblob(32), zeroblob(32));"] {
+                    "INSERT INTO safety_log (timestamp, event_type, severity, description, seq, prev_hash, row_hash) VALUES ('t', 'x', 'info', 'd', \(Int(headBefore)! + 1), zeroblob(32), zeroblob(32));",
+                    "INSERT OR REPLACE INTO safety_log (log_id, timestamp, event_type, severity, description) VALUES (\(unsealedID), 't', 'x', 'info', 'replaced');",
+                    "INSERT OR REPLACE INTO safety_log (log_id, timestamp, event_type, severity, description) VALUES (1, 't', 'x', 'info', 'replaced');",
+                    "INSERT OR REPLACE INTO treatment_events SELECT * FROM treatment_events LIMIT 1;",
+                    "INSERT INTO safety_log (timestamp, session_id, event_type, severity, description, details) VALUES ('t', 1, 'session_sealed', 'info', 'forged', '{}');"] {
             let r = try sqlite3(db, sql)
             #expect(r.status != 0, "went through: \(sql)")
         }
@@ -111,5 +118,30 @@ import ToscaCore
         #expect(last.map { $0.split(separator: "|")[2] } == ["interlock_triggered", "note"], "\(last)")
         #expect(!last.contains { $0.contains("|NULL|") })
         #expect(try maint(["verify", "--live", "--data-dir", data]).status == 0)
+    }
+}
+
+/// Sealing is a side duty: when it cannot be done, safety events, recordings and backups go on.
+@Suite struct SealingNeverBlocksTests {
+    @Test func aRowThatCannotBeSealedStopsNothing() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 1)
+        let db = data + "/tosca.db"
+        #expect(try sqlite3(db, UnsealedSafetyTests.technicianInsert).status == 0)
+        // Sealing made impossible: the update trigger replaced by one that refuses everything.
+        try sqlite3Value(db, "DROP TRIGGER safety_log_no_update; CREATE TRIGGER safety_log_no_update BEFORE UPDATE ON safety_log BEGIN SELECT RAISE(ABORT, 'no'); END;")
+        var options = RecorderOptions()
+        options.backgroundFlush = false
+        let rec = try Recorder(dataDirectory: data, options: options)
+        #expect(rec.lastBackgroundError != nil)
+        let head = try rec.recordSafetyEvent(SafetyLogEntry(eventType: "interlock", severity: .critical, description: "still recorded"))
+        try rec.close()
+        #expect(try sqlite3Value(db, "SELECT description FROM safety_log WHERE seq = \(head.seq);") == "still recorded")
+        #expect(try sqlite3Value(db, "SELECT count(*) FROM safety_log WHERE seq IS NULL;") == "1")
+        let backup = try maint(["backup", "--data-dir", data])
+        #expect(backup.status == 0, "\(backup.output)")
+        let live = try maint(["verify", "--live", "--data-dir", data])
+        #expect(live.status == 0 && live.stdout.contains("1 safety-log row(s) not sealed"), "\(live.output)")
     }
 }

@@ -20,8 +20,8 @@ import TestSupport
         #expect(tables.split(separator: "\n") == ["calibrations", "protocols", "safety_log", "schema_migrations", "session_recordings",
                                                    "sessions", "subjects", "system_config", "tech_users", "treatment_events"])
         let triggers = try sqlite3Value(path, "SELECT name FROM sqlite_master WHERE type='trigger' ORDER BY name;")
-        #expect(triggers.split(separator: "\n") == ["safety_log_chain_insert", "safety_log_no_delete", "safety_log_no_update",
-                                                     "treatment_events_no_delete", "treatment_events_no_update"])
+        #expect(triggers.split(separator: "\n") == ["safety_log_chain_insert", "safety_log_no_delete", "safety_log_no_replace", "safety_log_no_update",
+                                                     "treatment_events_no_delete", "treatment_events_no_replace", "treatment_events_no_update"])
         #expect(try sqlite3Value(path, "PRAGMA user_version;") == "7")
         #expect(try sqlite3Value(path, "PRAGMA application_id;") == String(toscaApplicationID))
         #expect(try sqlite3Value(path, "PRAGMA integrity_check;") == "ok")

@@ -86,10 +86,16 @@ public final class Recorder: @unchecked Sendable {
         try recoverInterruptedSessions()
         // Safety events other programs inserted without chain columns (TOSCA v0.9.12's
         // app, a technician's sqlite3) are sealed at once, here and on the flusher's ticks.
-        admitsUnsealed = try SafetyChain.admitsUnsealedRows(db)
-        if admitsUnsealed { try db.transaction { try SafetyChain.sealPending(db) } }
-        // Finished sessions without a seal (ended before seals existed) get one, once.
-        try db.transaction { _ = try SessionSeal.backfill(db, dataDirectory: dataDirectory) }
+        // Neither may stop the recorder from opening: a failure is kept as the background
+        // error, and what is left unsealed is reported by verify --live and status.
+        admitsUnsealed = (try? SafetyChain.admitsUnsealedRows(db)) ?? false
+        do {
+            if admitsUnsealed { try db.transaction { try SafetyChain.sealPending(db) } }
+            // Finished sessions without a seal (ended before seals existed) get one, once.
+            try db.transaction { _ = try SessionSeal.backfill(db, dataDirectory: dataDirectory) }
+        } catch {
+            backgroundError = error
+        }
         if options.backgroundFlush { startFlusher() }
     }
 
@@ -413,12 +419,19 @@ public final class Recorder: @unchecked Sendable {
     ///   there is kept aside as `session.json.replaced-<time>`, never overwritten).
     private func recoverInterruptedSessions() throws {
         guard let db else { return }
+        // The layout is never followed through links (73), here too: a symlinked
+        // sessions/ would have recovery cut files outside the data folder.
+        try LayoutFolder.check(dataDirectory + "/sessions")
         let open = try db.rows("SELECT session_id, session_folder_path, tech_id, start_time FROM sessions WHERE status = 'in_progress' ORDER BY session_id")
         for row in open {
             guard let id = row[0].int64 else { continue }
             let techID = row[2].int64
             let now = UTCTime.now()
-            guard let relative = row[1].string, FileManager.default.fileExists(atPath: dataDirectory + "/" + relative) else {
+            // A folder path that leaves the data folder, or whose subject folder is a link,
+            // is treated as missing: recovery never touches files outside the data folder.
+            guard let relative = row[1].string, SessionSeal.isSafeRelativeFolder(relative),
+                  (try? LayoutFolder.check(dataDirectory + "/" + PathName.parent(relative))) == true,
+                  FileManager.default.fileExists(atPath: dataDirectory + "/" + relative) else {
                 try db.transaction {
                     try db.execute("UPDATE sessions SET status = 'aborted', abort_reason = ?, end_time = ? WHERE session_id = ?",
                                    [.text("recorder stopped before the session ended; session folder missing; recovered at \(now.iso8601)"),

@@ -172,7 +172,11 @@ public let toscaMigrations: [Migration] = [
     // recorder or the next maintenance run seals it in place, in arrival order (log_id).
     // The only UPDATE allowed is that sealing: NULL chain columns to values that extend the
     // chain, every other column unchanged, no older row still unsealed. A row whose chain
-    // columns are given but wrong is still refused; DELETE stays refused.
+    // columns are given but do not extend the chain is still refused (a wrong row_hash,
+    // which SQL cannot compute, is what verification reports); DELETE stays refused. An
+    // INSERT OR REPLACE over an existing row (which deletes it without firing the delete
+    // trigger) is refused in both append-only tables, and so is an unsealed row posing as
+    // a session seal, which only the recorder and tosca-maint write, chained.
     Migration(id: "0007_safety_log_unsealed_rows", summary: "safety-log rows from any writer kept unsealed until sealed in place", steps: [.sql("""
         DROP TRIGGER safety_log_chain_insert;
         DROP TRIGGER safety_log_no_update;
@@ -182,13 +186,20 @@ public let toscaMigrations: [Migration] = [
             OR NEW.prev_hash IS NOT COALESCE((SELECT row_hash FROM safety_log WHERE seq = NEW.seq - 1), zeroblob(32))
             OR typeof(NEW.row_hash) IS NOT 'blob' OR length(NEW.row_hash) IS NOT 32)
         BEGIN SELECT RAISE(ABORT, 'safety_log rows must extend the hash chain (seq, prev_hash, row_hash), or leave all three NULL'); END;
+        CREATE TRIGGER safety_log_no_replace BEFORE INSERT ON safety_log
+        WHEN EXISTS (SELECT 1 FROM safety_log WHERE log_id = NEW.log_id)
+          OR (NEW.seq IS NULL AND NEW.event_type = 'session_sealed')
+        BEGIN SELECT RAISE(ABORT, 'safety_log is append-only'); END;
+        CREATE TRIGGER treatment_events_no_replace BEFORE INSERT ON treatment_events
+        WHEN EXISTS (SELECT 1 FROM treatment_events WHERE event_id = NEW.event_id)
+        BEGIN SELECT RAISE(ABORT, 'treatment_events is append-only'); END;
         CREATE TRIGGER safety_log_no_update BEFORE UPDATE ON safety_log
         WHEN NOT (OLD.seq IS NULL AND OLD.prev_hash IS NULL AND OLD.row_hash IS NULL
           AND NEW.log_id IS OLD.log_id AND NEW.timestamp IS OLD.timestamp AND NEW.session_id IS OLD.session_id AND NEW.tech_id IS OLD.tech_id AND NEW.event_type IS OLD.event_type AND NEW.severity IS OLD.severity AND NEW.description IS OLD.description AND NEW.system_state IS OLD.system_state AND NEW.laser_state IS OLD.laser_state AND NEW.footpedal_state IS OLD.footpedal_state AND NEW.smoothing_device_state IS OLD.smoothing_device_state AND NEW.photodiode_voltage_v IS OLD.photodiode_voltage_v AND NEW.action_taken IS OLD.action_taken AND NEW.details IS OLD.details
           AND NEW.seq IS COALESCE((SELECT MAX(seq) FROM safety_log), 0) + 1
           AND NEW.prev_hash IS COALESCE((SELECT row_hash FROM safety_log WHERE seq = NEW.seq - 1), zeroblob(32))
           AND typeof(NEW.row_hash) IS 'blob' AND length(NEW.row_hash) IS 32
-          AND NOT EXISTS (SELECT 1 FROM safety_log WHERE seq IS NULL AND log_id < OLD.log_id))
+          AND NOT EXISTS (SELECT 1 FROM safety_log WHERE seq IS NULL AND prev_hash IS NULL AND row_hash IS NULL AND log_id < OLD.log_id))
         BEGIN SELECT RAISE(ABORT, 'safety_log is append-only'); END;
         """)]),
 ]
