@@ -81,6 +81,24 @@ public enum Sealing {
         do { lock = try FileLock(path: dataDirectory + "/tosca.lock") } catch FileLockError.held { return nil }
         defer { lock.unlock() }
         let db = try Database(path: live, options: .init(key: useKey))
+        // Nothing is written into a safety log that does not verify, or that does not
+        // extend the anchor's head: sealing would pile new rows onto a rewritten history
+        // (and a back-fill would bless events whose seal was removed). verify --live names it.
+        let catalog = try Catalog.scan(dataDirectory: dataDirectory)
+        let problem: String?
+        do {
+            try db.execute("BEGIN")
+            defer { try? db.execute("COMMIT") }
+            if case .broken(let b) = try SafetyChain.verify(db) {
+                problem = b.description
+            } else {
+                problem = try LiveCheck.anchorProblem(db, anchor: try LiveCheck.timelineAnchor(db, catalog: catalog))
+            }
+        }
+        if let problem {
+            Journal.shared.log(.warning, "not sealing: the live \(problem); see tosca-maint verify --live", fields: ["TOSCA_DATABASE": live])
+            return nil
+        }
         let (backfilled, sealed) = try db.transaction {
             (try SessionSeal.backfill(db, dataDirectory: dataDirectory), try SafetyChain.sealPending(db))
         }

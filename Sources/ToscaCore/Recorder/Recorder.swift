@@ -91,8 +91,12 @@ public final class Recorder: @unchecked Sendable {
         admitsUnsealed = (try? SafetyChain.admitsUnsealedRows(db)) ?? false
         do {
             if admitsUnsealed { try db.transaction { try SafetyChain.sealPending(db) } }
-            // Finished sessions without a seal (ended before seals existed) get one, once.
-            try db.transaction { _ = try SessionSeal.backfill(db, dataDirectory: dataDirectory) }
+            // Finished sessions without a seal (ended before seals existed, or by the old
+            // app) get one, once; never onto a chain that does not verify (a removed seal
+            // must not be replaced by one that blesses whatever the events are now).
+            if try SessionSeal.unsealedSessionCount(db) > 0, try SafetyChain.verify(db).isIntact {
+                try db.transaction { _ = try SessionSeal.backfill(db, dataDirectory: dataDirectory) }
+            }
         } catch {
             backgroundError = error
         }
