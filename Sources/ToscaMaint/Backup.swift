@@ -10,8 +10,8 @@ public struct PublishedCopy: Sendable {
 /// Makes verified, published copies of the live database: backups (`daily`, `manual`)
 /// and safety copies (D3, D4, D6, D12).
 public struct CopyJob: Sendable {
-    public let dataDirectory: String
-    public let key: DatabaseKey?
+    public let folder: DataFolder
+    public var key: DatabaseKey? { folder.key }
     public let kind: CopyKind
     public var reason: String?
     /// For `pre-migration` copies (D6): the schema versions, recorded in the manifest.
@@ -23,31 +23,30 @@ public struct CopyJob: Sendable {
     public var newTimelineReason: String?
     public var now: @Sendable () -> UTCTime = { UTCTime.now() }
 
-    public init(dataDirectory: String, key: DatabaseKey?, kind: CopyKind, reason: String? = nil) {
-        self.dataDirectory = dataDirectory
-        self.key = key
+    public init(folder: DataFolder, kind: CopyKind, reason: String? = nil) {
+        self.folder = folder
         self.kind = kind
         self.reason = reason
     }
 
-    var databasePath: String { dataDirectory + "/tosca.db" }
-    var backupsDirectory: String { Catalog.backupsDirectory(of: dataDirectory) }
+    var databasePath: String { folder.database }
+    var backupsDirectory: String { folder.backups }
 
     /// Takes `.maint.lock`, tidies the folder, makes and publishes one copy.
     public func run() throws -> PublishedCopy {
         guard FileManager.default.fileExists(atPath: databasePath) else { throw DatabaseOpenError.missing(path: databasePath) }
-        let lock = try takeMaintenanceLock(dataDirectory: dataDirectory)
+        let lock = try folder.takeMaintenanceLock()
         defer { lock.unlock() }
-        try Housekeeping.run(try Catalog.scan(dataDirectory: dataDirectory))
+        try Housekeeping.run(try folder.scanCatalog())
         // Rows inserted without chain columns are sealed first when the recorder is not
         // running, so the copy holds them in the chain.
-        Sealing.sealBestEffort(dataDirectory: dataDirectory, key: key)
+        Sealing.sealBestEffort(folder)
         // --new-timeline also accepts treatment events changed under a session's seal: the
         // sessions are sealed again, the reason in the seal (the old seal stays in the chain).
         if kind.isBackup, let reason = newTimelineReason {
             let db = try Database(path: databasePath, options: .init(key: key))
             if try SafetyChain.admitsUnsealedRows(db) {
-                let resealed = try db.transaction { try SessionSeal.reseal(db, dataDirectory: dataDirectory, reason: reason) }
+                let resealed = try db.transaction { try SessionSeal.reseal(db, dataDirectory: folder.root, reason: reason) }
                 if !resealed.isEmpty {
                     Journal.shared.log(.warning, "sessions \(resealed.map(String.init).joined(separator: ", ")) sealed again (\(reason)): their treatment events had changed under their seals",
                                        id: .newTimelineAccepted, fields: ["TOSCA_DATABASE": databasePath, "TOSCA_REASON": reason])
@@ -57,9 +56,9 @@ public struct CopyJob: Sendable {
         let copy = try makeCopy()
         // An interrupted cutover left plaintext copies on an encrypted device: the backup
         // finishes the conversion (with the key it was given), so they do not outlive a night.
-        if kind.isBackup, let key, !CatalogAudit.plaintextCopies(dataDirectory: dataDirectory, catalog: try Catalog.scan(dataDirectory: dataDirectory)).isEmpty {
+        if kind.isBackup, let key, !CatalogAudit.plaintextCopies(try folder.scanCatalog()).isEmpty {
             var outcome = EncryptJob.Outcome()
-            try EncryptJob(dataDirectory: dataDirectory, key: key).convertCatalog(&outcome)
+            try EncryptJob(folder: folder, key: key).convertCatalog(&outcome)
             Journal.shared.log(.notice, "finished an interrupted encryption cutover: \(outcome.converted.count) plaintext copy(ies) converted"
                                + (outcome.skipped.isEmpty ? "" : "; not converted: \(outcome.skipped.map { "\($0.0) (\($0.1))" }.joined(separator: "; "))"))
         }
@@ -88,7 +87,7 @@ public struct CopyJob: Sendable {
         // restore or snapshot goes on; `restore` refuses suspect copies in place).
         var timelineProblem: String? = nil
         if [.daily, .manual, .preRestore, .snapshot].contains(kind) && sourceStatus.kind == .versioned, try SafetyChain.verify(source).isIntact {
-            let anchor = try LiveCheck.timelineAnchor(source, catalog: try Catalog.scan(dataDirectory: dataDirectory))
+            let anchor = try LiveCheck.timelineAnchor(source, catalog: try folder.scanCatalog())
             timelineProblem = try LiveCheck.anchorProblem(source, anchor: anchor)
             // Treatment events of a sealed session changed: the same kind of change.
             if timelineProblem == nil, let seal = try SessionSeal.problems(source).first {

@@ -29,9 +29,9 @@ public struct CatalogEntry: Sendable {
 
 /// The contents of `<data>/backups/` (D4, D6).
 public struct Catalog: Sendable {
-    public let dataDirectory: String
-    public var backupsDirectory: String { dataDirectory + "/backups" }
-    public var quarantineDirectory: String { backupsDirectory + "/quarantine" }
+    public let folder: DataFolder
+    public var backupsDirectory: String { folder.backups }
+    public var quarantineDirectory: String { folder.quarantine }
     /// Published copies, oldest first.
     public let entries: [CatalogEntry]
     /// Database files without a manifest: not backups; the next run quarantines them.
@@ -51,16 +51,14 @@ public struct Catalog: Sendable {
     /// Files already in quarantine.
     public let quarantined: [String]
 
-    public static func backupsDirectory(of data: String) -> String { data + "/backups" }
-
-    /// Reads the folder (nothing is changed).
-    public static func scan(dataDirectory: String) throws -> Catalog {
-        let dir = backupsDirectory(of: dataDirectory)
+    /// Reads `backups/` (nothing is changed).
+    public static func scan(_ folder: DataFolder) throws -> Catalog {
+        let dir = folder.backups
         let fm = FileManager.default
         // Layout folders are never followed through a link (73): prune would delete, and
         // housekeeping move, files outside the data folder.
         guard try LayoutFolder.check(dir) else {
-            return Catalog(dataDirectory: dataDirectory, entries: [], orphans: [], orphanManifests: [], partials: [], quarantined: [])
+            return Catalog(folder: folder, entries: [], orphans: [], orphanManifests: [], partials: [], quarantined: [])
         }
         let names: [String]
         do { names = try fm.contentsOfDirectory(atPath: dir).sorted() } catch {
@@ -102,7 +100,7 @@ public struct Catalog: Sendable {
         entries.sort { ($0.created ?? UTCTime(seconds: 0, microseconds: 0), $0.name) < ($1.created ?? UTCTime(seconds: 0, microseconds: 0), $1.name) }
         let q = try LayoutFolder.check(dir + "/quarantine")
             ? ((try? fm.contentsOfDirectory(atPath: dir + "/quarantine").sorted().map { dir + "/quarantine/" + $0 }) ?? []) : []
-        var catalog = Catalog(dataDirectory: dataDirectory, entries: entries, orphans: orphans, orphanManifests: orphanManifests,
+        var catalog = Catalog(folder: folder, entries: entries, orphans: orphans, orphanManifests: orphanManifests,
                               partials: partials, quarantined: q)
         catalog.lostCopies = lost
         catalog.scratchFolders = scratch
@@ -236,76 +234,5 @@ public enum Quarantine {
         }
         try AtomicFile.syncDirectory(PathName.parent(target))
         return target
-    }
-}
-
-/// `<data>/backups/.maint.lock` (D5): maintenance runs serialize on it, non-blocking.
-public func takeMaintenanceLock(dataDirectory: String) throws -> FileLock {
-    // The data folder must exist: a mistyped --data-dir is never created here.
-    _ = try existingDataFolder(dataDirectory)
-    try becomeDataOwner(dataDirectory: dataDirectory)
-    let dir = Catalog.backupsDirectory(of: dataDirectory)
-    do {
-        try LayoutFolder.make(dir)
-    } catch let e as POSIXFailure {
-        throw ToolFailure(e.code == ENOSPC ? .ioError : .cantCreate, "cannot create the backup folder: \(e)",
-                          hint: "make \(dir) writable by this user")
-    }
-    do {
-        return try FileLock(path: dir + "/.maint.lock")
-    } catch FileLockError.held(let path, let holder) {
-        throw ToolFailure(.tempFail, "another maintenance run holds \(path)\(holder.map { " (pid \($0))" } ?? "")",
-                          hint: "wait for it to finish and retry")
-    } catch FileLockError.cannotOpen(let path, let reason) {
-        throw ToolFailure(.cantCreate, "cannot create \(path): \(reason)", hint: "make \(dir) writable by this user")
-    }
-}
-
-/// Whom a root run continues as (``becomeDataOwner(dataDirectory:)``), for error hints.
-public enum DataOwner {
-    nonisolated(unsafe) public static var switchedTo: String?
-}
-
-/// Run as root on a data folder that belongs to another user (the device's `tosca`
-/// account, which the units run as), a maintenance run continues as that user before it
-/// writes anything: copies, manifests and locks it creates stay readable by the units, and
-/// the recorder's files keep their owner. Keys are read before this point (a key file may
-/// be root's, mode 0400). A no-op for any other caller. Irreversible for the process.
-public func becomeDataOwner(dataDirectory: String) throws {
-    guard geteuid() == 0 else { return }
-    var st = stat()
-    guard stat(dataDirectory, &st) == 0, st.st_uid != 0 else { return }
-    let uid = st.st_uid, gid = st.st_gid
-    let name = getpwuid(uid).flatMap { $0.pointee.pw_name.map { String(cString: $0) } } ?? "uid \(uid)"
-    var groups = [gid]
-    guard setgroups(1, &groups) == 0, setgid(gid) == 0, setuid(uid) == 0, getuid() == uid, geteuid() == uid else {
-        throw ToolFailure(.noPermission, "running as root, cannot become \(name), the owner of \(dataDirectory): \(String(cString: strerror(errno)))",
-                          hint: "run it as \(name): runuser -u \(name) -- tosca-maint ...")
-    }
-    DataOwner.switchedTo = name
-    Journal.shared.log(.notice, "running as root: continuing as \(name), the owner of \(dataDirectory), so that what this run writes stays readable by the units")
-}
-
-/// `.maint.lock`, then `tosca.lock` (D5), for the operations that need the recorder stopped
-/// (restore, migrate, encrypt, rekey); 75 when either is held. Released with the value.
-public struct ExclusiveLocks: Sendable {
-    public let maintenance: FileLock
-    public let database: FileLock
-
-    /// `what` completes the hint: "stop the recording service, then run <what> again".
-    public init(dataDirectory: String, what: String) throws {
-        maintenance = try takeMaintenanceLock(dataDirectory: dataDirectory)
-        do {
-            database = try FileLock(path: dataDirectory + "/tosca.lock")
-        } catch FileLockError.held(_, let holder) {
-            maintenance.unlock()
-            throw ToolFailure(.tempFail, "the recorder (or another tool) has \(dataDirectory)/tosca.db open\(holder.map { " (pid \($0))" } ?? "")",
-                              hint: "stop the recording service, then run \(what) again")
-        }
-    }
-
-    public func unlock() {
-        database.unlock()
-        maintenance.unlock()
     }
 }

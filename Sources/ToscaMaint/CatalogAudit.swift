@@ -6,8 +6,8 @@ import ToscaCore
 public enum CatalogAudit {
     /// Whether the device is encrypted (D14): its live database is not plaintext SQLite, or
     /// (the live file lost) the catalog holds encrypted copies.
-    public static func deviceEncrypted(dataDirectory: String, catalog: Catalog) -> Bool {
-        let live = dataDirectory + "/tosca.db"
+    public static func deviceEncrypted(_ catalog: Catalog) -> Bool {
+        let live = catalog.folder.database
         if FileManager.default.fileExists(atPath: live), let header = try? FileHeader.classify(path: live), header != .empty {
             return header != .plaintext
         }
@@ -16,13 +16,13 @@ public enum CatalogAudit {
 
     /// Plaintext database files in `backups/` (quarantine excluded) of an encrypted device:
     /// left by an interrupted cutover, they hold patient data unencrypted.
-    public static func plaintextCopies(dataDirectory: String, catalog: Catalog) -> [String] {
-        guard deviceEncrypted(dataDirectory: dataDirectory, catalog: catalog) else { return [] }
+    public static func plaintextCopies(_ catalog: Catalog) -> [String] {
+        guard deviceEncrypted(catalog) else { return [] }
         return (catalog.entries.map(\.path) + catalog.orphans).filter { (try? FileHeader.classify(path: $0)) == .plaintext }
     }
 
     /// Every catalog-wide problem, worded for the admin.
-    public static func problems(dataDirectory: String, catalog: Catalog) -> [String] {
+    public static func problems(_ catalog: Catalog) -> [String] {
         var out: [String] = []
         for m in catalog.orphanManifests {
             out.append("\(PathName.name(m)) has no database file: a published copy was lost (manifests are written last, so no interrupted run leaves one)")
@@ -31,7 +31,7 @@ public enum CatalogAudit {
             out.append("\(e.name): its manifest cannot be read (\(e.manifestError ?? "?"))")
         }
         let raw = Set(catalog.entries.filter { $0.manifest?.facts.unverifiable == true }.map(\.path))
-        for p in plaintextCopies(dataDirectory: dataDirectory, catalog: catalog) {
+        for p in plaintextCopies(catalog) {
             if raw.contains(p) {
                 out.append("\(PathName.name(p)) is a PLAINTEXT raw forensic copy on an encrypted device: examine it, then set it aside (tosca-maint quarantine \(p)) or destroy it")
             } else if catalog.orphans.contains(p) {
@@ -64,10 +64,10 @@ public enum Sealing {
     /// retries). Returns how many rows were sealed (`nil`: the recorder holds the lock, the
     /// database is missing or does not open with the key given).
     @discardableResult
-    public static func sealIfRecorderIdle(dataDirectory: String, key: DatabaseKey?) throws -> Int? {
-        let live = dataDirectory + "/tosca.db"
+    public static func sealIfRecorderIdle(_ folder: DataFolder) throws -> Int? {
+        let live = folder.database
         guard FileManager.default.fileExists(atPath: live) else { return nil }
-        let useKey = (try? FileHeader.classify(path: live)) == .plaintext ? nil : key
+        let useKey = folder.liveKey
         // A key that is missing or wrong is the command's own error to report, on what it
         // opens itself (a verify of one copy need not open the live database at all).
         do {
@@ -78,13 +78,13 @@ public enum Sealing {
             return nil
         }
         let lock: FileLock
-        do { lock = try FileLock(path: dataDirectory + "/tosca.lock") } catch FileLockError.held { return nil }
+        do { lock = try FileLock(path: folder.databaseLock) } catch FileLockError.held { return nil }
         defer { lock.unlock() }
         let db = try Database(path: live, options: .init(key: useKey))
         // Nothing is written into a safety log that does not verify, or that does not
         // extend the anchor's head: sealing would pile new rows onto a rewritten history
         // (and a back-fill would bless events whose seal was removed). verify --live names it.
-        let catalog = try Catalog.scan(dataDirectory: dataDirectory)
+        let catalog = try folder.scanCatalog()
         let problem: String?
         do {
             try db.execute("BEGIN")
@@ -100,7 +100,7 @@ public enum Sealing {
             return nil
         }
         let (backfilled, sealed) = try db.transaction {
-            (try SessionSeal.backfill(db, dataDirectory: dataDirectory), try SafetyChain.sealPending(db))
+            (try SessionSeal.backfill(db, dataDirectory: folder.root), try SafetyChain.sealPending(db))
         }
         if !backfilled.isEmpty {
             Journal.shared.log(.notice, "sealed \(backfilled.count) finished session(s) that had no seal (back-fill: each seal proves only what it saw)",
@@ -118,15 +118,15 @@ public enum Sealing {
         return sealed
     }
 
-    /// ``sealIfRecorderIdle(dataDirectory:key:)`` as a side duty of another command: a
+    /// ``sealIfRecorderIdle(_:)`` as a side duty of another command: a
     /// failure (the old app holding the write lock, a row that cannot be sealed) is logged
     /// and never stops the command; what stays unsealed is reported as a warning.
-    public static func sealBestEffort(dataDirectory: String, key: DatabaseKey?) {
+    public static func sealBestEffort(_ folder: DataFolder) {
         do {
-            try sealIfRecorderIdle(dataDirectory: dataDirectory, key: key)
+            try sealIfRecorderIdle(folder)
         } catch {
             Journal.shared.log(.warning, "could not seal safety-log rows or sessions now (left for the recorder or the next run): \(error)",
-                               fields: ["TOSCA_DATABASE": dataDirectory + "/tosca.db"])
+                               fields: ["TOSCA_DATABASE": folder.database])
         }
     }
 }

@@ -3,13 +3,14 @@ import ToscaCore
 
 /// The Phase 6 cutover: plaintext database and copies to SQLCipher (D3, D4, D6, D11, D14).
 public struct EncryptJob: Sendable {
-    public let dataDirectory: String
+    /// The data folder, holding the new key.
+    public let folder: DataFolder
     public let key: DatabaseKey
     public var keepPlaintextCopy = false
-    public var databasePath: String { dataDirectory + "/tosca.db" }
+    public var databasePath: String { folder.database }
 
-    public init(dataDirectory: String, key: DatabaseKey) {
-        self.dataDirectory = dataDirectory
+    public init(folder: DataFolder, key: DatabaseKey) {
+        self.folder = folder.with(key: key)
         self.key = key
     }
 
@@ -73,10 +74,10 @@ public struct EncryptJob: Sendable {
         guard try FileHeader.classify(path: databasePath) == .plaintext else {
             return ["\(databasePath) is not plaintext SQLite: already encrypted, nothing to rehearse"]
         }
-        let scratch = Catalog.backupsDirectory(of: dataDirectory) + "/.rehearse-\(getpid())"
-        let lock = try takeMaintenanceLock(dataDirectory: dataDirectory)
+        let scratch = folder.backups + "/.rehearse-\(getpid())"
+        let lock = try folder.takeMaintenanceLock()
         defer { lock.unlock() }
-        try Housekeeping.run(try Catalog.scan(dataDirectory: dataDirectory))
+        try Housekeeping.run(try folder.scanCatalog())
         try LayoutFolder.make(scratch)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let source = try Database(path: databasePath, options: .init(readOnly: true))
@@ -92,14 +93,14 @@ public struct EncryptJob: Sendable {
     public func run(confirm: () throws -> Void) throws -> Outcome {
         var outcome = Outcome()
         guard FileManager.default.fileExists(atPath: databasePath) else { throw DatabaseOpenError.missing(path: databasePath) }
-        let locks = try ExclusiveLocks(dataDirectory: dataDirectory, what: "the cutover")
+        let locks = try folder.takeExclusiveLocks(what: "the cutover")
         defer { locks.unlock() }
-        try Housekeeping.run(try Catalog.scan(dataDirectory: dataDirectory))
+        try Housekeeping.run(try folder.scanCatalog())
         let live = databasePath
         if try FileHeader.classify(path: live) == .plaintext {
             try confirm()
             // 3. A verified plaintext pre-encryption safety copy.
-            var copyJob = CopyJob(dataDirectory: dataDirectory, key: nil, kind: .preEncryption, reason: "before the encryption cutover")
+            var copyJob = CopyJob(folder: folder.with(key: nil), kind: .preEncryption, reason: "before the encryption cutover")
             copyJob.showProgress = true
             outcome.safetyCopy = try copyJob.makeCopy().path
             // 4. Export beside the database.
@@ -126,7 +127,7 @@ public struct EncryptJob: Sendable {
             }
             guard rename(temp, live) == 0 else { throw POSIXFailure(operation: "rename \(temp) to \(live)", code: errno) }
             swapped = true
-            try AtomicFile.syncDirectory(dataDirectory)
+            try AtomicFile.syncDirectory(folder.root)
             // WAL mode, which export leaves out (D11), set on the file under its own name so
             // that its -wal is tosca.db-wal; the connection's close leaves no journal behind.
             do { _ = try Database(path: live, options: .init(key: key, walMode: true)) }
@@ -140,7 +141,7 @@ public struct EncryptJob: Sendable {
         try convertCatalog(&outcome)
         outcome.alreadyDone = !outcome.swapped && outcome.converted.isEmpty && outcome.deleted.isEmpty
         // 7. A planned change ends with a drill of the newest converted backup.
-        if !outcome.alreadyDone { outcome.drill = try Self.drillNewest(dataDirectory: dataDirectory, key: key) }
+        if !outcome.alreadyDone { outcome.drill = try Self.drillNewest(folder) }
         return outcome
     }
 
@@ -150,7 +151,7 @@ public struct EncryptJob: Sendable {
     /// `backups/quarantine/` first, named in the outcome. The caller holds `.maint.lock`; the
     /// nightly backup calls this too, to finish an interrupted cutover.
     public func convertCatalog(_ outcome: inout Outcome) throws {
-        let catalog = try Catalog.scan(dataDirectory: dataDirectory)
+        let catalog = try folder.scanCatalog()
         // Plaintext files the catalog does not list are never deleted silently: reported.
         for q in catalog.quarantined where (try? FileHeader.classify(path: q)) == .plaintext {
             outcome.skipped.append((q, "plaintext file in quarantine: examine it, then remove it by hand"))
@@ -207,10 +208,11 @@ public struct EncryptJob: Sendable {
 
     /// The planned change ends with a drill: the newest backup under this key, restored
     /// into a scratch folder and checked (D12), so `status` shows a fresh drill.
-    public static func drillNewest(dataDirectory: String, key: DatabaseKey) throws -> (copy: String, problems: [String])? {
-        let catalog = try Catalog.scan(dataDirectory: dataDirectory)
+    public static func drillNewest(_ folder: DataFolder) throws -> (copy: String, problems: [String])? {
+        guard let key = folder.key else { return nil }
+        let catalog = try folder.scanCatalog()
         guard let newest = catalog.backups.last(where: { $0.manifest?.facts.encryption.keyID == key.keyID }) else { return nil }
-        let problems = try RestoreJob(dataDirectory: dataDirectory, key: key).drill(newest)
+        let problems = try RestoreJob(folder: folder).drill(newest)
         if problems.isEmpty {
             Journal.shared.log(.info, "restore drill of \(newest.path) passed", id: .drillPassed, fields: ["TOSCA_BACKUP_PATH": newest.path])
         } else {

@@ -110,28 +110,3 @@ public func report(_ error: any Error, program: String) -> Int32 {
     }
     return f.status.rawValue
 }
-
-/// The data folder: `--data-dir`, else `$TOSCA_DATA_DIR`, else `./data` (ARCHITECTURE §2).
-public func resolveDataDirectory(_ option: String?, environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
-    PathName.trimmed(option ?? environment["TOSCA_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "./data")
-}
-
-/// The data folder for a maintenance command: it must already exist as a folder. No
-/// command but the recorder (and `import`) creates one, so a mistyped `--data-dir` is an
-/// error (66), never an empty catalog that reports "ok"; an empty `--data-dir` is 64.
-public func existingDataFolder(_ option: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
-    if let option, option.isEmpty { throw ToolFailure(.usage, "--data-dir is empty", hint: "name the data folder, e.g. --data-dir /var/lib/tosca") }
-    let path = resolveDataDirectory(option, environment: environment)
-    var st = stat()
-    guard stat(path, &st) == 0 else {
-        let e = errno
-        if e == ENOENT || e == ENOTDIR {
-            throw ToolFailure(.noInput, "no data folder at \(path)", hint: "check --data-dir (or $TOSCA_DATA_DIR); tosca-maint never creates a data folder")
-        }
-        throw ToolFailure(e == EACCES ? .noPermission : .ioError, "cannot reach the data folder \(path): \(String(cString: strerror(e)))")
-    }
-    guard (st.st_mode & S_IFMT) == S_IFDIR else {
-        throw ToolFailure(.noInput, "\(path) is not a folder: the data folder holds tosca.db and backups/", hint: "check --data-dir (or $TOSCA_DATA_DIR)")
-    }
-    return path
-}

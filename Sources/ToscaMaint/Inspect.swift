@@ -21,7 +21,7 @@ public struct Inspection: Codable, Sendable {
         }
     }
 
-    public let dataDirectory: String
+    public let dataDir: String
     public let database: String
     public let sizeBytes: Int64
     public let encrypted: Bool
@@ -41,7 +41,7 @@ public struct Inspection: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case database, encrypted, schema, tables
-        case dataDirectory = "data_dir", sizeBytes = "size_bytes", keyID = "key_id", sqlcipherVersion = "sqlcipher_version"
+        case dataDir = "data_dir", sizeBytes = "size_bytes", keyID = "key_id", sqlcipherVersion = "sqlcipher_version"
         case schemaVersion = "schema_version", pendingMigrations = "pending_migrations", dataOrigin = "data_origin"
         case quickCheck = "quick_check", sessionsByStatus = "sessions_by_status", recentSessions = "recent_sessions"
         case chainIntact = "chain_intact", chainHead = "chain_head", chainProblem = "chain_problem"
@@ -50,9 +50,10 @@ public struct Inspection: Codable, Sendable {
     /// Healthy: `quick_check` ok and the chain verifies.
     public var isSound: Bool { quickCheck == ["ok"] && chainIntact }
 
-    /// Reads everything from `<dataDirectory>/tosca.db` over a read-only connection.
-    public static func run(dataDirectory: String, key: DatabaseKey?, recentLimit: Int = 10) throws -> Inspection {
-        let path = dataDirectory + "/tosca.db"
+    /// Reads everything from the folder's `tosca.db` over a read-only connection.
+    public static func run(_ folder: DataFolder, recentLimit: Int = 10) throws -> Inspection {
+        let key = folder.key
+        let path = folder.database
         let db = try Database(path: path, options: .init(readOnly: true, key: key))
         let status = try Migrator().status(db)
         let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)??.int64Value ?? 0
@@ -72,7 +73,7 @@ public struct Inspection: Codable, Sendable {
             """, [.integer(Int64(recentLimit))]).reversed().map { r in
             SessionInfo(sessionID: r[0].int64 ?? 0, subjectCode: r[1].string, status: r[2].string ?? "?", startTime: r[3].string ?? "",
                         endTime: r[4].string, treatmentEvents: r[5].int ?? 0, folder: r[6].string,
-                        sessionJSON: r[6].string.map { FileManager.default.fileExists(atPath: dataDirectory + "/" + $0 + "/session.json") } ?? false)
+                        sessionJSON: r[6].string.map { FileManager.default.fileExists(atPath: folder.root + "/" + $0 + "/session.json") } ?? false)
         }
         var intact = false, head: ChainHead? = nil, problem: String? = nil
         if status.kind == .versioned {
@@ -83,7 +84,7 @@ public struct Inspection: Codable, Sendable {
         } else {
             problem = "no hash chain yet (schema \(status.versionDescription))"
         }
-        return Inspection(dataDirectory: dataDirectory, database: path, sizeBytes: size, encrypted: key != nil, keyID: key?.keyID,
+        return Inspection(dataDir: folder.root, database: path, sizeBytes: size, encrypted: key != nil, keyID: key?.keyID,
                           sqlcipherVersion: try SQLCipherLibrary.checkVersion(), schema: status.versionDescription,
                           schemaVersion: status.version, pendingMigrations: status.pending.map(\.id), dataOrigin: origin,
                           quickCheck: try db.integrityCheck(quick: true), tables: tables, sessionsByStatus: byStatus,

@@ -3,14 +3,13 @@ import ToscaCore
 
 /// `tosca-maint migrate up`: the fully migrated database or the old one, never a mix (D15).
 public struct MigrateJob: Sendable {
-    public let dataDirectory: String
-    public let key: DatabaseKey?
+    public let folder: DataFolder
+    public var key: DatabaseKey? { folder.key }
     public var migrator = Migrator()
-    public var databasePath: String { dataDirectory + "/tosca.db" }
+    public var databasePath: String { folder.database }
 
-    public init(dataDirectory: String, key: DatabaseKey?) {
-        self.dataDirectory = dataDirectory
-        self.key = key
+    public init(folder: DataFolder) {
+        self.folder = folder
     }
 
     public static let runbook = "Runbooks/pre-upgrade-migration.md"
@@ -44,9 +43,9 @@ public struct MigrateJob: Sendable {
     public func up(upTo: String?, repairOrphans: Bool, confirm: (MigrationStatus) throws -> Void) throws -> Outcome {
         var outcome = Outcome()
         guard FileManager.default.fileExists(atPath: databasePath) else { throw DatabaseOpenError.missing(path: databasePath) }
-        let locks = try ExclusiveLocks(dataDirectory: dataDirectory, what: "the migration")
+        let locks = try folder.takeExclusiveLocks(what: "the migration")
         defer { locks.unlock() }
-        try Housekeeping.run(try Catalog.scan(dataDirectory: dataDirectory))
+        try Housekeeping.run(try folder.scanCatalog())
 
         let db = try Database(path: databasePath, options: .init(key: key))
         let before = try migrator.status(db)
@@ -74,7 +73,7 @@ public struct MigrateJob: Sendable {
         try confirm(before)
         // 3. A verified pre-migration safety copy; no copy, no migration.
         Journal.shared.log(.info, "migrate: taking a pre-migration safety copy of \(databasePath)", id: .migrationStep)
-        var copyJob = CopyJob(dataDirectory: dataDirectory, key: key, kind: .preMigration,
+        var copyJob = CopyJob(folder: folder, kind: .preMigration,
                               reason: "before migrating from \(before.versionDescription) to \(target)")
         copyJob.fromVersion = before.versionDescription
         copyJob.toVersion = target
@@ -123,7 +122,7 @@ public struct MigrateJob: Sendable {
         // 9. A result that fails goes back to the safety copy.
         if !problems.isEmpty {
             Journal.shared.log(.err, "migrate: the migrated database fails verification; restoring \(copy.path)", id: .migrationFailed)
-            let restore = RestoreJob(dataDirectory: dataDirectory, key: key)
+            let restore = RestoreJob(folder: folder)
             let entry = CatalogEntry(name: PathName.name(copy.path), path: copy.path, manifest: copy.manifest, digestMatches: true, manifestError: nil)
             try restore.restoreFile(entry, to: databasePath, replace: true)
             throw ToolFailure(.dataError, "the migrated database failed verification and the pre-migration copy was restored:\n  " + problems.joined(separator: "\n  "),

@@ -11,7 +11,7 @@ public struct PrunePlan: Sendable {
     public var keep: [Item] = []
 
     /// Plans without touching anything. Days, weeks and months are local calendar ones.
-    /// `anchor` (``LiveCheck/anchor(dataDirectory:key:catalog:)``) is always kept: after a
+    /// `anchor` (``LiveCheck/anchor(_:)``) is always kept: after a
     /// restore of an older copy it may be neither recent nor the newest verified backup.
     public static func make(catalog: Catalog, keepDaily: Int, keepWeekly: Int, keepMonthly: Int,
                             safetyCopiesOlderThanDays: Int?, now: UTCTime, timeZone: TimeZone = .current,

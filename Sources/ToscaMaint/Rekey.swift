@@ -4,13 +4,14 @@ import ToscaCore
 /// `tosca-maint rekey`: the live database and every copy from one key to another.
 /// Re-running it resumes: copies still under the old key are found by their key id.
 public struct RekeyJob: Sendable {
-    public let dataDirectory: String
+    /// The data folder (its key is the old one).
+    public let folder: DataFolder
     public let oldKey: DatabaseKey
     public let newKey: DatabaseKey
-    public var databasePath: String { dataDirectory + "/tosca.db" }
+    public var databasePath: String { folder.database }
 
-    public init(dataDirectory: String, oldKey: DatabaseKey, newKey: DatabaseKey) {
-        self.dataDirectory = dataDirectory
+    public init(folder: DataFolder, oldKey: DatabaseKey, newKey: DatabaseKey) {
+        self.folder = folder.with(key: oldKey)
         self.oldKey = oldKey
         self.newKey = newKey
     }
@@ -28,13 +29,13 @@ public struct RekeyJob: Sendable {
         var outcome = Outcome()
         guard oldKey.keyID != newKey.keyID else { throw ToolFailure(.usage, "the new key is the old key") }
         guard FileManager.default.fileExists(atPath: databasePath) else { throw DatabaseOpenError.missing(path: databasePath) }
-        let locks = try ExclusiveLocks(dataDirectory: dataDirectory, what: "the key rotation")
+        let locks = try folder.takeExclusiveLocks(what: "the key rotation")
         defer { locks.unlock() }
-        try Housekeeping.run(try Catalog.scan(dataDirectory: dataDirectory))
+        try Housekeeping.run(try folder.scanCatalog())
         let underOld = (try? Database(path: databasePath, options: .init(readOnly: true, key: oldKey))) != nil
         if underOld {
             try confirm()
-            var copyJob = CopyJob(dataDirectory: dataDirectory, key: oldKey, kind: .preRekey, reason: "before re-keying to key id \(newKey.keyID)")
+            var copyJob = CopyJob(folder: folder, kind: .preRekey, reason: "before re-keying to key id \(newKey.keyID)")
             copyJob.showProgress = true
             outcome.safetyCopy = try copyJob.makeCopy().path
             let headBefore: ChainHead?
@@ -67,7 +68,7 @@ public struct RekeyJob: Sendable {
         }
         try rekeyCopies(&outcome)
         if outcome.rekeyedLive || !outcome.rekeyedCopies.isEmpty {
-            outcome.drill = try EncryptJob.drillNewest(dataDirectory: dataDirectory, key: newKey)
+            outcome.drill = try EncryptJob.drillNewest(folder.with(key: newKey))
         }
         return outcome
     }
@@ -75,7 +76,7 @@ public struct RekeyJob: Sendable {
     /// Every copy under the old key, re-keyed through the backup API, verified, published
     /// under a new name with a new manifest; then the old-key file goes.
     func rekeyCopies(_ outcome: inout Outcome) throws {
-        let catalog = try Catalog.scan(dataDirectory: dataDirectory)
+        let catalog = try folder.scanCatalog()
         // Files the old key still opens but that are not re-keyed here are reported, never
         // passed over in silence: quarantined files and raw forensic copies.
         let unlisted = catalog.quarantined + catalog.entries.filter { $0.manifest?.facts.unverifiable == true }.map(\.path)

@@ -54,13 +54,12 @@ public struct RestorePlan: Codable, Sendable {
 
 /// `tosca-maint restore` (and `restore --drill`).
 public struct RestoreJob: Sendable {
-    public let dataDirectory: String
-    public let key: DatabaseKey?
-    public var databasePath: String { dataDirectory + "/tosca.db" }
+    public let folder: DataFolder
+    public var key: DatabaseKey? { folder.key }
+    public var databasePath: String { folder.database }
 
-    public init(dataDirectory: String, key: DatabaseKey?) {
-        self.dataDirectory = dataDirectory
-        self.key = key
+    public init(folder: DataFolder) {
+        self.folder = folder
     }
 
     /// Finds the copy; throws 66 (with a hint) when there is none.
@@ -74,7 +73,7 @@ public struct RestoreJob: Sendable {
             }
             return e
         case .anchor:
-            let live = dataDirectory + "/tosca.db"
+            let live = folder.database
             let anchor: CatalogEntry?
             do {
                 let db = try Database(path: live, options: .init(readOnly: true, key: liveKey(live)))
@@ -171,15 +170,11 @@ public struct RestoreJob: Sendable {
                            copySchemaVersion: facts.schemaVersion, buildSchemaVersion: toscaMigrations.last?.version ?? 0)
     }
 
-    /// The key for a copy: the given one when the copy is encrypted, none when plaintext.
-    func key(for entry: CatalogEntry) -> DatabaseKey? {
-        entry.manifest?.facts.encryption.isEncrypted == true ? key : nil
-    }
+    /// The key for a copy (D14, ``DataFolder/key(for:)``).
+    func key(for entry: CatalogEntry) -> DatabaseKey? { folder.key(for: entry) }
 
-    /// The key for the live file: none when its header says plaintext SQLite.
-    func liveKey(_ path: String) -> DatabaseKey? {
-        (try? FileHeader.classify(path: path)) == .plaintext ? nil : key
-    }
+    /// The key for a live file judged by its header (``DataFolder/key(forFileAt:)``).
+    func liveKey(_ path: String) -> DatabaseKey? { folder.key(forFileAt: path) }
 
     /// Errors that mean "this file is damaged", as opposed to busy, locked or keyed wrongly.
     static func isDamage(_ error: any Error) -> Bool {
@@ -211,7 +206,7 @@ public struct RestoreJob: Sendable {
             return try keepRawFiles(reason: "tosca.db was missing; its journal files are kept")
         }
         do {
-            var job = CopyJob(dataDirectory: dataDirectory, key: liveKey(databasePath), kind: .preRestore, reason: "before restore")
+            var job = CopyJob(folder: folder.with(key: liveKey(databasePath)), kind: .preRestore, reason: "before restore")
             job.showProgress = true
             return try job.makeCopy().path
         } catch where Self.isDamage(error) {
@@ -221,7 +216,7 @@ public struct RestoreJob: Sendable {
     }
 
     func keepRawFiles(reason: String) throws -> String {
-        let dir = Catalog.backupsDirectory(of: dataDirectory)
+        let dir = folder.backups
         let now = UTCTime.now()
         let name = Catalog.freeName(in: dir, kind: .preRestore, time: now)
         let dest = dir + "/" + name
@@ -295,7 +290,7 @@ public struct RestoreJob: Sendable {
                 let plain = try Database(path: temp, options: .init())
                 try SQLCipherExport.encrypt(source: plain, into: encrypted, key: encryptWith)
             }
-            let problems = try EncryptJob(dataDirectory: dataDirectory, key: encryptWith).proveEqual(plain: temp, encrypted: encrypted)
+            let problems = try EncryptJob(folder: folder, key: encryptWith).proveEqual(plain: temp, encrypted: encrypted)
             guard problems.isEmpty else {
                 unlink(encrypted)
                 throw ToolFailure(.dataError, "the encrypted restore differs from the copy; the current database is untouched:\n  " + problems.joined(separator: "\n  "))
@@ -420,7 +415,7 @@ public struct RestoreJob: Sendable {
         if problems.isEmpty {
             // A scratch folder beside the copies (same filesystem, so the space is known);
             // leftovers of an interrupted drill go first. The caller holds .maint.lock.
-            let backups = Catalog.backupsDirectory(of: dataDirectory)
+            let backups = folder.backups
             for n in (try? FileManager.default.contentsOfDirectory(atPath: backups)) ?? [] where n.hasPrefix(".drill-") {
                 try? FileManager.default.removeItem(atPath: backups + "/" + n)
             }

@@ -11,7 +11,7 @@ public struct StatusReport: Codable, Sendable {
         public let problems: [String]
         enum CodingKeys: String, CodingKey { case copy, level, result, problems; case timeUTC = "time_utc" }
     }
-    public let dataDirectory: String
+    public let dataDir: String
     public let newestVerifiedBackup: String?
     public let newestVerifiedCreatedUTC: String?
     public let newestVerifiedAgeSeconds: Int64?
@@ -40,7 +40,7 @@ public struct StatusReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case schema, encrypted, verdict
-        case dataDirectory = "data_dir", newestVerifiedBackup = "newest_verified_backup", newestVerifiedCreatedUTC = "newest_verified_created_utc"
+        case dataDir = "data_dir", newestVerifiedBackup = "newest_verified_backup", newestVerifiedCreatedUTC = "newest_verified_created_utc"
         case newestVerifiedAgeSeconds = "newest_verified_age_seconds", maxAgeHours = "max_age_hours", lastCheck = "last_check"
         case backupCount = "backup_count", backupBytes = "backup_bytes", safetyCopyCount = "safety_copy_count"
         case safetyCopyBytes = "safety_copy_bytes", quarantinedCount = "quarantined_count", freeBytes = "free_bytes"
@@ -49,9 +49,10 @@ public struct StatusReport: Codable, Sendable {
         case unsealedSafetyRows = "unsealed_safety_rows", oldestUnsealedTimestamp = "oldest_unsealed_timestamp", oldestUnsealedAgeSeconds = "oldest_unsealed_age_seconds"
     }
 
-    public static func make(dataDirectory: String, key: DatabaseKey?, maxAgeHours: Double, maxDrillAgeDays: Double = 8,
+    public static func make(_ folder: DataFolder, maxAgeHours: Double, maxDrillAgeDays: Double = 8,
                             now: UTCTime = .now()) throws -> StatusReport {
-        let catalog = try Catalog.scan(dataDirectory: dataDirectory)
+        let key = folder.key
+        let catalog = try folder.scanCatalog()
         let newest = catalog.newestVerifiedBackup
         let preciseAge = newest?.created.map { Double(now.seconds - $0.seconds) + Double(now.microseconds - $0.microseconds) / 1e6 }
         let age = preciseAge.map { Int64($0.rounded(.down)) }
@@ -65,9 +66,9 @@ public struct StatusReport: Codable, Sendable {
             ((try? FileManager.default.attributesOfItem(atPath: e.path)[.size]) as? NSNumber)?.int64Value ?? 0
         }
         var fs = statvfs()
-        let free: Int64? = statvfs(FileManager.default.fileExists(atPath: catalog.backupsDirectory) ? catalog.backupsDirectory : dataDirectory, &fs) == 0
+        let free: Int64? = statvfs(FileManager.default.fileExists(atPath: catalog.backupsDirectory) ? catalog.backupsDirectory : folder.root, &fs) == 0
             ? Int64(fs.f_bavail) * Int64(fs.f_frsize) : nil
-        let dbPath = dataDirectory + "/tosca.db"
+        let dbPath = folder.database
         var encrypted: Bool? = nil, version: Int? = nil, schema: String? = nil
         var unsealed: (count: Int, oldest: String?)? = nil
         var unsealedAge: Int64? = nil
@@ -84,7 +85,7 @@ public struct StatusReport: Codable, Sendable {
         let verdict: String, code: Int32
         let failedBackup = catalog.backups.last { $0.manifest?.lastCheck?.ok == false }
         let suspect = catalog.entries.last { $0.kind == .suspect }
-        let audit = CatalogAudit.problems(dataDirectory: dataDirectory, catalog: catalog)
+        let audit = CatalogAudit.problems(catalog)
         if let suspect {
             verdict = "possible tampering: \(suspect.name) is a suspect copy (the live safety log did not extend the last backup's head when it was taken); see the runbook tampering-reported.md"
             code = ExitStatus.dataError.rawValue
@@ -112,7 +113,7 @@ public struct StatusReport: Codable, Sendable {
             code = 0
         }
         return StatusReport(
-            dataDirectory: dataDirectory, newestVerifiedBackup: newest?.name, newestVerifiedCreatedUTC: newest?.manifest?.facts.createdUTC,
+            dataDir: folder.root, newestVerifiedBackup: newest?.name, newestVerifiedCreatedUTC: newest?.manifest?.facts.createdUTC,
             newestVerifiedAgeSeconds: age, maxAgeHours: maxAgeHours,
             lastCheck: last.map { LastCheck(copy: $0.0.name, level: $0.1.level, timeUTC: $0.1.timeUTC, result: $0.1.result, problems: $0.1.problems) },
             backupCount: catalog.backups.count, backupBytes: catalog.backups.map(size).reduce(0, +),

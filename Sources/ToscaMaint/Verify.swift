@@ -183,8 +183,8 @@ public struct LiveCheck: Sendable {
         return (ChainHead(seq: seq, hash: hexString(hash)), row[2].string.flatMap { UTCTime(sqlDateTime: $0) })
     }
 
-    public static func run(dataDirectory: String, key: DatabaseKey?, catalog: Catalog) throws -> LiveCheck {
-        let db = try Database(path: dataDirectory + "/tosca.db", options: .init(readOnly: true, key: key))
+    public static func run(_ catalog: Catalog) throws -> LiveCheck {
+        let db = try Database(path: catalog.folder.database, options: .init(readOnly: true, key: catalog.folder.key))
         try db.execute("BEGIN")
         defer { try? db.execute("COMMIT") }
         let quick = try db.integrityCheck(quick: true)
@@ -230,12 +230,12 @@ public struct LiveCheck: Sendable {
         return anchor
     }
 
-    /// The anchor of the live database in `dataDirectory`, or `nil` when it has none or
-    /// does not open (a damaged or absent database protects nothing).
-    public static func anchor(dataDirectory: String, key: DatabaseKey?, catalog: Catalog) -> CatalogEntry? {
-        let live = dataDirectory + "/tosca.db"
+    /// The anchor of the catalog's live database, or `nil` when it has none or does not
+    /// open (a damaged or absent database protects nothing).
+    public static func anchor(_ catalog: Catalog) -> CatalogEntry? {
+        let live = catalog.folder.database
         guard FileManager.default.fileExists(atPath: live),
-              let db = try? Database(path: live, options: .init(readOnly: true, key: (try? FileHeader.classify(path: live)) == .plaintext ? nil : key))
+              let db = try? Database(path: live, options: .init(readOnly: true, key: catalog.folder.liveKey))
         else { return nil }
         guard (try? db.execute("BEGIN")) != nil else { return nil }
         defer { try? db.execute("COMMIT") }

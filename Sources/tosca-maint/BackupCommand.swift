@@ -62,14 +62,14 @@ struct BackupCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            var job = CopyJob(dataDirectory: try shared.dataDirectory, key: try shared.key(), kind: kind == .daily ? .daily : .manual)
+            var job = CopyJob(folder: try shared.writableFolder(), kind: kind == .daily ? .daily : .manual)
             job.showProgress = !shared.json
             job.newTimelineReason = newTimeline
             let copy = try job.run()
             if shared.json { try printJSON(["path": JSONValue.string(copy.path), "manifest": try JSONValue.from(copy.manifest)]) } else { print(copy.path) }
             // The copy is published; the catalog as a whole must hold too (lost copies,
             // unreadable manifests, plaintext copies on an encrypted device).
-            let problems = CatalogAudit.problems(dataDirectory: job.dataDirectory, catalog: try Catalog.scan(dataDirectory: job.dataDirectory))
+            let problems = CatalogAudit.problems(try job.folder.scanCatalog())
             if !problems.isEmpty {
                 throw ToolFailure(.dataError, "the backup is published, but the catalog fails its checks:\n  " + problems.joined(separator: "\n  "),
                                   hint: "tosca-maint list; a lost copy: runbook restore-after-disk-fault.md, then quarantine --failed; a plaintext copy: tosca-maint encrypt --key-file KEY")

@@ -3,35 +3,6 @@ import Foundation
 import ToscaCore
 import ToscaMaint
 
-struct KeygenCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "keygen",
-        abstract: "Write a new raw 256-bit SQLCipher key: 64 hex characters, mode 0400.",
-        discussion: """
-            32 random bytes from the kernel. Never overwrites (73). Seal it for the units with \
-            systemd-creds and keep the plaintext key file offline.
-
-            Example:
-              tosca-maint keygen --out /root/tosca-db-key
-            """)
-    @Option(help: "The key file to create.") var out: String
-    @Flag(help: "Print the result as JSON on stdout.") var json = false
-
-    func run() throws {
-        try runReporting {
-            let id = try KeyGen.write(to: out)
-            if json { try printJSON(["path": out, "key_id": id]); return 0 }
-            print("""
-                wrote \(out) (mode 0400, key id \(id))
-                Seal it for the units (credential name \(KeySource.credentialName)):
-                  systemd-creds encrypt --name=\(KeySource.credentialName) \(out) /etc/credstore.encrypted/\(KeySource.credentialName).cred
-                then keep \(out) offline (the cutover and key rotation take --key-file).
-                """)
-            return 0
-        }
-    }
-}
-
 struct EncryptCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "encrypt",
@@ -72,7 +43,10 @@ struct EncryptCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            var job = EncryptJob(dataDirectory: try existingDataFolder(dataDir), key: try KeySource.read(path: keyFile))
+            let key = try KeySource.read(path: keyFile)
+            let folder = try DataFolder.existing(dataDir)
+            try folder.continueAsOwnerIfRoot()
+            var job = EncryptJob(folder: folder, key: key)
             job.keepPlaintextCopy = keepPlaintextCopy
             if rehearse {
                 let problems = try job.rehearse()
@@ -81,10 +55,9 @@ struct EncryptCommand: ParsableCommand {
             }
             let outcome = try job.run {
                 print("Encrypting \(job.databasePath) with key id \(job.key.keyID), then every plaintext copy in backups/.")
-                if yes { return }
-                guard isatty(0) == 1 else { throw ToolFailure(.usage, "no terminal to confirm on: refusing without --yes", hint: "rehearse first: --rehearse") }
-                print("Type 'encrypt' to go on: ", terminator: "")
-                guard readLine()?.trimmingCharacters(in: .whitespaces) == "encrypt" else { throw ToolFailure(.usage, "not confirmed: nothing changed") }
+                guard try confirmTyped("encrypt", yes: yes, refusal: "no terminal to confirm on: refusing without --yes", hint: "rehearse first: --rehearse") else {
+                    throw ToolFailure(.usage, "not confirmed: nothing changed")
+                }
             }
             if outcome.alreadyDone { print("already encrypted and no plaintext copy left: nothing to do"); return 0 }
             if outcome.swapped { print("encrypted \(job.databasePath) (key id \(job.key.keyID))") }
@@ -93,46 +66,6 @@ struct EncryptCommand: ParsableCommand {
                 print("KEPT plaintext pre-encryption copy \(kept) (in quarantine): it holds patient data unencrypted; destroy it (and its medium) once the cutover is accepted")
             }
             for (name, why) in outcome.skipped { print("NOT converted \(name): \(why)") }
-            return try reportDrill(outcome.drill, failed: !outcome.skipped.isEmpty)
-        }
-    }
-}
-
-struct RekeyCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "rekey",
-        abstract: "Rotate the key: the live database and every copy, from one key to another.",
-        discussion: """
-            Takes backups/.maint.lock then tosca.lock (75 while the recorder runs), a verified \
-            pre-rekey safety copy under the old key, re-keys the database (sqlite3_rekey), \
-            verifies it under the new key, then re-keys every copy in backups/ through the \
-            backup API, verifies it, and replaces it under the same name with a manifest that \
-            names the new key id; then drills the newest backup under the new key. Interrupted, \
-            a re-run resumes: copies still under the old key are found by their key id.
-
-            Example:
-              tosca-maint rekey --key-file /root/old-key --new-key-file /root/new-key --yes
-            """)
-    @Option(help: "Data folder holding tosca.db (default: $TOSCA_DATA_DIR, else ./data).") var dataDir: String?
-    @Option(help: "The current key file.") var keyFile: String
-    @Option(help: "The new key file (tosca-maint keygen).") var newKeyFile: String
-    @Flag(help: "Do not ask for confirmation.") var yes = false
-
-    func run() throws {
-        try runReporting {
-            let job = RekeyJob(dataDirectory: try existingDataFolder(dataDir), oldKey: try KeySource.read(path: keyFile),
-                               newKey: try KeySource.read(path: newKeyFile))
-            let outcome = try job.run {
-                print("Re-keying \(job.databasePath) and its copies from key id \(job.oldKey.keyID) to \(job.newKey.keyID).")
-                if yes { return }
-                guard isatty(0) == 1 else { throw ToolFailure(.usage, "no terminal to confirm on: refusing without --yes") }
-                print("Type 'rekey' to go on: ", terminator: "")
-                guard readLine()?.trimmingCharacters(in: .whitespaces) == "rekey" else { throw ToolFailure(.usage, "not confirmed: nothing changed") }
-            }
-            if outcome.rekeyedLive { print("re-keyed \(job.databasePath) (key id \(job.newKey.keyID))") }
-            for c in outcome.rekeyedCopies { print("re-keyed copy \(c)") }
-            for (n, why) in outcome.skipped { print("NOT re-keyed \(n): \(why)") }
-            if !outcome.rekeyedLive && outcome.rekeyedCopies.isEmpty && outcome.skipped.isEmpty { print("already under key id \(job.newKey.keyID): nothing to do") }
             return try reportDrill(outcome.drill, failed: !outcome.skipped.isEmpty)
         }
     }

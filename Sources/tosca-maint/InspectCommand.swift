@@ -24,7 +24,7 @@ struct InspectCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let report = try Inspection.run(dataDirectory: shared.dataDirectory, key: try shared.key(), recentLimit: sessions)
+            let report = try Inspection.run(try shared.folder(), recentLimit: sessions)
             if shared.json { try printJSON(report) } else { print(report.text, terminator: "") }
             // A v0.9.12 database has no chain yet: only quick_check counts for it.
             let sound = report.schemaVersion == 0 ? report.quickCheck == ["ok"] : report.isSound

@@ -34,7 +34,7 @@ struct ListCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let catalog = try Catalog.scan(dataDirectory: shared.dataDirectory)
+            let catalog = try shared.folder().scanCatalog()
             let local = DateFormatter()
             local.dateFormat = "yyyy-MM-dd HH:mm:ss zzz"
             local.timeZone = .current

@@ -46,7 +46,8 @@ struct MigrateCommand: ParsableCommand {
 
         func run() throws {
             try runReporting {
-                let db = try Database(path: shared.dataDirectory + "/tosca.db", options: .init(readOnly: true, key: try shared.key()))
+                let folder = try shared.folder()
+                let db = try Database(path: folder.database, options: .init(readOnly: true, key: folder.key))
                 let s = try Migrator().status(db)
                 let out = Out(schema: s.versionDescription, version: s.version,
                               applied: s.applied.map { ["id": $0.id, "applied_at": $0.appliedAt, "checksum": $0.checksum] },
@@ -69,7 +70,8 @@ struct MigrateCommand: ParsableCommand {
 
         func run() throws {
             try runReporting {
-                let db = try Database(path: shared.dataDirectory + "/tosca.db", options: .init(readOnly: true, key: try shared.key()))
+                let folder = try shared.folder()
+                let db = try Database(path: folder.database, options: .init(readOnly: true, key: folder.key))
                 let s = try Migrator().status(db)
                 var todo = s.pending
                 if let to {
@@ -101,18 +103,14 @@ struct MigrateCommand: ParsableCommand {
 
         func run() throws {
             try runReporting {
-                let job = MigrateJob(dataDirectory: try shared.dataDirectory, key: try shared.key())
+                let job = MigrateJob(folder: try shared.writableFolder())
                 let outcome = try job.up(upTo: to, repairOrphans: repairOrphans) { status in
                     var todo = status.pending
                     if let to, let i = todo.firstIndex(where: { $0.id == to }) { todo = Array(todo[...i]) }
                     print("Migrating \(job.databasePath) from \(status.versionDescription):")
                     for m in todo { print("  \(m.id)  \(m.summary)") }
-                    if yes { return }
-                    guard isatty(0) == 1 else {
-                        throw ToolFailure(.usage, "no terminal to confirm on: refusing to migrate without --yes", hint: "tosca-maint migrate plan, then migrate up --yes")
-                    }
-                    print("Type 'migrate' to go on: ", terminator: "")
-                    guard readLine()?.trimmingCharacters(in: .whitespaces) == "migrate" else {
+                    guard try confirmTyped("migrate", yes: yes, refusal: "no terminal to confirm on: refusing to migrate without --yes",
+                                           hint: "tosca-maint migrate plan, then migrate up --yes") else {
                         throw ToolFailure(.usage, "not confirmed: nothing was migrated")
                     }
                 }
@@ -124,30 +122,6 @@ struct MigrateCommand: ParsableCommand {
                 if let copy = outcome.safetyCopy { print("pre-migration copy: \(copy)") }
                 return 0
             }
-        }
-    }
-}
-
-struct SnapshotCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "snapshot",
-        abstract: "A verified safety copy of kind `snapshot`, with the reason in its manifest.",
-        discussion: "Pruned only by `prune --safety-copies --older-than DAYS`.\n\nExample:\n  tosca-maint snapshot --reason \"before replacing the laser head\"")
-    @OptionGroup var shared: SharedOptions
-    @Option(help: "Why the snapshot is taken (kept in the manifest).") var reason: String
-
-    func validate() throws {
-        guard !reason.trimmingCharacters(in: .whitespaces).isEmpty else { throw ValidationError("--reason must say why") }
-    }
-
-    func run() throws {
-        try runReporting {
-            var job = CopyJob(dataDirectory: try shared.dataDirectory, key: try shared.key(), kind: .snapshot, reason: reason)
-            job.showProgress = !shared.json
-            let copy = try job.run()
-            Journal.shared.log(.info, "snapshot \(copy.path): \(reason)", id: .snapshotTaken, fields: ["TOSCA_BACKUP_PATH": copy.path])
-            if shared.json { try printJSON(["path": JSONValue.string(copy.path), "manifest": try JSONValue.from(copy.manifest)]) } else { print(copy.path) }
-            return 0
         }
     }
 }

@@ -14,39 +14,41 @@ struct SharedOptions: ParsableArguments {
     @Flag(name: .long, help: "Print the result as JSON on stdout.")
     var json = false
 
-    /// The data folder, which must exist (66 otherwise; 64 for an empty `--data-dir`).
-    var dataDirectory: String { get throws { try existingDataFolder(dataDir) } }
-    /// The key: `--key-file`, else the `tosca-db-key` credential. A credential handed to a
+    /// The data folder, which must exist (66 otherwise; 64 for an empty `--data-dir`), with
+    /// its key: `--key-file`, else the `tosca-db-key` credential. A credential handed to a
     /// unit on a device whose database is still plaintext (before the cutover) is set
     /// aside with a notice; an explicit `--key-file` for a plaintext database is an error.
-    func key() throws -> DatabaseKey? {
+    func folder() throws -> DataFolder {
+        let folder = try DataFolder.existing(dataDir)
         if keyFile == nil, let key = try KeySource.resolve(keyFile: nil) {
-            let db = try dataDirectory + "/tosca.db"
-            if (try? FileHeader.classify(path: db)) == .plaintext {
-                Journal.shared.log(.notice, "\(db) is plaintext: the \(KeySource.credentialName) credential is not used")
-                return nil
+            if (try? FileHeader.classify(path: folder.database)) == .plaintext {
+                Journal.shared.log(.notice, "\(folder.database) is plaintext: the \(KeySource.credentialName) credential is not used")
+                return folder
             }
-            return key
+            return folder.with(key: key)
         }
-        return try KeySource.resolve(keyFile: keyFile)
+        return folder.with(key: try KeySource.resolve(keyFile: keyFile))
     }
-}
 
-extension SharedOptions {
-    /// The data folder, the key, then `.maint.lock`, in that order: the key is read before
-    /// the lock, which may make a root run continue as the data folder's owner (who may not
-    /// read a key file of root's).
-    func beginMaintenance() throws -> (data: String, key: DatabaseKey?, lock: FileLock) {
-        let data = try dataDirectory
-        let key = try key()
-        let lock = try takeMaintenanceLock(dataDirectory: data)
+    /// ``folder()`` for a command that writes: the key is read first (a key file may be
+    /// root's, mode 0400), then a root run continues as the data folder's owner.
+    func writableFolder() throws -> DataFolder {
+        let folder = try folder()
+        try folder.continueAsOwnerIfRoot()
+        return folder
+    }
+
+    /// ``writableFolder()``, then `.maint.lock`; copies an interrupted encrypt or rekey
+    /// replaced in place get their manifest before anything reads them, and rows other
+    /// programs inserted are sealed when the recorder is not running.
+    func beginMaintenance() throws -> (folder: DataFolder, lock: FileLock) {
+        let folder = try writableFolder()
+        let lock = try folder.takeMaintenanceLock()
         do {
-            // Copies an interrupted encrypt or rekey replaced in place get their manifest
-            // before anything reads them (verify, quarantine); prune tidies the rest.
-            try finishPendingReplacements(in: try Catalog.scan(dataDirectory: data))
+            try finishPendingReplacements(in: try folder.scanCatalog())
         } catch { lock.unlock(); throw error }
-        Sealing.sealBestEffort(dataDirectory: data, key: key)
-        return (data, key, lock)
+        Sealing.sealBestEffort(folder)
+        return (folder, lock)
     }
 }
 
@@ -64,4 +66,13 @@ func printJSON<T: Encodable>(_ value: T) throws {
     let enc = JSONEncoder()
     enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     print(String(decoding: try enc.encode(value), as: UTF8.self))
+}
+
+/// The typed confirmation of a change: nothing is asked with `--yes`; without a terminal,
+/// 64 with `refusal`; on a terminal the admin types `word`. Returns whether they did.
+func confirmTyped(_ word: String, yes: Bool, refusal: String, hint: String? = nil) throws -> Bool {
+    if yes { return true }
+    guard isatty(0) == 1 else { throw ToolFailure(.usage, refusal, hint: hint) }
+    print("Type '\(word)' to go on: ", terminator: "")
+    return readLine()?.trimmingCharacters(in: .whitespaces) == word
 }

@@ -41,14 +41,14 @@ struct PruneCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let (data, key, lock) = try shared.beginMaintenance()
+            let (folder, lock) = try shared.beginMaintenance()
             defer { lock.unlock() }
-            let before = try Catalog.scan(dataDirectory: data)
+            let before = try folder.scanCatalog()
             let tidy = try Housekeeping.run(before, dryRun: dryRun)
-            let catalog = try Catalog.scan(dataDirectory: data)
+            let catalog = try folder.scanCatalog()
             let plan = PrunePlan.make(catalog: catalog, keepDaily: keepDaily, keepWeekly: keepWeekly, keepMonthly: keepMonthly,
                                       safetyCopiesOlderThanDays: safetyCopies ? olderThan : nil, now: .now(),
-                                      anchor: LiveCheck.anchor(dataDirectory: data, key: key, catalog: catalog)?.name)
+                                      anchor: LiveCheck.anchor(catalog)?.name)
             if !dryRun {
                 try plan.apply(backupsDirectory: catalog.backupsDirectory)
             }

@@ -45,13 +45,13 @@ struct QuarantineCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let (data, key, lock) = try shared.beginMaintenance()
+            let (folder, lock) = try shared.beginMaintenance()
             defer { lock.unlock() }
-            let catalog = try Catalog.scan(dataDirectory: data)
+            let catalog = try folder.scanCatalog()
             var chosen: [(CatalogEntry, String)] = []
             // The copy the live safety log is proven against stays: without it the next
             // check would report tampering.
-            let anchor = LiveCheck.anchor(dataDirectory: data, key: key, catalog: catalog)
+            let anchor = LiveCheck.anchor(catalog)
             var keptAnchor: String? = nil
             if failed {
                 for e in catalog.entries {

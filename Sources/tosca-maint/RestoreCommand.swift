@@ -80,117 +80,33 @@ struct RestoreCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let data = try shared.dataDirectory
-            let job = RestoreJob(dataDirectory: data, key: try shared.key())
-            if drill { return try runDrill(job) }
-            var maintLock: FileLock? = nil, locks: ExclusiveLocks? = nil
-            defer { locks?.unlock(); maintLock?.unlock() }
-            let target = to ?? job.databasePath
-            if let to {
-                guard !FileManager.default.fileExists(atPath: to) else {
-                    throw ToolFailure(.cantCreate, "\(to) exists: --to never overwrites", hint: "name a new file")
+            let job = RestoreJob(folder: try shared.writableFolder())
+            let selection: RestoreSelection = latest ? .latest : anchor ? .anchor : date.map { .date($0, utc: utc) } ?? backup.map { .path($0) } ?? .latest
+            if drill {
+                let (entry, problems) = try job.runDrill(backup.map { .path($0) } ?? .latest)
+                guard problems.isEmpty else {
+                    throw ToolFailure(.dataError, "restore drill of \(entry.name) failed:\n  " + problems.joined(separator: "\n  "),
+                                      hint: "verify the other copies (tosca-maint verify --all) and take a fresh backup")
                 }
-                // Manifests get the verification result: serialize with other maintenance runs.
-                maintLock = try takeMaintenanceLock(dataDirectory: data)
-            } else {
-                locks = try ExclusiveLocks(dataDirectory: data, what: "the restore")
+                print("drill ok  \(entry.name)")
+                return 0
             }
-            let catalog = try Catalog.scan(dataDirectory: data)
-            if locks != nil { try Housekeeping.run(catalog) }
-            let selection: RestoreSelection = latest ? .latest : anchor ? .anchor : date.map { .date($0, utc: utc) } ?? .path(backup!)
-            var entry = try job.select(selection, catalog: try Catalog.scan(dataDirectory: data))
-            if to == nil && entry.kind == .suspect {
-                throw ToolFailure(.dataError, "\(entry.name) is a suspect copy (taken when the live safety log did not extend the last backup): restoring it would make its timeline the live one",
-                                  hint: "inspect it with --to PATH; restore the state before the change with --anchor")
+            let outcome = try job.run(RestoreRequest(selection: selection, to: to, dryRun: dryRun),
+                                      show: { plan in if shared.json { try printJSON(plan) } else { print(plan.text, terminator: "") } },
+                                      confirm: { try confirmTyped("restore", yes: yes, refusal: "no terminal to confirm on: refusing to restore without --yes",
+                                                                  hint: "check the plan with --dry-run, then add --yes") },
+                                      say: { print($0) })
+            if !outcome.confirmed {
+                print("Nothing changed.")
+                return ExitStatus.usage.rawValue
             }
-            try job.verifyOrExplain(entry, catalog: catalog)
-            let plan = job.plan(for: entry, target: target)
-            if shared.json { try printJSON(plan) } else { print(plan.text, terminator: "") }
-            if dryRun { return 0 }
-            // --to changes nothing live (a new file for inspection): no confirmation needed.
-            if !yes && to == nil {
-                guard isatty(0) == 1 else {
-                    throw ToolFailure(.usage, "no terminal to confirm on: refusing to restore without --yes", hint: "check the plan with --dry-run, then add --yes")
-                }
-                print("Type 'restore' to go on: ", terminator: "")
-                guard readLine()?.trimmingCharacters(in: .whitespaces) == "restore" else {
-                    print("Nothing changed.")
-                    return ExitStatus.usage.rawValue
-                }
-            }
-            // No plaintext database ever comes back to an encrypted device.
-            var encryptWith: DatabaseKey? = nil
-            // A live file that is not plaintext SQLite is encrypted, or damaged: with a key
-            // given, or encrypted copies in the catalog, the device is encrypted.
-            // (A missing or empty live file counts as "not plaintext" here: on an encrypted
-            // device a lost tosca.db must not come back as plaintext either.)
-            let notPlaintext = to == nil && (try? FileHeader.classify(path: target)) != .plaintext
-            let deviceEncrypted = job.key != nil || catalog.entries.contains { $0.manifest?.facts.encryption.isEncrypted == true }
-            let liveEncrypted = notPlaintext && deviceEncrypted
-            if liveEncrypted && entry.manifest?.facts.encryption.isEncrypted == false {
-                guard let key = job.key else {
-                    throw ToolFailure(.noPermission, "\(target) is encrypted and \(entry.name) is plaintext: give the key, and the copy is encrypted on the way in",
-                                      hint: "pass --key-file (or load the \(KeySource.credentialName) credential)")
-                }
-                encryptWith = key
-            }
-            var preRestore: String? = nil
-            if to == nil {
-                // An off-device copy joins the catalog first, so that its manifest there
-                // records (and confirms) this restore.
-                entry = try job.importIntoCatalog(entry, catalog: catalog)
-                preRestore = try job.keepCurrent(caller: true)
-                if let preRestore { print("kept the current database as \(preRestore)") }
-            }
-            let rawKept = preRestore.map { (try? Manifest.read(path: Manifest.path(for: $0)).0.facts.unverifiable) == true } ?? false
-            var recorded = false
-            var binding: ManifestCheck? = nil
-            // The maintenance entry goes into the staged file, before the swap: the restored
-            // database never exists without it.
-            do {
-                try job.restoreFile(entry, to: target, replace: to == nil, journalsKept: rawKept, encryptWith: encryptWith, prepare: to == nil ? { staged in
-                    // The copy's manifest records the restore, bound to the entry just appended:
-                    // what `verify --live` and `backup` take as confirmation of that entry. (If
-                    // the swap then fails, the binding names an entry that never went live.)
-                    if let entryHead = try job.recordRestore(into: staged, copy: entry, preRestore: preRestore) {
-                        recorded = true
-                        let check = ManifestCheck(level: LiveCheck.restoreCheckLevel, ok: true, problems: [], detail: entryHead.description)
-                        try Verification.record(check, for: entry)
-                        binding = check
-                    }
-                } : nil)
-            } catch {
-                // Nothing was restored: the binding goes (it names an entry that never went live).
-                if let binding { try? Verification.remove(binding, from: entry) }
-                throw error
-            }
-            if to == nil {
-                Journal.shared.log(.warning, "restored \(target) from \(entry.path)\(preRestore.map { "; previous database kept as \($0)" } ?? "")",
-                                   id: .restored, fields: ["TOSCA_BACKUP_PATH": entry.path, "TOSCA_DATABASE": target])
-                if !recorded { print("note: the restored database has no safety-log chain yet; nothing was appended to it") }
-            }
-            print("restored \(target) from \(entry.name)")
-            if plan.copySchemaVersion < plan.buildSchemaVersion {
-                print("next: its schema (\(plan.copySchemaVersion)) is older than this build's (\(plan.buildSchemaVersion)): run `tosca-maint migrate up` before starting the recorder")
+            guard outcome.restored else { return 0 }
+            if to == nil && !outcome.recorded { print("note: the restored database has no safety-log chain yet; nothing was appended to it") }
+            print("restored \(outcome.target) from \(outcome.entry.name)")
+            if outcome.plan.copySchemaVersion < outcome.plan.buildSchemaVersion {
+                print("next: its schema (\(outcome.plan.copySchemaVersion)) is older than this build's (\(outcome.plan.buildSchemaVersion)): run `tosca-maint migrate up` before starting the recorder")
             }
             return 0
         }
-    }
-
-    func runDrill(_ job: RestoreJob) throws -> Int32 {
-        let lock = try takeMaintenanceLock(dataDirectory: job.dataDirectory)
-        defer { lock.unlock() }
-        let catalog = try Catalog.scan(dataDirectory: job.dataDirectory)
-        let entry = try job.select(backup.map { .path($0) } ?? .latest, catalog: catalog)
-        let problems = try job.drill(entry)
-        if problems.isEmpty {
-            Journal.shared.log(.info, "restore drill of \(entry.path) passed", id: .drillPassed, fields: ["TOSCA_BACKUP_PATH": entry.path])
-            print("drill ok  \(entry.name)")
-            return 0
-        }
-        Journal.shared.log(.err, "restore drill of \(entry.path) FAILED: \(problems.joined(separator: "; "))", id: .drillFailed,
-                           fields: ["TOSCA_BACKUP_PATH": entry.path])
-        throw ToolFailure(.dataError, "restore drill of \(entry.name) failed:\n  " + problems.joined(separator: "\n  "),
-                          hint: "verify the other copies (tosca-maint verify --all) and take a fresh backup")
     }
 }

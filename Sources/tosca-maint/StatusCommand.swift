@@ -37,7 +37,7 @@ struct StatusCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let report = try StatusReport.make(dataDirectory: shared.dataDirectory, key: try shared.key(), maxAgeHours: maxAge, maxDrillAgeDays: maxDrillAge)
+            let report = try StatusReport.make(try shared.folder(), maxAgeHours: maxAge, maxDrillAgeDays: maxDrillAge)
             if let prometheus {
                 do { try AtomicFile.write(Array(report.prometheus.utf8), to: prometheus, mode: 0o644) } catch let e as POSIXFailure {
                     throw ToolFailure(.cantCreate, "cannot write \(prometheus): \(e)")

@@ -59,9 +59,10 @@ struct VerifyCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let (data, key, lock) = try shared.beginMaintenance()
+            let (folder, lock) = try shared.beginMaintenance()
             defer { lock.unlock() }
-            let catalog = try Catalog.scan(dataDirectory: data)
+            let key = folder.key
+            let catalog = try folder.scanCatalog()
             var targets: [CatalogEntry] = []
             var outcomes: [Outcome] = []
             if all {
@@ -69,7 +70,7 @@ struct VerifyCommand: ParsableCommand {
                     throw ToolFailure(.noInput, "no copies in \(catalog.backupsDirectory): nothing to verify", hint: "tosca-maint backup")
                 }
                 targets = catalog.entries.filter { $0.manifest != nil }
-                for p in CatalogAudit.problems(dataDirectory: data, catalog: catalog) {
+                for p in CatalogAudit.problems(catalog) {
                     outcomes.append(Outcome(copy: "catalog", ok: false, problems: [p]))
                 }
                 for o in catalog.orphans { targets.append(CatalogEntry(name: PathName.name(o), path: o, manifest: nil, digestMatches: false, manifestError: "no manifest: not a published copy")) }
@@ -114,16 +115,16 @@ struct VerifyCommand: ParsableCommand {
                 outcomes.append(Outcome(copy: t.name, ok: problems.isEmpty, problems: problems))
             }
             if live {
-                let check = try LiveCheck.run(dataDirectory: data, key: key, catalog: catalog)
+                let check = try LiveCheck.run(catalog)
                 let problems = check.problems
                 if problems.isEmpty {
                     Journal.shared.log(.info, "live database verified\(check.anchorName.map { "; its safety log extends backup \($0)" } ?? "")",
-                                       id: .liveCheckPassed, fields: ["TOSCA_DATABASE": data + "/tosca.db"])
+                                       id: .liveCheckPassed, fields: ["TOSCA_DATABASE": folder.database])
                 } else {
                     Journal.shared.log(.err, "live database check FAILED (possible tampering): \(problems.joined(separator: "; "))",
-                                       id: .tamperingDetected, fields: ["TOSCA_DATABASE": data + "/tosca.db"])
+                                       id: .tamperingDetected, fields: ["TOSCA_DATABASE": folder.database])
                 }
-                for n in check.notes { Journal.shared.log(.warning, "live database: \(n)", fields: ["TOSCA_DATABASE": data + "/tosca.db"]) }
+                for n in check.notes { Journal.shared.log(.warning, "live database: \(n)", fields: ["TOSCA_DATABASE": folder.database]) }
                 outcomes.append(Outcome(copy: "live tosca.db" + (check.anchorName.map { " (anchored on \($0))" } ?? ""), ok: problems.isEmpty,
                                         problems: problems.isEmpty ? check.notes : problems + check.notes))
             }

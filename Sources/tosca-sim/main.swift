@@ -69,7 +69,7 @@ struct ToscaSim: ParsableCommand {
         setPrivateUmask()
         let stop = StopSignal()
         stop.install()
-        let dataDirectory = resolveDataDirectory(dataDir)
+        let dataDirectory = DataFolder.resolve(dataDir)
         do {
             let key = try KeySource.resolve(keyFile: keyFile)
             let allowReal = self.allowReal

@@ -271,7 +271,7 @@ import ToscaCore
         }
         var entries = (0..<60).map { entry($0, ok: $0 != 59) }
         entries.append(entry(10, kind: .preMigration))
-        let catalog = Catalog(dataDirectory: "/x", entries: entries, orphans: [], orphanManifests: [], partials: [], quarantined: [])
+        let catalog = Catalog(folder: DataFolder(root: "/x"), entries: entries, orphans: [], orphanManifests: [], partials: [], quarantined: [])
         let now = UTCTime(seconds: 1_790_000_000 + 60 * 86_400, microseconds: 0)
         let utc = TimeZone(identifier: "UTC")!
         let plan = PrunePlan.make(catalog: catalog, keepDaily: 7, keepWeekly: 4, keepMonthly: 12, safetyCopiesOlderThanDays: nil, now: now, timeZone: utc)

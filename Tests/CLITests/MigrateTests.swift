@@ -101,7 +101,7 @@ import ToscaCore
         let db = data + "/tosca.db"
         try makeLegacyDatabase(at: db)
         let dumpBefore = try sqlite3Value(db, ".dump")
-        var job = MigrateJob(dataDirectory: data, key: nil)
+        var job = MigrateJob(folder: DataFolder(root: data))
         job.migrator = Migrator(migrations: toscaMigrations + [
             Migration(id: "0008_test_loses_a_row", summary: "test only", steps: [.sql("DELETE FROM protocols WHERE protocol_id = 2;")]),
         ])

@@ -1,0 +1,142 @@
+import Foundation
+import ToscaCore
+
+/// What `tosca-maint restore` is asked to do.
+public struct RestoreRequest: Sendable {
+    public var selection: RestoreSelection
+    /// `--to PATH`: a new file for inspection; the live database is not touched.
+    public var to: String?
+    public var dryRun: Bool
+
+    public init(selection: RestoreSelection, to: String? = nil, dryRun: Bool = false) {
+        self.selection = selection
+        self.to = to
+        self.dryRun = dryRun
+    }
+}
+
+/// What a restore did.
+public struct RestoreOutcome: Sendable {
+    public let plan: RestorePlan
+    /// The copy restored (after an off-device copy was brought into the catalog: that one).
+    public var entry: CatalogEntry
+    public let target: String
+    /// `false` for a dry run, or when the admin did not confirm.
+    public var restored = false
+    public var confirmed = true
+    /// The safety copy of the database the restore replaced.
+    public var preRestore: String?
+    /// Whether the restored safety log got its `maintenance` entry (it has a chain).
+    public var recorded = false
+}
+
+extension RestoreJob {
+    /// The restore, in order: locks (`.maint.lock`; `tosca.lock` too in place), the copy
+    /// chosen and verified, the plan shown, the admin's confirmation (in place only), the
+    /// key decision (no plaintext database ever comes back to an encrypted device), an
+    /// off-device copy brought into the catalog, the current database kept as a safety
+    /// copy, then the staged swap with the restore recorded in the restored safety log and
+    /// bound in the copy's manifest. `say` prints progress lines as they happen.
+    public func run(_ request: RestoreRequest, show: (RestorePlan) throws -> Void, confirm: () throws -> Bool,
+                    say: (String) -> Void) throws -> RestoreOutcome {
+        let inPlace = request.to == nil
+        var maintLock: FileLock? = nil, locks: ExclusiveLocks? = nil
+        defer { locks?.unlock(); maintLock?.unlock() }
+        let target = request.to ?? databasePath
+        if let to = request.to {
+            guard !FileManager.default.fileExists(atPath: to) else {
+                throw ToolFailure(.cantCreate, "\(to) exists: --to never overwrites", hint: "name a new file")
+            }
+            // Manifests get the verification result: serialize with other maintenance runs.
+            maintLock = try folder.takeMaintenanceLock()
+        } else {
+            locks = try folder.takeExclusiveLocks(what: "the restore")
+        }
+        let catalog = try folder.scanCatalog()
+        if inPlace { try Housekeeping.run(catalog) }
+        var entry = try select(request.selection, catalog: try folder.scanCatalog())
+        if inPlace && entry.kind == .suspect {
+            throw ToolFailure(.dataError, "\(entry.name) is a suspect copy (taken when the live safety log did not extend the last backup): restoring it would make its timeline the live one",
+                              hint: "inspect it with --to PATH; restore the state before the change with --anchor")
+        }
+        try verifyOrExplain(entry, catalog: catalog)
+        let plan = self.plan(for: entry, target: target)
+        try show(plan)
+        var outcome = RestoreOutcome(plan: plan, entry: entry, target: target)
+        if request.dryRun { return outcome }
+        // --to changes nothing live (a new file for inspection): no confirmation needed.
+        if try inPlace && !confirm() {
+            outcome.confirmed = false
+            return outcome
+        }
+        let encryptWith = try keyToEncryptWith(entry, target: target, inPlace: inPlace, catalog: catalog)
+        if inPlace {
+            // An off-device copy joins the catalog first, so that its manifest there
+            // records (and confirms) this restore.
+            entry = try importIntoCatalog(entry, catalog: catalog)
+            outcome.preRestore = try keepCurrent(caller: true)
+            if let preRestore = outcome.preRestore { say("kept the current database as \(preRestore)") }
+        }
+        let rawKept = outcome.preRestore.map { (try? Manifest.read(path: Manifest.path(for: $0)).0.facts.unverifiable) == true } ?? false
+        var binding: ManifestCheck? = nil
+        // The maintenance entry goes into the staged file, before the swap: the restored
+        // database never exists without it.
+        do {
+            try restoreFile(entry, to: target, replace: inPlace, journalsKept: rawKept, encryptWith: encryptWith, prepare: inPlace ? { staged in
+                // The copy's manifest records the restore, bound to the entry just appended:
+                // what `verify --live` and `backup` take as confirmation of that entry. (If
+                // the swap then fails, the binding names an entry that never went live.)
+                if let entryHead = try recordRestore(into: staged, copy: entry, preRestore: outcome.preRestore) {
+                    outcome.recorded = true
+                    let check = ManifestCheck(level: LiveCheck.restoreCheckLevel, ok: true, problems: [], detail: entryHead.description)
+                    try Verification.record(check, for: entry)
+                    binding = check
+                }
+            } : nil)
+        } catch {
+            // Nothing was restored: the binding goes (it names an entry that never went live).
+            if let binding { try? Verification.remove(binding, from: entry) }
+            throw error
+        }
+        if inPlace {
+            Journal.shared.log(.warning, "restored \(target) from \(entry.path)\(outcome.preRestore.map { "; previous database kept as \($0)" } ?? "")",
+                               id: .restored, fields: ["TOSCA_BACKUP_PATH": entry.path, "TOSCA_DATABASE": target])
+        }
+        outcome.entry = entry
+        outcome.restored = true
+        return outcome
+    }
+
+    /// The key a plaintext copy is encrypted with on its way into an encrypted device, or
+    /// `nil` (no conversion). A live file that is not plaintext SQLite is encrypted, or
+    /// damaged: with a key given, or encrypted copies in the catalog, the device is
+    /// encrypted. (A missing or empty live file counts as "not plaintext" here: on an
+    /// encrypted device a lost tosca.db must not come back as plaintext either.)
+    func keyToEncryptWith(_ entry: CatalogEntry, target: String, inPlace: Bool, catalog: Catalog) throws -> DatabaseKey? {
+        let notPlaintext = inPlace && (try? FileHeader.classify(path: target)) != .plaintext
+        let deviceEncrypted = key != nil || catalog.entries.contains { $0.manifest?.facts.encryption.isEncrypted == true }
+        guard notPlaintext && deviceEncrypted && entry.manifest?.facts.encryption.isEncrypted == false else { return nil }
+        guard let key else {
+            throw ToolFailure(.noPermission, "\(target) is encrypted and \(entry.name) is plaintext: give the key, and the copy is encrypted on the way in",
+                              hint: "pass --key-file (or load the \(KeySource.credentialName) credential)")
+        }
+        return key
+    }
+
+    /// `restore --drill`: the copy (the newest verified backup, or one by path) restored
+    /// into a scratch folder and checked, under `.maint.lock`, the result journaled and
+    /// recorded in its manifest. Returns the copy and what failed (empty: passed).
+    public func runDrill(_ selection: RestoreSelection) throws -> (entry: CatalogEntry, problems: [String]) {
+        let lock = try folder.takeMaintenanceLock()
+        defer { lock.unlock() }
+        let entry = try select(selection, catalog: try folder.scanCatalog())
+        let problems = try drill(entry)
+        if problems.isEmpty {
+            Journal.shared.log(.info, "restore drill of \(entry.path) passed", id: .drillPassed, fields: ["TOSCA_BACKUP_PATH": entry.path])
+        } else {
+            Journal.shared.log(.err, "restore drill of \(entry.path) FAILED: \(problems.joined(separator: "; "))", id: .drillFailed,
+                               fields: ["TOSCA_BACKUP_PATH": entry.path])
+        }
+        return (entry, problems)
+    }
+}
