@@ -28,8 +28,9 @@ let package = Package(
             "CSQLCipher", "CLinux",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // CArchive (libarchive) joins the target that writes session bundles, when it lands.
         .target(name: "ToscaMaint", dependencies: [
-            "ToscaCore", "CSystemd", "CArchive",
+            "ToscaCore", "CSystemd",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "tosca-maint", dependencies: [

@@ -21,6 +21,10 @@ public final class OwnThread<T>: @unchecked Sendable {
     /// Waits for the work to end; rethrows its error.
     public func wait() throws -> T {
         done.wait()
-        return try result!.get()
+        guard let result else { throw OwnThreadError.noResult }
+        return try result.get()
     }
 }
+
+/// A thread that ended without setting its result (cannot happen: the body always does).
+enum OwnThreadError: Error { case noResult }

@@ -49,7 +49,7 @@ public struct UnitFailureAlert: Sendable, Equatable {
         var how: [String] = []
         if let result { how.append("result \(result)") }
         if let exitStatus {
-            how.append(exitCode == "exited" || exitCode == nil ? "exit status \(exitStatus)" : "\(exitCode!) \(exitStatus)")
+            if let exitCode, exitCode != "exited" { how.append("\(exitCode) \(exitStatus)") } else { how.append("exit status \(exitStatus)") }
         }
         if !how.isEmpty { text += " (\(how.joined(separator: ", ")))" }
         if let exitStatus, let meaning = Self.meaning(ofStatus: exitStatus) { text += ": \(meaning)" }

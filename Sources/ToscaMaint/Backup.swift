@@ -114,7 +114,7 @@ public struct CopyJob: Sendable {
         Journal.shared.status("copying \(databasePath) to \(name)")
         do {
             try OnlineBackup.copy(source: source, destinationPath: partial, key: key) { done, total in bar?.update(done, of: total) }
-        } catch let e as SQLiteError where e.primaryCode == 13 || e.primaryCode == 10 {
+        } catch let e as SQLiteError where e.isAny(of: .full, .ioerr) {
             bar?.finish()
             throw ToolFailure(.ioError, "copy to \(partial) failed: \(e.message)", hint: "free space in \(backupsDirectory); older backups are untouched")
         }

@@ -126,14 +126,10 @@ public struct Catalog: Sendable {
             [n, n + ".manifest.json", n + ".partial"].contains { fm.fileExists(atPath: dir + "/" + $0) }
                 || fm.fileExists(atPath: dir + "/quarantine/" + n)
         }
-        var candidates: [String] = []
-        if kind.isBackup {
-            candidates = ["tosca_\(f.day).db", "tosca_\(f.day)_\(f.time).db"]
-        } else {
-            candidates = ["tosca_\(f.day)_\(f.time)_\(kind.rawValue).db"]
-        }
+        // The stem every later candidate grows from: the time-stamped name.
+        let stem = kind.isBackup ? "tosca_\(f.day)_\(f.time)" : "tosca_\(f.day)_\(f.time)_\(kind.rawValue)"
+        let candidates = (kind.isBackup ? ["tosca_\(f.day).db"] : []) + [stem + ".db"]
         for c in candidates where !taken(c) { return c }
-        let stem = String(candidates.last!.dropLast(3))
         var n = 2
         while taken("\(stem)_\(n).db") { n += 1 }
         return "\(stem)_\(n).db"

@@ -63,19 +63,19 @@ public func classify(_ error: any Error) -> ToolFailure {
         case .cannotOpen: return ToolFailure(.cantCreate, e.description)
         }
     case let e as SQLiteError:
-        switch e.primaryCode {
-        case 11, 26: return ToolFailure(.dataError, "database is damaged: \(e.description)", hint: "restore it from a verified backup")
-        case 19: return ToolFailure(.dataError, "a row was refused: \(e.description)")
-        case 13, 10: return ToolFailure(.ioError, e.description)
-        case 5, 6: return ToolFailure(.tempFail, e.description, hint: "retry later")
+        switch e {
+        case _ where e.isAny(of: .corrupt, .notadb): return ToolFailure(.dataError, "database is damaged: \(e.description)", hint: "restore it from a verified backup")
+        case _ where e.isA(.constraint): return ToolFailure(.dataError, "a row was refused: \(e.description)")
+        case _ where e.isAny(of: .full, .ioerr): return ToolFailure(.ioError, e.description)
+        case _ where e.isAny(of: .busy, .locked): return ToolFailure(.tempFail, e.description, hint: "retry later")
         // D11: a WAL database cannot be opened without write access to its folder (-shm).
-        case 14: return ToolFailure(.cantCreate, e.description, hint: "maintenance needs write access to the data folder")
-        case 3, 8, 23: return ToolFailure(.cantCreate, e.description)
+        case _ where e.isA(.cantopen): return ToolFailure(.cantCreate, e.description, hint: "maintenance needs write access to the data folder")
+        case _ where e.isAny(of: .perm, .readonly, .auth): return ToolFailure(.cantCreate, e.description)
         // A failure inside an SQL function (sqlcipher_export) reaches us as SQLITE_ERROR
         // with the message of the real cause: a full disk or a failed write is I/O (74).
-        case 1 where e.message.contains("disk is full") || e.message.contains("disk I/O error"):
+        case _ where e.isA(.error) && (e.message.contains("disk is full") || e.message.contains("disk I/O error")):
             return ToolFailure(.ioError, e.description, hint: "free space on the data folder's filesystem; nothing was changed")
-        case 1: return ToolFailure(.dataError, e.description)
+        case _ where e.isA(.error): return ToolFailure(.dataError, e.description)
         default: return ToolFailure(.ioError, e.description)
         }
     case let e as POSIXFailure:

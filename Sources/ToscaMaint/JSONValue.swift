@@ -77,11 +77,11 @@ public indirect enum JSONValue: Codable, Equatable, Sendable {
             out += "]"
         case .object(let o):
             out += "{"
-            for (i, k) in o.keys.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }).enumerated() {
+            for (i, (k, v)) in o.sorted(by: { Array($0.key.utf8).lexicographicallyPrecedes(Array($1.key.utf8)) }).enumerated() {
                 if i > 0 { out += "," }
                 Self.writeString(k, into: &out)
                 out += ":"
-                o[k]!.write(into: &out)
+                v.write(into: &out)
             }
             out += "}"
         }

@@ -45,11 +45,6 @@ public final class Journal: @unchecked Sendable {
     /// (`JOURNAL_STREAM` names its device and inode), or a unit (`INVOCATION_ID`) runs us
     /// with stderr elsewhere but not on a terminal. `systemd-run --pty` keeps its terminal.
     public let underSystemd: Bool
-    /// Quiet: human lines suppressed (the structured journal entries still go out).
-    public var quiet = false
-    private let lock = NSLock()
-    /// Every entry logged by this process (tests, `--json` summaries).
-    public private(set) var entries: [(MessageID?, Priority, String)] = []
 
     init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         underSystemd = Self.stderrIsJournal(environment["JOURNAL_STREAM"]) || (environment["INVOCATION_ID"] != nil && isatty(2) == 0)
@@ -65,13 +60,12 @@ public final class Journal: @unchecked Sendable {
 
     /// Logs one entry; `fields` become journal fields (`TOSCA_*` upper-case names).
     public func log(_ priority: Priority, _ message: String, id: MessageID? = nil, fields: [String: String] = [:]) {
-        lock.withLock { entries.append((id, priority, message)) }
         if underSystemd {
             var items = ["MESSAGE=\(message)", "PRIORITY=\(priority.rawValue)", "SYSLOG_IDENTIFIER=tosca-maint"]
             if let id { items.append("MESSAGE_ID=\(id.rawValue)") }
             for (k, v) in fields.sorted(by: { $0.key < $1.key }) { items.append("\(k)=\(v)") }
             Self.send(items)
-        } else if !quiet {
+        } else {
             let tag: String
             switch priority {
             case .crit, .err: tag = "error: "

@@ -49,8 +49,8 @@ public struct MigrateJob: Sendable {
 
         let db = try Database(path: databasePath, options: .init(key: key))
         let before = try migrator.status(db)
-        if before.isCurrent { outcome.alreadyCurrent = true; return outcome }
-        let target = upTo ?? before.pending.last!.id
+        guard !before.isCurrent, let last = before.pending.last else { outcome.alreadyCurrent = true; return outcome }
+        let target = upTo ?? last.id
         // 4. integrity_check (before any copy: a refused migration leaves nothing behind).
         Journal.shared.log(.info, "migrate: integrity_check of the live database", id: .migrationStep)
         let integrity = try db.integrityCheck()

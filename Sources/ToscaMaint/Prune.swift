@@ -24,7 +24,8 @@ public struct PrunePlan: Sendable {
         for e in catalog.backups.reversed() { // newest first
             guard let created = e.created?.date else { plan.keep.append(Item(entry: e, reason: "creation time unreadable")); continue }
             let c = cal.dateComponents([.year, .month, .day, .yearForWeekOfYear, .weekOfYear], from: created)
-            let day = "\(c.year!)-\(c.month!)-\(c.day!)", week = "\(c.yearForWeekOfYear!)-W\(c.weekOfYear!)", month = "\(c.year!)-\(c.month!)"
+            let (y, m, d) = (c.year ?? 0, c.month ?? 0, c.day ?? 0)
+            let day = "\(y)-\(m)-\(d)", week = "\(c.yearForWeekOfYear ?? 0)-W\(c.weekOfYear ?? 0)", month = "\(y)-\(m)"
             var reasons: [String] = []
             if e.name == newestVerified { reasons.append("newest verified backup") }
             if e.name == anchor { reasons.append("the copy the live safety log is proven against") }

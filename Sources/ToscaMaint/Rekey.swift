@@ -84,8 +84,8 @@ public struct RekeyJob: Sendable {
             && (try? Database(path: p, options: .init(readOnly: true, key: oldKey))) != nil {
             outcome.skipped.append((p, "still opens with the old key and is not re-keyed (quarantined or raw copy): examine it, then remove it"))
         }
-        for entry in catalog.entries where entry.manifest?.facts.encryption.keyID == oldKey.keyID && entry.manifest?.facts.unverifiable != true {
-            let facts = entry.manifest!.facts
+        for entry in catalog.entries {
+            guard let facts = entry.manifest?.facts, facts.encryption.keyID == oldKey.keyID, facts.unverifiable != true else { continue }
             let problems = try Verification.problems(of: entry, key: oldKey)
             guard problems.isEmpty else { outcome.skipped.append((entry.name, problems.joined(separator: "; "))); continue }
             let partial = entry.path + ".rekey.partial"

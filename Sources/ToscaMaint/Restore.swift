@@ -90,11 +90,12 @@ public struct RestoreJob: Sendable {
             return anchor
         case .date(let day, let utc):
             var cal = Calendar(identifier: .gregorian)
-            cal.timeZone = utc ? TimeZone(identifier: "UTC")! : timeZone
+            cal.timeZone = utc ? (TimeZone(secondsFromGMT: 0) ?? timeZone) : timeZone
             func dayOf(_ e: CatalogEntry) -> String? {
                 guard let d = e.created?.date else { return nil }
                 let c = cal.dateComponents([.year, .month, .day], from: d)
-                return String(format: "%04d-%02d-%02d", c.year!, c.month!, c.day!)
+                guard let y = c.year, let m = c.month, let dd = c.day else { return nil }
+                return String(format: "%04d-%02d-%02d", y, m, dd)
             }
             if let e = catalog.backups.last(where: { $0.isVerified && dayOf($0) == day }) { return e }
             let days = Array(Set(catalog.backups.filter(\.isVerified).compactMap(dayOf))).sorted()
@@ -141,8 +142,8 @@ public struct RestoreJob: Sendable {
     }
 
     /// The plan against the current database (read-only).
-    public func plan(for entry: CatalogEntry, target: String) -> RestorePlan {
-        let facts = entry.manifest!.facts
+    public func plan(for entry: CatalogEntry, target: String) throws -> RestorePlan {
+        guard let facts = entry.manifest?.facts else { throw ToolFailure(.dataError, "\(entry.name): no readable manifest", hint: "tosca-maint list") }
         let local = DateFormatter()
         local.dateFormat = "yyyy-MM-dd HH:mm:ss zzz"
         var newerSessions: Int? = nil, newerRows: Int? = nil
@@ -186,7 +187,7 @@ public struct RestoreJob: Sendable {
             case .notADatabase, .notPlaintext: return true
             default: return false
             }
-        case let e as SQLiteError: return e.primaryCode == 11 || e.primaryCode == 26
+        case let e as SQLiteError: return e.isAny(of: .corrupt, .notadb)
         case let e as ToolFailure: return e.status == .dataError
         case is MigrationError: return true
         default: return false
@@ -258,7 +259,7 @@ public struct RestoreJob: Sendable {
     /// go even when the live file cannot be opened to checkpoint them.
     public func restoreFile(_ entry: CatalogEntry, to target: String, replace: Bool, journalsKept: Bool = false,
                             encryptWith: DatabaseKey? = nil, prepare: ((String) throws -> Void)? = nil) throws {
-        let facts = entry.manifest!.facts
+        guard let facts = entry.manifest?.facts else { throw ToolFailure(.dataError, "\(entry.name): no readable manifest", hint: "tosca-maint list") }
         let copyKey = key(for: entry)
         let dir = PathName.parent(target)
         let temp = target + ".restore-partial"
@@ -449,7 +450,6 @@ public enum FileCopy {
             if !ok { unlink(destination) }
         }
         var buf = [UInt8](repeating: 0, count: 4 << 20)
-        var written: Int64 = 0
         while true {
             let n = buf.withUnsafeMutableBytes { read(inFD, $0.baseAddress, $0.count) }
             if n < 0 { if errno == EINTR { continue }; throw POSIXFailure(operation: "read \(source)", code: errno) }
@@ -460,7 +460,6 @@ public enum FileCopy {
                 if w < 0 { if errno == EINTR { continue }; throw POSIXFailure(operation: "write \(destination)", code: errno) }
                 off += w
             }
-            written += Int64(n)
         }
         guard fsync(outFD) == 0 else { throw POSIXFailure(operation: "fsync \(destination)", code: errno) }
         ok = true

@@ -60,7 +60,7 @@ extension RestoreJob {
                               hint: "inspect it with --to PATH; restore the state before the change with --anchor")
         }
         try verifyOrExplain(entry, catalog: catalog)
-        let plan = self.plan(for: entry, target: target)
+        let plan = try self.plan(for: entry, target: target)
         try show(plan)
         var outcome = RestoreOutcome(plan: plan, entry: entry, target: target)
         if request.dryRun { return outcome }

@@ -58,7 +58,7 @@ public struct StatusReport: Codable, Sendable {
         let age = preciseAge.map { Int64($0.rounded(.down)) }
         var last: (CatalogEntry, ManifestCheck)? = nil
         for e in catalog.entries {
-            for c in e.manifest?.checks ?? [] where last == nil || c.timeUTC >= last!.1.timeUTC { last = (e, c) }
+            for c in e.manifest?.checks ?? [] where c.timeUTC >= (last?.1.timeUTC ?? "") { last = (e, c) }
         }
         let lastDrill = catalog.entries.flatMap { $0.manifest?.checks ?? [] }.filter { $0.level == "drill" && $0.ok }.map(\.timeUTC).max()
         let drillAge = lastDrill.flatMap { UTCTime(iso8601: $0) }.map { Double(now.seconds - $0.seconds) }
@@ -104,7 +104,7 @@ public struct StatusReport: Codable, Sendable {
         } else if let preciseAge, preciseAge > maxAgeHours * 3600 {
             verdict = "the newest verified backup is \(String(format: "%.1f", preciseAge / 3600)) hours old, older than \(maxAgeHours)"
             code = ExitStatus.unhealthy.rawValue
-        } else if drillAge == nil || drillAge! > maxDrillAgeDays * 86_400 {
+        } else if (drillAge ?? .infinity) > maxDrillAgeDays * 86_400 {
             verdict = lastDrill.map { "the last passing restore drill (\($0)) is older than \(maxDrillAgeDays) days" }
                 ?? "no restore drill has passed yet (tosca-maint restore --drill)"
             code = ExitStatus.unhealthy.rawValue

@@ -36,7 +36,6 @@ struct EncryptCommand: ParsableCommand {
             """)
     @Option(help: "Data folder holding tosca.db (default: $TOSCA_DATA_DIR, else ./data).") var dataDir: String?
     @Option(help: "The new key: 64 hex characters, mode 0400 (tosca-maint keygen).") var keyFile: String
-    @Flag(help: "Print the result as JSON on stdout.") var json = false
     @Flag(help: "Steps 3-5 in a scratch folder; change nothing.") var rehearse = false
     @Flag(help: "Do not ask for confirmation.") var yes = false
     @Flag(help: "Keep the plaintext pre-encryption copy (destroy it yourself afterwards).") var keepPlaintextCopy = false

@@ -83,7 +83,7 @@ public final class Database {
             // First read: a wrong key (or a file that is not a database) fails here.
             do {
                 _ = try scalar("SELECT count(*) FROM sqlite_master")
-            } catch let e as SQLiteError where e.primaryCode == SQLITE_NOTADB {
+            } catch let e as SQLiteError where e.isA(.notadb) {
                 if options.key != nil { throw DatabaseOpenError.wrongKey(path: path) }
                 throw DatabaseOpenError.notADatabase(path: path, detail: e.message)
             }

@@ -40,6 +40,16 @@ public struct SQLiteError: Error, CustomStringConvertible, Sendable, Equatable {
     public static let notadb = SQLiteError(code: SQLITE_NOTADB, message: "")
     public static let perm = SQLiteError(code: SQLITE_PERM, message: "")
     public static let abort = SQLiteError(code: SQLITE_ABORT, message: "")
+    public static let auth = SQLiteError(code: SQLITE_AUTH, message: "")
+    public static let misuse = SQLiteError(code: SQLITE_MISUSE, message: "")
+    public static let nomem = SQLiteError(code: SQLITE_NOMEM, message: "")
+
+    /// Whether this error shares `pattern`'s primary result code (`SQLITE_BUSY_SNAPSHOT`
+    /// is `.busy`); the same test `catch SQLiteError.busy` makes.
+    public func isA(_ pattern: SQLiteError) -> Bool { pattern.primaryCode == primaryCode }
+
+    /// Whether it is one of `patterns`.
+    public func isAny(of patterns: SQLiteError...) -> Bool { patterns.contains { isA($0) } }
 
     /// Matches when both errors share a primary result code, so that
     /// `catch SQLiteError.busy` catches `SQLITE_BUSY_SNAPSHOT` too.

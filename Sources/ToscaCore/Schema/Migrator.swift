@@ -182,7 +182,7 @@ public struct Migrator: Sendable {
             try beforeCommit?(db)
             let violations = try db.foreignKeyViolations()
             if !violations.isEmpty { throw MigrationError.foreignKeyViolations(violations) }
-            try db.execute("PRAGMA user_version = \(todo.last!.version)")
+            if let last = todo.last { try db.execute("PRAGMA user_version = \(last.version)") }
             try db.execute("PRAGMA application_id = \(toscaApplicationID)")
         }
         return Report(from: before, applied: todo.map(\.id), createdBaseline: before.kind == .empty)
