@@ -108,6 +108,24 @@ public struct Catalog: Sendable {
         return catalog
     }
 
+    /// The copy at `path`: the catalog's entry for that file, else (an off-device copy)
+    /// the file with the manifest beside it, read now (`manifestError` says when it cannot
+    /// be read; `nil` manifest and a "missing" error when there is none).
+    public func entry(at path: String) -> CatalogEntry {
+        let real = realPath(path)
+        if let e = entries.first(where: { realPath($0.path) == real }) { return e }
+        guard FileManager.default.fileExists(atPath: Manifest.path(for: path)) else {
+            return CatalogEntry(name: PathName.name(path), path: path, manifest: nil, digestMatches: false,
+                                manifestError: "manifest \(Manifest.path(for: path)) is missing: not a published copy")
+        }
+        do {
+            let (m, ok) = try Manifest.read(path: Manifest.path(for: path))
+            return CatalogEntry(name: PathName.name(path), path: path, manifest: m, digestMatches: ok, manifestError: nil)
+        } catch {
+            return CatalogEntry(name: PathName.name(path), path: path, manifest: nil, digestMatches: false, manifestError: String(describing: error))
+        }
+    }
+
     /// Backups (`daily`, `manual`), oldest first.
     public var backups: [CatalogEntry] { entries.filter(\.isBackup) }
     /// Safety copies, oldest first.
@@ -197,38 +215,3 @@ public func removeDatabaseFiles(_ path: String) {
     for suffix in ["", "-journal", "-wal", "-shm"] { unlink(path + suffix) }
 }
 
-/// Moving files into `backups/quarantine/`: out of the catalog (no restore, drill,
-/// retention or status looks there), never deleted.
-public enum Quarantine {
-    /// A name in `dir` not taken yet: the file's own, else with `.2`, `.3`, ...
-    public static func freeTarget(for path: String, in dir: String) -> String {
-        let name = PathName.name(path)
-        var target = dir + "/" + name
-        var n = 2
-        while FileManager.default.fileExists(atPath: target) || FileManager.default.fileExists(atPath: Manifest.path(for: target)) {
-            target = dir + "/\(name).\(n)"; n += 1
-        }
-        return target
-    }
-
-    /// Moves (with `withManifest`) a copy's manifest, then the database file and its
-    /// `-wal`/`-shm`/`-journal` files to `target`. The manifest goes first: an interrupted
-    /// move leaves at worst a database file without a manifest in backups/, which the next
-    /// run's housekeeping moves to quarantine too (a manifest left alone would be removed).
-    /// Returns `target`.
-    @discardableResult
-    public static func move(_ path: String, to target: String, withManifest: Bool) throws -> String {
-        try LayoutFolder.make(PathName.parent(target))
-        if withManifest && FileManager.default.fileExists(atPath: Manifest.path(for: path)) {
-            guard rename(Manifest.path(for: path), Manifest.path(for: target)) == 0 else {
-                throw POSIXFailure(operation: "move \(Manifest.path(for: path)) to quarantine", code: errno)
-            }
-        }
-        guard rename(path, target) == 0 else { throw POSIXFailure(operation: "move \(path) to quarantine", code: errno) }
-        for suffix in ["-wal", "-shm", "-journal"] where FileManager.default.fileExists(atPath: path + suffix) {
-            rename(path + suffix, target + suffix)
-        }
-        try AtomicFile.syncDirectory(PathName.parent(target))
-        return target
-    }
-}

@@ -31,6 +31,29 @@ public struct MigrateJob: Sendable {
         })).sorted()
     }
 
+    /// `migrate status`: where the schema stands (read-only).
+    public func status() throws -> MigrationStatus {
+        let db = try Database(path: databasePath, options: .init(readOnly: true, key: key))
+        return try migrator.status(db)
+    }
+
+    /// `migrate plan`: the SQL `up` would run (up to `upTo`), without running it.
+    public func planText(upTo: String?) throws -> String {
+        var todo = try status().pending
+        if let upTo {
+            guard let i = todo.firstIndex(where: { $0.id == upTo }) else { throw MigrationError.unknownTarget(id: upTo) }
+            todo = Array(todo[...i])
+        }
+        guard let last = todo.last else { return "-- up to date: nothing to run" }
+        var lines = ["-- one transaction, foreign_keys off, foreign_key_check before COMMIT", "BEGIN EXCLUSIVE;"]
+        for m in todo {
+            lines += ["\n-- \(m.id): \(m.summary)", m.planText,
+                      "INSERT INTO schema_migrations (migration_id, checksum, applied_at) VALUES ('\(m.id)', '\(m.checksum)', <now>);"]
+        }
+        lines.append("\nPRAGMA user_version = \(last.version);\nCOMMIT;")
+        return lines.joined(separator: "\n")
+    }
+
     /// What `up` did.
     public struct Outcome: Sendable {
         public var applied: [String] = []

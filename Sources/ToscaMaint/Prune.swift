@@ -69,3 +69,28 @@ public struct PrunePlan: Sendable {
         if !remove.isEmpty { try AtomicFile.syncDirectory(backupsDirectory) }
     }
 }
+
+/// `tosca-maint prune`: housekeeping, then the retention plan, applied unless a dry run.
+public struct PruneJob: Sendable {
+    public let folder: DataFolder
+    public init(folder: DataFolder) { self.folder = folder }
+
+    /// What a prune did (or would do).
+    public struct Outcome: Sendable {
+        public let plan: PrunePlan
+        public let housekeeping: Housekeeping.Result
+        /// Manifests whose copy is lost: kept (evidence, and they may anchor the timeline).
+        public let lostManifests: [String]
+    }
+
+    /// The caller holds `.maint.lock`.
+    public func run(keepDaily: Int, keepWeekly: Int, keepMonthly: Int, safetyCopiesOlderThanDays: Int?, dryRun: Bool) throws -> Outcome {
+        let tidy = try Housekeeping.run(try folder.scanCatalog(), dryRun: dryRun)
+        let catalog = try folder.scanCatalog()
+        let plan = PrunePlan.make(catalog: catalog, keepDaily: keepDaily, keepWeekly: keepWeekly, keepMonthly: keepMonthly,
+                                  safetyCopiesOlderThanDays: safetyCopiesOlderThanDays, now: .now(),
+                                  anchor: LiveCheck.anchor(catalog)?.name)
+        if !dryRun { try plan.apply(backupsDirectory: catalog.backupsDirectory) }
+        return Outcome(plan: plan, housekeeping: tidy, lostManifests: catalog.orphanManifests)
+    }
+}

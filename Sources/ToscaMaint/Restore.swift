@@ -111,12 +111,7 @@ public struct RestoreJob: Sendable {
             guard FileManager.default.fileExists(atPath: Manifest.path(for: p)) else {
                 throw ToolFailure(.dataError, "\(p) has no manifest: it is not a published copy and is never restored", hint: "tosca-maint list")
             }
-            do {
-                let (m, ok) = try Manifest.read(path: Manifest.path(for: p))
-                return CatalogEntry(name: PathName.name(p), path: p, manifest: m, digestMatches: ok, manifestError: nil)
-            } catch {
-                return CatalogEntry(name: PathName.name(p), path: p, manifest: nil, digestMatches: false, manifestError: String(describing: error))
-            }
+            return catalog.entry(at: p)
         }
     }
 

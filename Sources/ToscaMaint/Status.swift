@@ -62,9 +62,7 @@ public struct StatusReport: Codable, Sendable {
         }
         let lastDrill = catalog.entries.flatMap { $0.manifest?.checks ?? [] }.filter { $0.level == "drill" && $0.ok }.map(\.timeUTC).max()
         let drillAge = lastDrill.flatMap { UTCTime(iso8601: $0) }.map { Double(now.seconds - $0.seconds) }
-        func size(_ e: CatalogEntry) -> Int64 {
-            ((try? FileManager.default.attributesOfItem(atPath: e.path)[.size]) as? NSNumber)?.int64Value ?? 0
-        }
+        func size(_ e: CatalogEntry) -> Int64 { fileSize(e.path) }
         var fs = statvfs()
         let free: Int64? = statvfs(FileManager.default.fileExists(atPath: catalog.backupsDirectory) ? catalog.backupsDirectory : folder.root, &fs) == 0
             ? Int64(fs.f_bavail) * Int64(fs.f_frsize) : nil

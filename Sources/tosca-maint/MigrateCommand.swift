@@ -46,9 +46,7 @@ struct MigrateCommand: ParsableCommand {
 
         func run() throws {
             try runReporting {
-                let folder = try shared.folder()
-                let db = try Database(path: folder.database, options: .init(readOnly: true, key: folder.key))
-                let s = try Migrator().status(db)
+                let s = try MigrateJob(folder: try shared.folder()).status()
                 let out = Out(schema: s.versionDescription, version: s.version,
                               applied: s.applied.map { ["id": $0.id, "applied_at": $0.appliedAt, "checksum": $0.checksum] },
                               pending: s.pending.map { ["id": $0.id, "summary": $0.summary] })
@@ -70,23 +68,7 @@ struct MigrateCommand: ParsableCommand {
 
         func run() throws {
             try runReporting {
-                let folder = try shared.folder()
-                let db = try Database(path: folder.database, options: .init(readOnly: true, key: folder.key))
-                let s = try Migrator().status(db)
-                var todo = s.pending
-                if let to {
-                    guard let i = todo.firstIndex(where: { $0.id == to }) else { throw MigrationError.unknownTarget(id: to) }
-                    todo = Array(todo[...i])
-                }
-                if todo.isEmpty { print("-- up to date: nothing to run"); return 0 }
-                print("-- one transaction, foreign_keys off, foreign_key_check before COMMIT")
-                print("BEGIN EXCLUSIVE;")
-                for m in todo {
-                    print("\n-- \(m.id): \(m.summary)")
-                    print(m.planText)
-                    print("INSERT INTO schema_migrations (migration_id, checksum, applied_at) VALUES ('\(m.id)', '\(m.checksum)', <now>);")
-                }
-                print("\nPRAGMA user_version = \(todo.last!.version);\nCOMMIT;")
+                print(try MigrateJob(folder: try shared.folder()).planText(upTo: to))
                 return 0
             }
         }

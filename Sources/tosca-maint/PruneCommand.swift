@@ -43,15 +43,9 @@ struct PruneCommand: ParsableCommand {
         try runReporting {
             let (folder, lock) = try shared.beginMaintenance()
             defer { lock.unlock() }
-            let before = try folder.scanCatalog()
-            let tidy = try Housekeeping.run(before, dryRun: dryRun)
-            let catalog = try folder.scanCatalog()
-            let plan = PrunePlan.make(catalog: catalog, keepDaily: keepDaily, keepWeekly: keepWeekly, keepMonthly: keepMonthly,
-                                      safetyCopiesOlderThanDays: safetyCopies ? olderThan : nil, now: .now(),
-                                      anchor: LiveCheck.anchor(catalog)?.name)
-            if !dryRun {
-                try plan.apply(backupsDirectory: catalog.backupsDirectory)
-            }
+            let outcome = try PruneJob(folder: folder).run(keepDaily: keepDaily, keepWeekly: keepWeekly, keepMonthly: keepMonthly,
+                                                           safetyCopiesOlderThanDays: safetyCopies ? olderThan : nil, dryRun: dryRun)
+            let (plan, tidy) = (outcome.plan, outcome.housekeeping)
             if shared.json {
                 try printJSON(Out(removed: plan.remove.map { ["copy": $0.entry.name, "reason": $0.reason] },
                                   kept: plan.keep.map { ["copy": $0.entry.name, "reason": $0.reason] },
@@ -64,7 +58,7 @@ struct PruneCommand: ParsableCommand {
             for q in tidy.quarantined { print("\(dryRun ? "would quarantine" : "quarantined") \(q)") }
             for p in tidy.removedPartials { print("\(dryRun ? "would remove stale" : "removed stale") \(p)") }
             // A manifest whose copy was lost is evidence (and may anchor the timeline): kept.
-            for m in catalog.orphanManifests { print("kept     \(PathName.name(m)): its database file is lost (a failed check; set it aside with quarantine --failed)") }
+            for m in outcome.lostManifests { print("kept     \(PathName.name(m)): its database file is lost (a failed check; set it aside with quarantine --failed)") }
             return 0
         }
     }

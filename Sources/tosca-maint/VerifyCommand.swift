@@ -55,79 +55,12 @@ struct VerifyCommand: ParsableCommand {
         }
     }
 
-    struct Outcome: Codable { let copy: String; let ok: Bool; let problems: [String] }
-
     func run() throws {
         try runReporting {
             let (folder, lock) = try shared.beginMaintenance()
             defer { lock.unlock() }
-            let key = folder.key
-            let catalog = try folder.scanCatalog()
-            var targets: [CatalogEntry] = []
-            var outcomes: [Outcome] = []
-            if all {
-                guard !(catalog.entries.isEmpty && catalog.orphans.isEmpty && catalog.orphanManifests.isEmpty) else {
-                    throw ToolFailure(.noInput, "no copies in \(catalog.backupsDirectory): nothing to verify", hint: "tosca-maint backup")
-                }
-                targets = catalog.entries.filter { $0.manifest != nil }
-                for p in CatalogAudit.problems(catalog) {
-                    outcomes.append(Outcome(copy: "catalog", ok: false, problems: [p]))
-                }
-                for o in catalog.orphans { targets.append(CatalogEntry(name: PathName.name(o), path: o, manifest: nil, digestMatches: false, manifestError: "no manifest: not a published copy")) }
-            } else if !paths.isEmpty {
-                for p in paths {
-                    let path = PathName.normalized(p)
-                    guard FileManager.default.fileExists(atPath: path) || FileManager.default.fileExists(atPath: Manifest.path(for: path)) else {
-                        throw ToolFailure(.noInput, "no copy at \(p)", hint: "tosca-maint list")
-                    }
-                    if let e = catalog.entries.first(where: { realPath($0.path) == realPath(path) }) {
-                        targets.append(e)
-                    } else if FileManager.default.fileExists(atPath: Manifest.path(for: path)) {
-                        do {
-                            let (m, ok) = try Manifest.read(path: Manifest.path(for: path))
-                            targets.append(CatalogEntry(name: PathName.name(path), path: path, manifest: m, digestMatches: ok, manifestError: nil))
-                        } catch {
-                            targets.append(CatalogEntry(name: PathName.name(path), path: path, manifest: nil, digestMatches: false, manifestError: String(describing: error)))
-                        }
-                    } else {
-                        targets.append(CatalogEntry(name: PathName.name(path), path: path, manifest: nil, digestMatches: false,
-                                                    manifestError: "manifest \(Manifest.path(for: path)) is missing: not a published copy"))
-                    }
-                }
-            } else if latest || !live {
-                guard let newest = catalog.backups.last else {
-                    throw ToolFailure(.noInput, "no backups in \(catalog.backupsDirectory)", hint: "tosca-maint backup")
-                }
-                targets = [newest]
-            }
-            for t in targets {
-                if t.manifest?.facts.unverifiable == true {
-                    outcomes.append(Outcome(copy: t.name, ok: true, problems: ["unverifiable raw safety copy, kept for forensics"]))
-                    continue
-                }
-                let problems = try Verification.problems(of: t, key: key)
-                if t.manifest != nil { try Verification.record(ManifestCheck(level: "verify", ok: problems.isEmpty, problems: problems), for: t) }
-                if problems.isEmpty {
-                    Journal.shared.log(.info, "verified \(t.path)", id: .verifyPassed, fields: ["TOSCA_BACKUP_PATH": t.path])
-                } else {
-                    Journal.shared.log(.err, "verification of \(t.path) FAILED: \(problems.joined(separator: "; "))", id: .verifyFailed, fields: ["TOSCA_BACKUP_PATH": t.path])
-                }
-                outcomes.append(Outcome(copy: t.name, ok: problems.isEmpty, problems: problems))
-            }
-            if live {
-                let check = try LiveCheck.run(catalog)
-                let problems = check.problems
-                if problems.isEmpty {
-                    Journal.shared.log(.info, "live database verified\(check.anchorName.map { "; its safety log extends backup \($0)" } ?? "")",
-                                       id: .liveCheckPassed, fields: ["TOSCA_DATABASE": folder.database])
-                } else {
-                    Journal.shared.log(.err, "live database check FAILED (possible tampering): \(problems.joined(separator: "; "))",
-                                       id: .tamperingDetected, fields: ["TOSCA_DATABASE": folder.database])
-                }
-                for n in check.notes { Journal.shared.log(.warning, "live database: \(n)", fields: ["TOSCA_DATABASE": folder.database]) }
-                outcomes.append(Outcome(copy: "live tosca.db" + (check.anchorName.map { " (anchored on \($0))" } ?? ""), ok: problems.isEmpty,
-                                        problems: problems.isEmpty ? check.notes : problems + check.notes))
-            }
+            let targets: VerifyJob.Targets = all ? .all : !paths.isEmpty ? .paths(paths) : (latest || !live) ? .latest : .none
+            let outcomes = try VerifyJob(folder: folder).run(targets, live: live)
             if shared.json {
                 try printJSON(outcomes)
             } else {
