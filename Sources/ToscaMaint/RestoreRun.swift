@@ -122,21 +122,4 @@ extension RestoreJob {
         }
         return key
     }
-
-    /// `restore --drill`: the copy (the newest verified backup, or one by path) restored
-    /// into a scratch folder and checked, under `.maint.lock`, the result journaled and
-    /// recorded in its manifest. Returns the copy and what failed (empty: passed).
-    public func runDrill(_ selection: RestoreSelection) throws -> (entry: CatalogEntry, problems: [String]) {
-        let lock = try folder.takeMaintenanceLock()
-        defer { lock.unlock() }
-        let entry = try select(selection, catalog: try folder.scanCatalog())
-        let problems = try drill(entry)
-        if problems.isEmpty {
-            Journal.shared.log(.info, "restore drill of \(entry.path) passed", id: .drillPassed, fields: ["TOSCA_BACKUP_PATH": entry.path])
-        } else {
-            Journal.shared.log(.err, "restore drill of \(entry.path) FAILED: \(problems.joined(separator: "; "))", id: .drillFailed,
-                               fields: ["TOSCA_BACKUP_PATH": entry.path])
-        }
-        return (entry, problems)
-    }
 }
