@@ -126,14 +126,7 @@ public struct CopyJob: Sendable {
         // Verify the copy (D12 steps 2-3) and measure its facts, hashing in parallel.
         Journal.shared.status("verifying \(name)")
         let (measurement, digest) = try Measurement.withDigest(path: partial, key: key)
-        var problems: [String] = []
-        if measurement.integrity != ["ok"] { problems.append("integrity_check: \(measurement.integrity.prefix(5).joined(separator: "; "))") }
-        if !measurement.cipherIntegrity.isEmpty { problems.append("cipher_integrity_check: \(measurement.cipherIntegrity.prefix(5).joined(separator: "; "))") }
-        if case .broken(let b) = measurement.chain { problems.append(b.description) }
-        if measurement.chain.head != sourceHead {
-            problems.append("copy's safety-log head \(measurement.chain.head.map(\.description) ?? "none") differs from the source snapshot's \(sourceHead.map(\.description) ?? "none")")
-        }
-        if measurement.pageCount != sourcePages { problems.append("copy has \(measurement.pageCount) pages, the source snapshot \(sourcePages)") }
+        let problems = Verification.steps2and3(measurement, expected: .init(source: "the source snapshot", chainHead: .some(sourceHead), pageCount: sourcePages))
         guard problems.isEmpty else {
             Journal.shared.log(.err, "backup of \(databasePath) failed verification, nothing published: \(problems.joined(separator: "; "))",
                                id: .backupFailed, fields: ["TOSCA_DATABASE": databasePath])

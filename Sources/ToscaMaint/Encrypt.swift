@@ -60,11 +60,8 @@ public struct EncryptJob: Sendable {
             problems.append("\(pragma) differs")
         }
         let m = try Measurement.of(path: encrypted, key: key)
-        if m.integrity != ["ok"] { problems.append("integrity_check: \(m.integrity.prefix(3).joined(separator: "; "))") }
-        if !m.cipherIntegrity.isEmpty { problems.append("cipher_integrity_check: \(m.cipherIntegrity.prefix(3).joined(separator: "; "))") }
-        if case .broken(let br) = m.chain { problems.append(br.description) }
         let plainHead = try? SafetyChain.head(p)
-        if m.hasChain && m.chain.head != plainHead ?? nil { problems.append("safety-log heads differ") }
+        problems += Verification.steps2and3(m, expected: .init(source: "the plaintext database", chainHead: m.hasChain ? .some(plainHead ?? nil) : nil))
         return (problems, m)
     }
 
@@ -110,8 +107,7 @@ public struct EncryptJob: Sendable {
             defer { if !swapped { removeDatabaseFiles(temp) } }
             do {
                 let source = try Database(path: live, options: .init())
-                let r = try source.rows("PRAGMA wal_checkpoint(TRUNCATE)").first
-                if let busy = r?[0].int, busy != 0 { throw ToolFailure(.tempFail, "something still reads \(live): retry when it has finished") }
+                try LiveSwap.emptyWAL(source, path: live)
                 try SQLCipherExport.encrypt(source: source, into: temp, key: key)
             }
             try FileDigest.fsyncFile(temp)
@@ -122,15 +118,10 @@ public struct EncryptJob: Sendable {
             }
             var st = stat()
             if stat(live, &st) == 0 { chown(temp, st.st_uid, st.st_gid) }
-            for s in ["-wal", "-shm", "-journal"] {
-                if unlink(live + s) != 0 && errno != ENOENT { throw POSIXFailure(operation: "remove \(live + s)", code: errno) }
-            }
-            guard rename(temp, live) == 0 else { throw POSIXFailure(operation: "rename \(temp) to \(live)", code: errno) }
+            try LiveSwap.prepareWAL(temp, key: key)
+            try FileDigest.fsyncFile(temp)
+            try LiveSwap.swap(temp, into: live)
             swapped = true
-            try AtomicFile.syncDirectory(folder.root)
-            // WAL mode, which export leaves out (D11), set on the file under its own name so
-            // that its -wal is tosca.db-wal; the connection's close leaves no journal behind.
-            do { _ = try Database(path: live, options: .init(key: key, walMode: true)) }
             outcome.swapped = true
             Journal.shared.log(.notice, "\(live) is now encrypted (key id \(key.keyID))", id: .encrypted, fields: ["TOSCA_DATABASE": live])
         } else {

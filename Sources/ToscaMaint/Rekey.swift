@@ -42,17 +42,12 @@ public struct RekeyJob: Sendable {
             do {
                 let db = try Database(path: databasePath, options: .init(key: oldKey))
                 headBefore = try? SafetyChain.head(db)
-                let r = try db.rows("PRAGMA wal_checkpoint(TRUNCATE)").first
-                if let busy = r?[0].int, busy != 0 { throw ToolFailure(.tempFail, "something still reads \(databasePath): retry when it has finished") }
+                try LiveSwap.emptyWAL(db, path: databasePath)
                 try db.rekey(to: newKey)
             }
             // Verify under the new key.
             let m = try Measurement.of(path: databasePath, key: newKey)
-            var problems: [String] = []
-            if m.integrity != ["ok"] { problems.append("integrity_check: \(m.integrity.prefix(3).joined(separator: "; "))") }
-            if !m.cipherIntegrity.isEmpty { problems.append("cipher_integrity_check failed") }
-            if case .broken(let b) = m.chain { problems.append(b.description) }
-            if m.hasChain && m.chain.head != headBefore { problems.append("safety-log head changed") }
+            let problems = Verification.steps2and3(m, expected: .init(source: "the database before", chainHead: m.hasChain ? .some(headBefore) : nil))
             guard problems.isEmpty else {
                 throw ToolFailure(.dataError, "the re-keyed database fails verification:\n  " + problems.joined(separator: "\n  "),
                                   hint: "restore the pre-rekey copy \(outcome.safetyCopy ?? "") with the old key")

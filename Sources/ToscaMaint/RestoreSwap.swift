@@ -59,25 +59,12 @@ extension RestoreJob {
             chown(temp, st.st_uid, st.st_gid)
             chmod(temp, 0o600)
         }
-        if replace {
-            // D2: the live database runs in WAL mode (a published copy is written with its
-            // journal off). Set on the staged file, before the swap, so that nothing can
-            // fail after it; closing the connection leaves no -wal behind.
-            do { _ = try Database(path: temp, options: .init(key: encryptWith ?? copyKey, walMode: true)) }
-            for suffix in ["-wal", "-shm"] where FileManager.default.fileExists(atPath: temp + suffix) {
-                throw ToolFailure(.ioError, "\(temp + suffix) is left after switching the staged file to WAL; nothing was swapped")
-            }
-        }
+        if replace { try LiveSwap.prepareWAL(temp, key: encryptWith ?? copyKey) }
         try FileDigest.fsyncFile(temp)
         if replace {
             if FileManager.default.fileExists(atPath: target) {
                 do {
-                    let live = try Database(path: target, options: .init(key: liveKey(target)))
-                    let r = try live.rows("PRAGMA wal_checkpoint(TRUNCATE)").first
-                    if let busy = r?[0].int, busy != 0 {
-                        throw ToolFailure(.tempFail, "something still reads \(target): its WAL cannot be emptied; nothing was swapped",
-                                          hint: "stop every program that has the database open, then retry")
-                    }
+                    try LiveSwap.emptyWAL(try Database(path: target, options: .init(key: liveKey(target))), path: target)
                 } catch let f as ToolFailure {
                     throw f
                 } catch {
@@ -86,10 +73,7 @@ extension RestoreJob {
                     }
                 }
             }
-            for suffix in ["-wal", "-shm", "-journal"] {
-                if unlink(target + suffix) != 0 && errno != ENOENT { throw POSIXFailure(operation: "remove \(target + suffix)", code: errno) }
-            }
-            guard rename(temp, target) == 0 else { throw POSIXFailure(operation: "rename \(temp) to \(target)", code: errno) }
+            try LiveSwap.swap(temp, into: target)
         } else {
             guard link(temp, target) == 0 else {
                 throw ToolFailure(.cantCreate, "cannot create \(target): \(String(cString: strerror(errno)))", hint: "--to never overwrites; name a new file")

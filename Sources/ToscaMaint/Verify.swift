@@ -108,25 +108,60 @@ public enum Verification {
         return problems
     }
 
-    /// D12 steps 2-3 against facts.
-    public static func compare(_ m: Measurement, with facts: ManifestFacts) -> [String] {
+    /// What a measured file must match for D12 steps 2-3; `nil` fields are not checked.
+    public struct Expected: Sendable {
+        /// Who says so, in the wording: "manifest", "the source snapshot", "the database before".
+        public var source: String
+        public var chainHead: ChainHead??
+        public var pageCount: Int?
+        public var rowCounts: [String: Int]?
+        public var foreignKeyViolations: Int?
+
+        public init(source: String, chainHead: ChainHead?? = nil, pageCount: Int? = nil, rowCounts: [String: Int]? = nil,
+                    foreignKeyViolations: Int? = nil) {
+            self.source = source
+            self.chainHead = chainHead
+            self.pageCount = pageCount
+            self.rowCounts = rowCounts
+            self.foreignKeyViolations = foreignKeyViolations
+        }
+
+        /// Everything a manifest's facts record.
+        public static func facts(_ facts: ManifestFacts) -> Expected {
+            Expected(source: "manifest", chainHead: .some(facts.chainHead), rowCounts: facts.rowCounts,
+                     foreignKeyViolations: facts.foreignKeyViolations)
+        }
+    }
+
+    /// D12 steps 2-3 of one measured file, worded once for backup, verify, restore, encrypt
+    /// and rekey: `integrity_check`, `cipher_integrity_check`, the chain from seq 1, then
+    /// what `expected` names.
+    public static func steps2and3(_ m: Measurement, expected e: Expected) -> [String] {
         var problems: [String] = []
         if m.integrity != ["ok"] { problems.append("integrity_check: \(m.integrity.prefix(5).joined(separator: "; "))") }
         if !m.cipherIntegrity.isEmpty { problems.append("cipher_integrity_check: \(m.cipherIntegrity.prefix(5).joined(separator: "; "))") }
         if case .broken(let b) = m.chain { problems.append(b.description) }
-        if m.chain.head != facts.chainHead {
-            problems.append("safety-log head is \(m.chain.head.map(\.description) ?? "none"), manifest says \(facts.chainHead.map(\.description) ?? "none")")
+        if let head = e.chainHead, m.chain.head != head {
+            problems.append("safety-log head is \(m.chain.head.map(\.description) ?? "none"), \(e.source) says \(head.map(\.description) ?? "none")")
         }
-        if m.rowCounts != facts.rowCounts {
-            let diffs = Set(m.rowCounts.keys).union(facts.rowCounts.keys).sorted().compactMap { t -> String? in
-                m.rowCounts[t] == facts.rowCounts[t] ? nil : "\(t) \(m.rowCounts[t].map(String.init) ?? "absent") (manifest \(facts.rowCounts[t].map(String.init) ?? "absent"))"
+        if let pages = e.pageCount, m.pageCount != pages {
+            problems.append("page count is \(m.pageCount), \(e.source) says \(pages)")
+        }
+        if let rows = e.rowCounts, m.rowCounts != rows {
+            let diffs = Set(m.rowCounts.keys).union(rows.keys).sorted().compactMap { t -> String? in
+                m.rowCounts[t] == rows[t] ? nil : "\(t) \(m.rowCounts[t].map(String.init) ?? "absent") (\(e.source) \(rows[t].map(String.init) ?? "absent"))"
             }
             problems.append("row counts differ: \(diffs.joined(separator: ", "))")
         }
-        if m.foreignKeyViolations != facts.foreignKeyViolations {
-            problems.append("foreign_key_check finds \(m.foreignKeyViolations) violations, manifest says \(facts.foreignKeyViolations)")
+        if let fk = e.foreignKeyViolations, m.foreignKeyViolations != fk {
+            problems.append("foreign_key_check finds \(m.foreignKeyViolations) violations, \(e.source) says \(fk)")
         }
         return problems
+    }
+
+    /// D12 steps 2-3 against a manifest's facts.
+    public static func compare(_ m: Measurement, with facts: ManifestFacts) -> [String] {
+        steps2and3(m, expected: .facts(facts))
     }
 
     /// Removes a check recorded by ``record(_:for:)`` (a restore whose swap did not happen).
