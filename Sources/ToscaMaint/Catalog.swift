@@ -98,8 +98,8 @@ public struct Catalog: Sendable {
             }
         }
         entries.sort { ($0.created ?? UTCTime(seconds: 0, microseconds: 0), $0.name) < ($1.created ?? UTCTime(seconds: 0, microseconds: 0), $1.name) }
-        let q = try LayoutFolder.check(dir + "/quarantine")
-            ? ((try? fm.contentsOfDirectory(atPath: dir + "/quarantine").sorted().map { dir + "/quarantine/" + $0 }) ?? []) : []
+        let q = try LayoutFolder.check(folder.quarantine)
+            ? ((try? fm.contentsOfDirectory(atPath: folder.quarantine).sorted().map { PathName.join(folder.quarantine, $0) }) ?? []) : []
         var catalog = Catalog(folder: folder, entries: entries, orphans: orphans, orphanManifests: orphanManifests,
                               partials: partials, quarantined: q)
         catalog.lostCopies = lost

@@ -52,9 +52,15 @@ extension RestoreJob {
         } else {
             locks = try folder.takeExclusiveLocks(what: "the restore")
         }
-        let catalog = try folder.scanCatalog()
-        if inPlace { try Housekeeping.run(catalog) }
-        var entry = try select(request.selection, catalog: try folder.scanCatalog())
+        // One scan; a second only when housekeeping changed the folder.
+        var catalog = try folder.scanCatalog()
+        if inPlace {
+            let tidy = try Housekeeping.run(catalog)
+            if !tidy.removedPartials.isEmpty || !tidy.quarantined.isEmpty || !catalog.pendingManifests.isEmpty {
+                catalog = try folder.scanCatalog()
+            }
+        }
+        var entry = try select(request.selection, catalog: catalog)
         if inPlace && entry.kind == .suspect {
             throw ToolFailure(.dataError, "\(entry.name) is a suspect copy (taken when the live safety log did not extend the last backup): restoring it would make its timeline the live one",
                               hint: "inspect it with --to PATH; restore the state before the change with --anchor")
