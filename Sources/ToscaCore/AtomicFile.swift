@@ -19,7 +19,7 @@ public enum AtomicFile {
             try bytes.withUnsafeBytes { raw in
                 var off = 0
                 while off < raw.count {
-                    let n = Foundation.write(fd, raw.baseAddress! + off, raw.count - off)
+                    let n = writeSome(fd, raw, from: off)
                     if n < 0 { if errno == EINTR { continue }; throw POSIXFailure(operation: "write \(tmp)", code: errno) }
                     off += n
                 }
@@ -58,3 +58,17 @@ public enum AtomicFile {
 
 /// Sets the process umask to 0077 (D2: files are created private). Call once at start.
 public func setPrivateUmask() { umask(0o077) }
+
+/// `write(2)` of `raw[offset...]`: the bytes written, or -1 with `errno` set (0 when
+/// nothing is left).
+public func writeSome(_ fd: Int32, _ raw: UnsafeRawBufferPointer, from offset: Int) -> Int {
+    guard let base = raw.baseAddress, offset < raw.count else { return 0 }
+    return write(fd, base + offset, raw.count - offset)
+}
+
+/// Overwrites `bytes` with zeros in a way the optimizer may not drop (key material).
+public func zeroize(_ bytes: inout [UInt8]) {
+    bytes.withUnsafeMutableBytes { raw in
+        if let base = raw.baseAddress { explicit_bzero(base, raw.count) }
+    }
+}

@@ -6,12 +6,13 @@ import Foundation
 /// Never printed, logged or put in SQL text.
 /// See <https://www.zetetic.net/sqlcipher/sqlcipher-api/#key>.
 public final class DatabaseKey: @unchecked Sendable, CustomStringConvertible {
-    private let buffer: UnsafeMutableBufferPointer<UInt8>   // "x'" + 64 hex + "'"
+    private static let length = 67
+    private let buffer: UnsafeMutablePointer<UInt8>   // "x'" + 64 hex + "'"
 
     /// Builds a key from 64 hexadecimal characters.
     public init(hex: some Collection<UInt8>) throws {
         guard hex.count == 64, hex.allSatisfy({ Self.isHex($0) }) else { throw KeyFileError.badFormat(path: "(key)") }
-        buffer = .allocate(capacity: 67)
+        buffer = .allocate(capacity: Self.length)
         buffer[0] = UInt8(ascii: "x"); buffer[1] = UInt8(ascii: "'")
         for (i, c) in hex.enumerated() { buffer[2 + i] = Self.lower(c) }
         buffer[66] = UInt8(ascii: "'")
@@ -19,7 +20,7 @@ public final class DatabaseKey: @unchecked Sendable, CustomStringConvertible {
 
     deinit {
         // explicit_bzero: a store the optimizer may not drop before the free.
-        explicit_bzero(buffer.baseAddress!, buffer.count)
+        explicit_bzero(buffer, Self.length)
         buffer.deallocate()
     }
 
@@ -32,14 +33,14 @@ public final class DatabaseKey: @unchecked Sendable, CustomStringConvertible {
 
     /// Calls `body` with the key text for `sqlite3_key_v2`.
     func withSQLCipherKey<T>(_ body: (UnsafeRawPointer, Int32) throws -> T) rethrows -> T {
-        try body(UnsafeRawPointer(buffer.baseAddress!), Int32(buffer.count))
+        try body(UnsafeRawPointer(buffer), Int32(Self.length))
     }
 
     /// A public identifier of the key: HMAC-SHA256 of a fixed label under the key's 32
     /// bytes, first 16 hex digits. It cannot reveal the key (D6).
     public var keyID: String {
         var raw = [UInt8](repeating: 0, count: 32)
-        defer { raw.withUnsafeMutableBytes { explicit_bzero($0.baseAddress!, $0.count) } }
+        defer { zeroize(&raw) }
         for i in 0..<32 {
             raw[i] = Self.nibble(buffer[2 + 2 * i]) << 4 | Self.nibble(buffer[3 + 2 * i])
         }
@@ -117,10 +118,13 @@ public enum KeySource {
         guard st.st_uid == geteuid() || st.st_uid == 0 else { throw KeyFileError.badOwner(path: path, uid: st.st_uid) }
         guard st.st_mode & (isCredential ? 0o037 : 0o077) == 0 else { throw KeyFileError.tooOpen(path: path, mode: UInt32(st.st_mode)) }
         var buf = [UInt8](repeating: 0, count: 80)
-        defer { buf.withUnsafeMutableBytes { explicit_bzero($0.baseAddress!, $0.count) } }
+        defer { zeroize(&buf) }
         var total = 0
         while total < buf.count {
-            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + total, $0.count - total) }
+            let n = buf.withUnsafeMutableBytes { raw -> Int in
+                guard let base = raw.baseAddress else { return 0 }
+                return Glibc.read(fd, base + total, raw.count - total)
+            }
             if n < 0 { throw KeyFileError.unreadable(path: path, reason: String(cString: strerror(errno))) }
             if n == 0 { break }
             total += n

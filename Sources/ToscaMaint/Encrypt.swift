@@ -218,14 +218,14 @@ public struct EncryptJob: Sendable {
 public enum KeyGen {
     public static func write(to path: String) throws -> String {
         var bytes = [UInt8](repeating: 0, count: 32)
-        defer { bytes.withUnsafeMutableBytes { explicit_bzero($0.baseAddress!, $0.count) } }
+        defer { zeroize(&bytes) }
         let rnd = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
         guard rnd >= 0 else { throw POSIXFailure(operation: "open /dev/urandom", code: errno) }
         let n = bytes.withUnsafeMutableBytes { read(rnd, $0.baseAddress, 32) }
         close(rnd)
         guard n == 32 else { throw POSIXFailure(operation: "read /dev/urandom", code: errno) }
         var text = Array(hexString(bytes).utf8) + [10]
-        defer { text.withUnsafeMutableBytes { explicit_bzero($0.baseAddress!, $0.count) } }
+        defer { zeroize(&text) }
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o400)
         guard fd >= 0 else {
             let e = errno

@@ -22,7 +22,7 @@ public enum FileCopy {
             if n == 0 { break }
             var off = 0
             while off < n {
-                let w = buf.withUnsafeBytes { write(outFD, $0.baseAddress! + off, n - off) }
+                let w = buf.withUnsafeBytes { writeSome(outFD, UnsafeRawBufferPointer(rebasing: $0[..<n]), from: off) }
                 if w < 0 { if errno == EINTR { continue }; throw POSIXFailure(operation: "write \(destination)", code: errno) }
                 off += w
             }

@@ -173,7 +173,7 @@ public final class SampleStream: @unchecked Sendable {
         var failure: Int32 = 0
         buffer.withUnsafeBytes { raw in
             while offset < raw.count {
-                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                let n = writeSome(fd, raw, from: offset)
                 if n < 0 {
                     if errno == EINTR { continue }
                     failure = errno
