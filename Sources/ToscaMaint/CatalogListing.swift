@@ -56,8 +56,9 @@ public struct CatalogListing: Encodable, Sendable {
     }
 }
 
-/// A file's size in bytes (0 when it cannot be read).
+/// A file's size in bytes, the file itself and not what a link points at (0 when it
+/// cannot be read).
 public func fileSize(_ path: String) -> Int64 {
     var st = stat()
-    return stat(path, &st) == 0 ? Int64(st.st_size) : 0
+    return lstat(path, &st) == 0 ? Int64(st.st_size) : 0
 }

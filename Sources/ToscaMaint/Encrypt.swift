@@ -107,7 +107,7 @@ public struct EncryptJob: Sendable {
             defer { if !swapped { removeDatabaseFiles(temp) } }
             do {
                 let source = try Database(path: live, options: .init())
-                try LiveSwap.emptyWAL(source, path: live)
+                try LiveSwap.emptyWAL(source, path: live, unchanged: "the database was not encrypted")
                 try SQLCipherExport.encrypt(source: source, into: temp, key: key)
             }
             try FileDigest.fsyncFile(temp)

@@ -7,11 +7,11 @@ import ToscaCore
 /// folder fsynced. One definition for every caller.
 public enum LiveSwap {
     /// `PRAGMA wal_checkpoint(TRUNCATE)` on an open connection: 75 when something still
-    /// reads the file, so its WAL cannot be emptied (nothing has been changed yet).
-    public static func emptyWAL(_ db: Database, path: String) throws {
+    /// reads the file, so its WAL cannot be emptied; `unchanged` says what was not done.
+    public static func emptyWAL(_ db: Database, path: String, unchanged: String) throws {
         let r = try db.rows("PRAGMA wal_checkpoint(TRUNCATE)").first
         if let busy = r?[0].int, busy != 0 {
-            throw ToolFailure(.tempFail, "something still reads \(path): its WAL cannot be emptied; nothing was swapped",
+            throw ToolFailure(.tempFail, "something still reads \(path): its WAL cannot be emptied; \(unchanged)",
                               hint: "stop every program that has the database open, then retry")
         }
     }

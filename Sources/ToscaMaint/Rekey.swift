@@ -42,7 +42,7 @@ public struct RekeyJob: Sendable {
             do {
                 let db = try Database(path: databasePath, options: .init(key: oldKey))
                 headBefore = try? SafetyChain.head(db)
-                try LiveSwap.emptyWAL(db, path: databasePath)
+                try LiveSwap.emptyWAL(db, path: databasePath, unchanged: "the database was not re-keyed")
                 try db.rekey(to: newKey)
             }
             // Verify under the new key.

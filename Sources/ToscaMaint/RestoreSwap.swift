@@ -64,7 +64,7 @@ extension RestoreJob {
         if replace {
             if FileManager.default.fileExists(atPath: target) {
                 do {
-                    try LiveSwap.emptyWAL(try Database(path: target, options: .init(key: liveKey(target))), path: target)
+                    try LiveSwap.emptyWAL(try Database(path: target, options: .init(key: liveKey(target))), path: target, unchanged: "nothing was swapped")
                 } catch let f as ToolFailure {
                     throw f
                 } catch {

@@ -174,7 +174,7 @@ struct RecorderBench: ParsableCommand {
         try bytes.withUnsafeBytes { raw in
             var off = 0
             while off < raw.count {
-                let n = write(fd, raw.baseAddress! + off, min(64 * 1024, raw.count - off))
+                let n = writeSome(fd, UnsafeRawBufferPointer(rebasing: raw[..<min(off + 64 * 1024, raw.count)]), from: off)
                 if n < 0 { throw POSIXFailure(operation: "write", code: errno) }
                 off += n
             }

@@ -42,8 +42,8 @@ struct EncryptCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let key = try KeySource.read(path: keyFile)
             let folder = try DataFolder.existing(dataDir)
+            let key = try KeySource.read(path: keyFile)
             try folder.continueAsOwnerIfRoot()
             var job = EncryptJob(folder: folder, key: key)
             job.keepPlaintextCopy = keepPlaintextCopy

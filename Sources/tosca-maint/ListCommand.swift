@@ -22,7 +22,8 @@ struct ListCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let listing = CatalogListing.make(try shared.folder().scanCatalog())
+            // The catalog needs no key: a key file list cannot read never stops it.
+            let listing = CatalogListing.make(try DataFolder.existing(shared.dataDir).scanCatalog())
             if shared.json { try printJSON(listing) } else { print(listing.text, terminator: "") }
             return 0
         }

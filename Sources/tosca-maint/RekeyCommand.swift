@@ -25,8 +25,8 @@ struct RekeyCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let (oldKey, newKey) = (try KeySource.read(path: keyFile), try KeySource.read(path: newKeyFile))
             let folder = try DataFolder.existing(dataDir)
+            let (oldKey, newKey) = (try KeySource.read(path: keyFile), try KeySource.read(path: newKeyFile))
             try folder.continueAsOwnerIfRoot()
             let job = RekeyJob(folder: folder, oldKey: oldKey, newKey: newKey)
             let outcome = try job.run {

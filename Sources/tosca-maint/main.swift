@@ -8,8 +8,8 @@ struct ToscaMaintCommand: ParsableCommand {
         commandName: "tosca-maint",
         abstract: "Backup, migration and integrity maintenance for TOSCA's SQLite database.",
         discussion: """
-            Every command takes --data-dir (default $TOSCA_DATA_DIR, else ./data), --key-file \
-            (an encrypted database's key) and --json.
+            Every command takes --data-dir (default $TOSCA_DATA_DIR, else ./data) and --key-file \
+            (an encrypted database's key); those that report take --json.
 
             Exit codes: 0 ok, 1 unhealthy, 64 usage, 65 data error (corruption, tampering), \
             66 input missing, 73 cannot create output, 74 I/O error, 75 busy or locked (retry \
