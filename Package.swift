@@ -28,13 +28,17 @@ let package = Package(
             "CSQLCipher", "CLinux",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        // CArchive (libarchive) joins the target that writes session bundles, when it lands.
+        // Session bundles (D17): the only target that links libarchive.
+        .target(name: "ToscaBundle", dependencies: [
+            "ToscaCore", "CArchive",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .target(name: "ToscaMaint", dependencies: [
-            "ToscaCore", "CSystemd",
+            "ToscaCore", "ToscaBundle", "CSystemd",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "tosca-maint", dependencies: [
-            "ToscaCore", "ToscaMaint",
+            "ToscaCore", "ToscaMaint", "ToscaBundle",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "tosca-sim", dependencies: [

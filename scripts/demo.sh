@@ -24,6 +24,18 @@ echo
 echo "== tosca-maint restore --latest --dry-run   (what a restore would do; stop the recorder first for a real one)"
 "$BIN/tosca-maint" restore --latest --dry-run --data-dir "$DATA"
 echo
+echo "== tosca-maint bundle   (each finished session folder sealed into one verified bundle)"
+if "$BIN/tosca-maint" bundle --data-dir "$DATA"; then
+  "$BIN/tosca-maint" bundle list --data-dir "$DATA"
+  SID=$("$BIN/tosca-maint" bundle list --json --data-dir "$DATA" | sed -n 's/.*"session" : \([0-9]*\).*/\1/p' | tail -n 1)
+  OUT=$(mktemp -d)/session-$SID
+  echo "== tosca-maint bundle extract --session $SID --to $OUT   (every file's SHA-256 checked)"
+  "$BIN/tosca-maint" bundle extract --session "$SID" --to "$OUT" --data-dir "$DATA"
+  rm -rf "$(dirname "$OUT")"
+else
+  echo "(no bundles: see the message above)"
+fi
+echo
 echo "== tosca-maint list"
 "$BIN/tosca-maint" list --data-dir "$DATA"
 echo

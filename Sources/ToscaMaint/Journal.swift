@@ -29,6 +29,8 @@ public enum MessageID: String, Sendable, CaseIterable {
     case commandFailed = "239921ebec3c44a7b8fb04161df9e444"
     case unitFailed = "fa6ae65e826447c581e91da6298e5e56"
     case newTimelineAccepted = "f38e8ac456e046efb9936f95a09700fb"
+    case bundlePublished = "96df69c3a38f4ca398c4a9682e4e374c"
+    case bundleFailed = "4d26cc969a0e48c5a2db010e78191e2f"
 }
 
 /// syslog priorities.

@@ -1,0 +1,210 @@
+import Foundation
+import ToscaBundle
+import ToscaCore
+
+/// The sidecar `<bundle>.manifest.json` of a published session bundle (D6 style, no PHI:
+/// no subject code, no file names).
+public struct BundleSidecar: Codable, Sendable {
+    public var format = "tosca-bundle-sidecar/1"
+    public var kind = "bundle"
+    public var sessionID: Int64
+    public var createdUTC: String
+    public var sha256: String
+    public var sizeBytes: Int64
+    public var fileCount: Int
+    public var plaintextBytes: Int64
+    /// `none`, or (later) the age recipients' fingerprints: never a key.
+    public var encryption: String
+    public var toolVersion: String
+    public var libarchiveVersion: String
+    public var checks: [ManifestCheck]
+
+    enum CodingKeys: String, CodingKey {
+        case format, kind, encryption, checks
+        case sessionID = "session_id", createdUTC = "created_utc", sha256, sizeBytes = "size_bytes", fileCount = "file_count"
+        case plaintextBytes = "plaintext_bytes", toolVersion = "tool_version", libarchiveVersion = "libarchive_version"
+    }
+
+    public static func path(for bundle: String) -> String { bundle + ".manifest.json" }
+
+    public static func read(path: String) throws -> BundleSidecar {
+        try JSONDecoder().decode(BundleSidecar.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+    }
+
+    public func write(path: String) throws {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try AtomicFile.write(Array(try enc.encode(self)) + [10], to: path, mode: 0o600)
+    }
+}
+
+/// `tosca-maint bundle`: every finished session folder sealed into one verified bundle
+/// (D17) in `bundles/`.
+public struct BundleJob: Sendable {
+    public let folder: DataFolder
+    public var level = 3
+    public init(folder: DataFolder) { self.folder = folder }
+
+    /// The clinic's age recipients for encrypted bundles (D18).
+    public static let defaultRecipients = "/etc/tosca-maint/bundle-recipients"
+
+    /// A published bundle.
+    public struct Published: Sendable {
+        public let path: String
+        public let sessionID: Int64
+        public let sidecar: BundleSidecar?
+        public let sidecarError: String?
+    }
+
+    /// What a run did.
+    public struct Outcome: Sendable {
+        public var bundled: [(session: Int64, path: String)] = []
+        public var wouldBundle: [Int64] = []
+        public var alreadyBundled = 0
+        public var inProgress = 0
+        /// Sessions that could not be bundled, and why (65).
+        public var failed: [(session: Int64, reason: String)] = []
+    }
+
+    /// Bundles in `bundles/`, by session.
+    public func published() throws -> [Published] {
+        guard try LayoutFolder.check(folder.bundles) else { return [] }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.bundles)) ?? []
+        return names.sorted().compactMap { n -> Published? in
+            guard n.hasPrefix("session_"), n.hasSuffix(".tar.zst") else { return nil }
+            let parts = n.dropFirst("session_".count).split(separator: "_")
+            guard let id = parts.first.flatMap({ Int64($0) }) else { return nil }
+            let path = folder.bundles + "/" + n
+            do {
+                return Published(path: path, sessionID: id, sidecar: try BundleSidecar.read(path: BundleSidecar.path(for: path)), sidecarError: nil)
+            } catch {
+                return Published(path: path, sessionID: id, sidecar: nil, sidecarError: "sidecar cannot be read: \(error.localizedDescription)")
+            }
+        }
+    }
+
+    /// Bundles every finished session that has none (or `sessionID` only). The caller
+    /// holds `.maint.lock`. A session that cannot be bundled is named and the others go on.
+    public func run(sessionID: Int64? = nil, dryRun: Bool = false, recipients: String = BundleJob.defaultRecipients) throws -> Outcome {
+        // A bundle of an encrypted device is never written in plaintext (D18).
+        if CatalogAudit.deviceEncrypted(try folder.scanCatalog()) {
+            guard FileManager.default.fileExists(atPath: recipients) else {
+                throw ToolFailure(.config, "the database is encrypted and \(recipients) names no age recipient: a bundle is never written in plaintext; nothing was written",
+                                  hint: "put the clinic's age1... recipients in \(recipients) (one a line), or pass --recipients FILE")
+            }
+            throw ToolFailure(.config, "the database is encrypted: its bundles are written encrypted to the age recipients in \(recipients), which this build does not do yet; nothing was written",
+                              hint: "keep the session folders on the device until the age writer lands (see the README, Session bundles)")
+        }
+        try LayoutFolder.check(folder.sessions)
+        let db = try Database(path: folder.database, options: .init(readOnly: true, key: folder.liveKey))
+        var outcome = Outcome()
+        outcome.inProgress = try db.scalar("SELECT count(*) FROM sessions WHERE status = 'in_progress'" + (sessionID.map { " AND session_id = \($0)" } ?? ""))?.int ?? 0
+        let rows = try db.rows("""
+            SELECT session_id, session_folder_path, start_time, end_time FROM sessions
+            WHERE status IN ('completed', 'aborted') \(sessionID == nil ? "" : "AND session_id = ?") ORDER BY session_id
+            """, sessionID.map { [.integer($0)] } ?? [])
+        let done = Set(try published().map(\.sessionID))
+        for r in rows {
+            guard let id = r[0].int64 else { continue }
+            if done.contains(id) { outcome.alreadyBundled += 1; continue }
+            guard let relative = r[1].string, !relative.hasPrefix("/"), !relative.split(separator: "/").contains("..") else {
+                outcome.failed.append((id, "its folder path is missing or leaves the data folder")); continue
+            }
+            let sessionFolder = folder.root + "/" + relative
+            guard FileManager.default.fileExists(atPath: sessionFolder + "/session.json") else { continue } // not finished on disk
+            if dryRun { outcome.wouldBundle.append(id); continue }
+            do {
+                try LayoutFolder.check(PathName.parent(sessionFolder))
+                let path = try bundle(sessionID: id, folder: sessionFolder, start: r[2].string ?? "", end: r[3].string)
+                outcome.bundled.append((id, path))
+                Journal.shared.log(.info, "bundled session \(id) into \(path)", id: .bundlePublished, fields: ["TOSCA_SESSION_ID": String(id), "TOSCA_BUNDLE_PATH": path])
+            } catch let e as BundleError {
+                outcome.failed.append((id, e.description))
+                Journal.shared.log(.err, "session \(id) was not bundled: \(e)", id: .bundleFailed, fields: ["TOSCA_SESSION_ID": String(id)])
+            }
+        }
+        return outcome
+    }
+
+    /// Scans, checks the streams against `session.json`, writes, reads back and checks,
+    /// publishes (D4: partial, fsync, link, fsync, sidecar last). Returns the path.
+    func bundle(sessionID id: Int64, folder sessionFolder: String, start: String, end: String?) throws -> String {
+        let (folders, files) = try SessionBundle.scan(folder: sessionFolder)
+        // Each stream's SHA-256 must be the one session.json records.
+        let recorded = try JSONDecoder().decode(SessionManifest.self, from: Data(contentsOf: URL(fileURLWithPath: sessionFolder + "/session.json")))
+        for s in recorded.streams {
+            guard let f = files.first(where: { $0.path == s.file }) else {
+                throw BundleError.source(path: sessionFolder + "/" + s.file, reason: "is listed in session.json but missing")
+            }
+            guard f.sha256 == s.sha256 else {
+                throw BundleError.source(path: sessionFolder + "/" + s.file, reason: "its SHA-256 differs from the one session.json records: the stream changed after the session ended")
+            }
+        }
+        let manifest = BundleManifest(sessionID: id, startTime: start, endTime: end, folders: folders,
+                                      files: files.map { .init(path: $0.path, size: $0.size, sha256: $0.sha256) })
+        let stamp = UTCTime(sqlDateTime: end ?? start) ?? UTCTime(seconds: 0, microseconds: 0)
+        let day = String(start.prefix(10)).replacingOccurrences(of: "-", with: "")
+        try LayoutFolder.make(folder.bundles)
+        let final = folder.bundles + "/session_\(id)_\(day.isEmpty ? "00000000" : day).tar.zst"
+        let partial = final + ".partial"
+        unlink(partial)
+        let fd = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else {
+            let e = errno
+            throw ToolFailure(e == ENOSPC ? .ioError : .cantCreate, "cannot create \(partial): \(String(cString: strerror(e)))")
+        }
+        var published = false
+        defer { if !published { unlink(partial) } }
+        do {
+            defer { close(fd) }
+            try SessionBundle.write(folder: sessionFolder, manifest: manifest, scanned: files, manifestTime: stamp.seconds, level: level, to: fd)
+            guard fsync(fd) == 0 else { throw POSIXFailure(operation: "fsync \(partial)", code: errno) }
+        }
+        // Verified at publication: read back from the disk, every file against the manifest
+        // written (which is the folder's scan).
+        let readBack = try SessionBundle.read(path: partial)
+        guard readBack == manifest else { throw BundleError.damaged(reason: "the bundle read back holds another manifest than the one written") }
+        let (sha, size) = try FileDigest.sha256(path: partial)
+        guard link(partial, final) == 0 else {
+            throw ToolFailure(errno == EEXIST ? .cantCreate : .ioError, "cannot publish \(final): \(String(cString: strerror(errno)))")
+        }
+        unlink(partial)
+        try AtomicFile.syncDirectory(folder.bundles)
+        let sidecar = BundleSidecar(sessionID: id, createdUTC: UTCTime.now().iso8601, sha256: sha, sizeBytes: size, fileCount: files.count,
+                                    plaintextBytes: manifest.plaintextBytes, encryption: "none", toolVersion: toscaMaintVersion,
+                                    libarchiveVersion: SessionBundle.libarchiveVersion,
+                                    checks: [ManifestCheck(level: "bundle", ok: true, problems: [])])
+        do { try sidecar.write(path: BundleSidecar.path(for: final)) } catch { unlink(final); throw error }
+        published = true
+        return final
+    }
+
+    /// Checks a published bundle: its size and SHA-256 against the sidecar, then every
+    /// entry read back against `MANIFEST.json`. The result is recorded in the sidecar.
+    public func verify(_ bundle: Published) throws -> [String] {
+        guard var sidecar = bundle.sidecar else { return [bundle.sidecarError ?? "no sidecar: not a published bundle"] }
+        var problems: [String] = []
+        if let (sha, size) = try? FileDigest.sha256(path: bundle.path) {
+            if size != sidecar.sizeBytes { problems.append("size is \(size) bytes, the sidecar says \(sidecar.sizeBytes)") }
+            if sha != sidecar.sha256 { problems.append("SHA-256 differs from the sidecar: the file changed after publication") }
+        } else {
+            problems.append("cannot be read")
+        }
+        do {
+            let m = try SessionBundle.read(path: bundle.path)
+            if m.sessionID != bundle.sessionID { problems.append("holds session \(m.sessionID), its name says \(bundle.sessionID)") }
+            if m.files.count != sidecar.fileCount { problems.append("holds \(m.files.count) files, the sidecar says \(sidecar.fileCount)") }
+        } catch {
+            problems.append(String(describing: error))
+        }
+        sidecar.checks.append(ManifestCheck(level: "verify", ok: problems.isEmpty, problems: problems))
+        try sidecar.write(path: BundleSidecar.path(for: bundle.path))
+        if problems.isEmpty {
+            Journal.shared.log(.info, "verified bundle \(bundle.path)", id: .verifyPassed, fields: ["TOSCA_BUNDLE_PATH": bundle.path])
+        } else {
+            Journal.shared.log(.err, "verification of bundle \(bundle.path) FAILED: \(problems.joined(separator: "; "))", id: .verifyFailed,
+                               fields: ["TOSCA_BUNDLE_PATH": bundle.path])
+        }
+        return problems
+    }
+}

@@ -1,0 +1,175 @@
+import Foundation
+import Testing
+import TestSupport
+import ToscaCore
+@testable import ToscaMaint
+
+/// Session bundles (D17) through the real binaries, with bsdtar and Python's tarfile as the
+/// independent readers and writers of the format.
+@Suite struct BundleTests {
+    func sessionFolders(_ data: String) throws -> [String] {
+        try sqlite3Value(data + "/tosca.db", "SELECT session_folder_path FROM sessions ORDER BY session_id;")
+            .split(separator: "\n").map { data + "/" + $0 }
+    }
+
+    func files(under root: String) -> [String: String] {
+        var out: [String: String] = [:]
+        for rel in filesUnder(root) { out[rel] = fileSHA256(root + "/" + rel) }
+        return out
+    }
+
+    /// JSONL, random binary, an empty file, a non-ASCII name and a path over 100 bytes come
+    /// back byte-identical, through bsdtar and through `bundle extract`; run under `env -i`
+    /// (the "C" locale); a second bundle of the same folder is byte-identical.
+    @Test func roundTripThroughBsdtarAndExtract() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 2)
+        let folder = try #require(try sessionFolders(data).last)
+        let long = String(repeating: "l", count: 120) + ".bin"
+        let random = (0..<200_000).map { _ in UInt8.random(in: 0...255) }
+        FileManager.default.createFile(atPath: folder + "/media/" + long, contents: Data(random))
+        FileManager.default.createFile(atPath: folder + "/media/ñandú é.bin", contents: Data("x".utf8))
+        FileManager.default.createFile(atPath: folder + "/media/empty", contents: Data())
+        let r = try run(executable("tosca-maint"), ["bundle", "--data-dir", data], environment: [:])
+        #expect(r.status == 0, "\(r.output)")
+        let bundles = listing(data + "/bundles").filter { $0.hasSuffix(".tar.zst") }
+        #expect(bundles.count == 2 && bundles[0].hasPrefix("session_1_") && bundles[1].hasPrefix("session_2_"), "\(bundles)")
+        let bundle = data + "/bundles/" + (try #require(bundles.last))
+        // bsdtar reads it: MANIFEST.json first, every file identical.
+        let list = try run(which("bsdtar") ?? "/usr/bin/bsdtar", ["-tf", bundle])
+        #expect(list.stdout.split(separator: "\n").first == "MANIFEST.json", "\(list.stdout)")
+        let viaTar = dir.sub("tar")
+        mkdir(viaTar, 0o700)
+        #expect(try run("/bin/sh", ["-c", "cd '\(viaTar)' && bsdtar -xf '\(bundle)'"]).status == 0)
+        let expected = files(under: folder)
+        var got = files(under: viaTar)
+        got["MANIFEST.json"] = nil
+        #expect(got == expected)
+        #expect(got["media/ñandú é.bin"] != nil && got["media/" + long] != nil && got["media/empty"] != nil)
+        // bundle extract gives the same files.
+        let out = dir.sub("out")
+        let x = try maint(["bundle", "extract", "--session", "2", "--to", out, "--data-dir", data])
+        #expect(x.status == 0, "\(x.output)")
+        #expect(files(under: out) == expected)
+        // Again: the same bytes.
+        let sha = fileSHA256(bundle)
+        unlink(bundle); unlink(bundle + ".manifest.json")
+        #expect(try run(executable("tosca-maint"), ["bundle", "--data-dir", data], environment: [:]).status == 0)
+        #expect(fileSHA256(bundle) == sha)
+        // Nothing to do the next night; list and verify see both.
+        let again = try maint(["bundle", "--data-dir", data])
+        #expect(again.status == 0 && again.stdout.contains("0 bundled, 2 already bundled"), "\(again.output)")
+        #expect(try maint(["bundle", "verify", "--all", "--data-dir", data]).status == 0)
+        let l = try maint(["bundle", "list", "--json", "--data-dir", data])
+        #expect(l.stdout.contains("\"session\" : 2"), "\(l.stdout)")
+    }
+
+    /// A flipped bit in compressed data or in a stored media file, and a truncated bundle:
+    /// verify and extract say 65, and extract leaves neither target nor staging folder.
+    @Test func damageIsFoundAndNothingIsLeftBehind() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 1)
+        let folder = try #require(try sessionFolders(data).first)
+        FileManager.default.createFile(atPath: folder + "/media/video.bin", contents: Data((0..<300_000).map { _ in UInt8.random(in: 0...255) }))
+        #expect(try maint(["bundle", "--data-dir", data]).status == 0)
+        let bundle = data + "/bundles/" + (try #require(listing(data + "/bundles").first { $0.hasSuffix(".tar.zst") }))
+        let size = Int(try FileManager.default.attributesOfItem(atPath: bundle)[.size] as? NSNumber ?? 0)
+        for (label, damage) in [("compressed", { (p: String) in try flipByte(p, at: 700) }),
+                                ("media", { (p: String) in try flipByte(p, at: UInt64(size - 150_000)) }),
+                                ("truncated", { (p: String) in _ = truncate(p, off_t(size / 2)) })] as [(String, (String) throws -> Void)] {
+            let copy = dir.sub("copy-\(label).tar.zst")
+            _ = try run("/bin/cp", [bundle, copy])
+            try damage(copy)
+            let target = dir.sub("x-\(label)")
+            let r = try maint(["bundle", "extract", "--file", copy, "--to", target, "--data-dir", data])
+            #expect(r.status == 65, "\(label): \(r.output)")
+            #expect(!listing(dir.path).contains { $0.hasPrefix("x-\(label)") || $0.hasPrefix(".x-\(label)") }, "\(label): left \(listing(dir.path))")
+        }
+        // The published bundle itself damaged: verify names it.
+        try flipByte(bundle, at: UInt64(size - 150_000))
+        let v = try maint(["bundle", "verify", "--data-dir", data])
+        #expect(v.status == 65 && v.stdout.contains("FAILED"), "\(v.output)")
+    }
+
+    /// Hostile archives, each with a well-formed MANIFEST.json first that lists the hostile
+    /// entry, made by Python's tarfile: refused (65), nothing written anywhere.
+    @Test(arguments: ["dotdot", "absolute", "symlink", "hardlink", "device", "duplicate", "unlisted"])
+    func hostileArchivesAreRefused(kind: String) throws {
+        let dir = TempDir()
+        let python = try #require(which("python3"), "python3 builds the hostile archives")
+        let script = """
+            import hashlib, io, json, sys, tarfile
+            kind, out = sys.argv[1], sys.argv[2]
+            data = b"payload"
+            name = {"dotdot": "../escape", "absolute": "/tmp/escape-abs", "symlink": "link", "hardlink": "hard",
+                    "device": "dev", "duplicate": "a.txt", "unlisted": "a.txt"}[kind]
+            files = [{"path": "a.txt", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}]
+            if kind not in ("duplicate", "unlisted"):
+                files.append({"path": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+            m = json.dumps({"format": "tosca-session-bundle/1", "session_id": 1, "start_time": "t", "end_time": "t",
+                            "folders": [], "files": files}).encode()
+            t = tarfile.open(out, "w", format=tarfile.PAX_FORMAT)
+            def add(n, b, typ=tarfile.REGTYPE, link=""):
+                i = tarfile.TarInfo(n); i.size = len(b) if typ == tarfile.REGTYPE else 0; i.type = typ; i.linkname = link
+                t.addfile(i, io.BytesIO(b) if typ == tarfile.REGTYPE else None)
+            add("MANIFEST.json", m)
+            add("a.txt", data)
+            if kind in ("dotdot", "absolute", "duplicate"): add(name, data)
+            if kind == "unlisted": add("extra.txt", data)
+            if kind == "symlink": add(name, b"", tarfile.SYMTYPE, "/etc")
+            if kind == "hardlink": add(name, b"", tarfile.LNKTYPE, "a.txt")
+            if kind == "device":
+                i = tarfile.TarInfo(name); i.type = tarfile.CHRTYPE; i.devmajor = 1; i.devminor = 3; t.addfile(i)
+            t.close()
+            """
+        FileManager.default.createFile(atPath: dir.sub("make.py"), contents: Data(script.utf8))
+        let tar = dir.sub("hostile.tar")
+        let made = try run(python, [dir.sub("make.py"), kind, tar])
+        #expect(made.status == 0, "\(made.output)")
+        #expect(try run("/usr/bin/zstd", ["-q", "-f", tar, "-o", tar + ".zst"]).status == 0)
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 1)
+        let work = dir.sub("work")
+        mkdir(work, 0o700)
+        let before = listing(dir.path)
+        let r = try maint(["bundle", "extract", "--file", tar + ".zst", "--to", work + "/target", "--data-dir", data])
+        #expect(r.status == 65, "\(kind): \(r.output)")
+        #expect(listing(work).isEmpty, "\(kind): left \(listing(work))")
+        #expect(listing(dir.path) == before)
+        #expect(!FileManager.default.fileExists(atPath: "/tmp/escape-abs") && !FileManager.default.fileExists(atPath: dir.path + "/escape"))
+    }
+
+    /// A stream whose bytes no longer match session.json stops that session (65); the
+    /// others are bundled. A symlinked bundles/ is refused (73); an encrypted device without
+    /// recipients writes nothing (78).
+    @Test func aChangedStreamStopsItsSessionOnly() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 2)
+        let first = try #require(try sessionFolders(data).first)
+        let stream = try #require(listing(first + "/streams").first)
+        let h = FileHandle(forWritingAtPath: first + "/streams/" + stream)
+        h?.seekToEndOfFile(); h?.write(Data("{\"t\":\"x\"}\n".utf8)); try h?.close()
+        let r = try maint(["bundle", "--data-dir", data])
+        #expect(r.status == 65 && r.stdout.contains("NOT bundled session 1") && r.stdout.contains("session.json records"), "\(r.output)")
+        #expect(listing(data + "/bundles").filter { $0.hasSuffix(".tar.zst") } .count == 1)
+        // bundles/ as a link.
+        let other = TempDir()
+        let data2 = other.sub("data")
+        try simulatedData(data2, sessions: 1)
+        mkdir(other.sub("elsewhere"), 0o700)
+        symlink(other.sub("elsewhere"), data2 + "/bundles")
+        #expect(try maint(["bundle", "--data-dir", data2]).status == 73)
+        #expect(listing(other.sub("elsewhere")).isEmpty)
+        // An encrypted device: 78, nothing written.
+        let enc = TempDir()
+        let data3 = enc.sub("data")
+        try writeKeyFile(enc.sub("key"))
+        try simulatedData(data3, sessions: 1, keyFile: enc.sub("key"))
+        let e = try maint(["bundle", "--recipients", enc.sub("none"), "--key-file", enc.sub("key"), "--data-dir", data3])
+        #expect(e.status == 78 && e.stderr.contains("never written in plaintext"), "\(e.output)")
+        #expect(!FileManager.default.fileExists(atPath: data3 + "/bundles"))
+    }
+}
