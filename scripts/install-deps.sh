@@ -6,13 +6,15 @@
 #   the main suite's 3.4.1 silently writes plaintext backups of encrypted databases);
 #   libarchive-dev, libsystemd-dev, sqlite3 (test oracle), zstd, libarchive-tools (bsdtar,
 #   benchmark baseline) from the main suite; make (make install), systemd (systemd-analyze,
-#   journalctl: the unit and catalog tests) and man-db (the man-page test).
+#   journalctl: the unit and catalog tests), man-db (the man-page test), age (the oracle
+#   that reads and writes encrypted session bundles in the tests) and python3 (its tarfile
+#   module builds the hostile archives of the bundle tests).
 set -euo pipefail
 
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 
-need_pkgs=(libarchive-dev libsystemd-dev sqlite3 zstd libarchive-tools pkg-config make systemd man-db)
+need_pkgs=(libarchive-dev libsystemd-dev sqlite3 zstd libarchive-tools pkg-config make systemd man-db age python3)
 bpo_pkgs=(libsqlcipher-dev sqlcipher)
 
 have_all() {
