@@ -52,7 +52,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["ToscaCore"], path: "Tests/TestSupport"),
         .testTarget(name: "ToscaCoreTests", dependencies: ["ToscaCore", "ToscaMaint", "TestSupport"],
                     path: "Tests/ToscaCoreTests"),
-        .testTarget(name: "CLITests", dependencies: ["ToscaCore", "ToscaMaint", "TestSupport"],
+        .testTarget(name: "CLITests", dependencies: ["ToscaCore", "ToscaMaint", "ToscaBundle", "TestSupport"],
                     path: "Tests/CLITests"),
         .testTarget(name: "FaultTests", dependencies: ["ToscaCore", "ToscaMaint", "TestSupport"],
                     path: "Tests/FaultTests"),

@@ -1,0 +1,96 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import ToscaBundle
+
+/// The age v1 writer and reader against the stock `age` CLI (Debian's age 1.1.1), both ways.
+@Suite struct AgeTests {
+    func keypair(_ dir: TempDir) throws -> (identityFile: String, recipient: String) {
+        let id = dir.sub("identity")
+        let k = try run(try #require(which("age-keygen")), ["-o", id])
+        #expect(k.status == 0, "\(k.output)")
+        let r = try run(try #require(which("age-keygen")), ["-y", id])
+        return (id, r.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// Empty, one byte, exactly one chunk, one chunk and a byte, several chunks.
+    static let sizes = [0, 1, 65_536, 65_537, 200_000]
+
+    @Test func ageReadsWhatWeWrite() throws {
+        let dir = TempDir()
+        let (identityFile, recipientText) = try keypair(dir)
+        let recipient = try Age.Recipient(recipientText)
+        #expect(recipient.text == recipientText)
+        // Our parse of age-keygen's identity gives the same recipient.
+        let ids = try Age.identities(file: identityFile)
+        #expect(ids.first?.recipient.text == recipientText)
+        for size in Self.sizes {
+            let plain = (0..<size).map { _ in UInt8.random(in: 0...255) }
+            var sealed: [UInt8] = []
+            let w = try Age.Writer(recipients: [recipient, Age.Identity().recipient]) { sealed += $0 }
+            try plain.withUnsafeBytes { raw in
+                // In uneven pieces, as libarchive hands them over.
+                var off = 0
+                while off < raw.count {
+                    let n = min(7_000, raw.count - off)
+                    try w.write(UnsafeRawBufferPointer(rebasing: raw[off..<(off + n)]))
+                    off += n
+                }
+            }
+            try w.close()
+            let enc = dir.sub("ours-\(size).age")
+            FileManager.default.createFile(atPath: enc, contents: Data(sealed))
+            let d = try run(try #require(which("age")), ["-d", "-i", identityFile, "-o", dir.sub("plain-\(size)"), enc])
+            #expect(d.status == 0, "\(size): \(d.output)")
+            if size == 0 {
+                // age writes its output file lazily: an empty payload leaves none (or an empty one).
+                #expect(((try? Data(contentsOf: URL(fileURLWithPath: dir.sub("plain-0")))) ?? Data()).isEmpty)
+            } else {
+                #expect(fileSHA256(dir.sub("plain-\(size)")) == sha(plain), "\(size)")
+            }
+        }
+    }
+
+    @Test func weReadWhatAgeWrites() throws {
+        let dir = TempDir()
+        let (identityFile, recipientText) = try keypair(dir)
+        let ids = try Age.identities(file: identityFile)
+        for size in Self.sizes {
+            let plain = (0..<size).map { _ in UInt8.random(in: 0...255) }
+            FileManager.default.createFile(atPath: dir.sub("in-\(size)"), contents: Data(plain))
+            let e = try run(try #require(which("age")), ["-r", recipientText, "-r", Age.Identity().recipient.text, "-o", dir.sub("in-\(size).age"), dir.sub("in-\(size)")])
+            #expect(e.status == 0, "\(e.output)")
+            var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: dir.sub("in-\(size).age"))))
+            let reader = try Age.Reader(identities: ids) {
+                let n = min(5_000, bytes.count)
+                defer { bytes.removeFirst(n) }
+                return Array(bytes[0..<n])
+            }
+            var got: [UInt8] = []
+            while let chunk = try reader.next() { got += chunk }
+            #expect(got == plain, "\(size)")
+        }
+        // A flipped byte in the payload, a truncated file, the wrong identity: each refused.
+        let good = Array(try Data(contentsOf: URL(fileURLWithPath: dir.sub("in-200000.age"))))
+        for (label, bad, who) in [("flip", { var b = good; b[b.count - 100] ^= 1; return b }(), ids),
+                                  ("truncated", Array(good.dropLast(70_000)), ids),
+                                  ("wrong identity", good, [Age.Identity()])] {
+            var bytes = bad
+            let attempt = Result {
+                let reader = try Age.Reader(identities: who) {
+                    let n = min(5_000, bytes.count)
+                    defer { bytes.removeFirst(n) }
+                    return Array(bytes[0..<n])
+                }
+                while try reader.next() != nil {}
+            }
+            if case .success = attempt { Issue.record("\(label) was accepted") }
+        }
+    }
+
+    func sha(_ b: [UInt8]) -> String {
+        let f = TempDir()
+        FileManager.default.createFile(atPath: f.sub("x"), contents: Data(b))
+        return fileSHA256(f.sub("x"))
+    }
+}
