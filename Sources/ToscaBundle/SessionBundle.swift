@@ -60,12 +60,15 @@ public enum BundleError: Error, CustomStringConvertible, Sendable, Equatable {
     case damaged(reason: String)
     /// libarchive failed (I/O, memory).
     case archive(reason: String)
+    /// An encrypted bundle and no identity (or none that matches) to read it with.
+    case needsIdentity(path: String)
 
     public var description: String {
         switch self {
         case .source(let p, let r): return "\(p): \(r)"
         case .damaged(let r): return "bundle is damaged or not acceptable: \(r)"
         case .archive(let r): return "libarchive: \(r)"
+        case .needsIdentity(let p): return "\(p) is encrypted to the clinic's age recipients: give --identity with one of their identities"
         }
     }
 }
@@ -139,10 +142,28 @@ public enum SessionBundle {
     /// read again and checked against its scanned size and digest as it goes in.
     public static func write(folder: String, manifest: BundleManifest, scanned: [Scanned], manifestTime: Int64,
                              level: Int, to fd: Int32) throws {
+        try write(folder: folder, manifest: manifest, scanned: scanned, manifestTime: manifestTime, level: level) { bytes in
+            var off = 0
+            while off < bytes.count {
+                let n = writeSome(fd, bytes, from: off)
+                if n < 0 { if errno == EINTR { continue }; throw BundleError.archive(reason: "write: \(String(cString: strerror(errno)))") }
+                off += n
+            }
+        }
+    }
+
+    /// The bundle of `folder` as a stream of bytes handed to `output` (a file, or the age
+    /// writer of an encrypted bundle).
+    public static func write(folder: String, manifest: BundleManifest, scanned: [Scanned], manifestTime: Int64,
+                             level: Int, output: @escaping (UnsafeRawBufferPointer) throws -> Void) throws {
         _ = localeSet
         guard let a = archive_write_new() else { throw BundleError.archive(reason: "archive_write_new failed") }
         defer { archive_write_free(a) }
+        let sink = WriteSink(output)
+        let context = Unmanaged.passRetained(sink)
+        defer { context.release() }
         func check(_ rc: Int32, _ what: String) throws {
+            if let e = sink.error { throw e }
             guard rc == ARCHIVE_OK else {
                 throw BundleError.archive(reason: "\(what): \(archive_error_string(a).map { String(cString: $0) } ?? "error \(rc)")")
             }
@@ -151,7 +172,7 @@ public enum SessionBundle {
         try check(archive_write_add_filter_zstd(a), "zstd filter")
         try check(archive_write_set_filter_option(a, "zstd", "compression-level", String(level)), "zstd level \(level)")
         try check(archive_write_set_bytes_in_last_block(a, 1), "last block")
-        try check(archive_write_open_fd(a, fd), "open")
+        try check(archive_write_open2(a, context.toOpaque(), nil, WriteSink.callback, nil, nil), "open")
         func header(_ path: String, type: mode_t, perm: mode_t, size: Int64, mtime: Int64) throws {
             guard let e = archive_entry_new() else { throw BundleError.archive(reason: "archive_entry_new failed") }
             defer { archive_entry_free(e) }
@@ -169,6 +190,7 @@ public enum SessionBundle {
             while off < bytes.count {
                 guard let base = bytes.baseAddress else { return }
                 let n = archive_write_data(a, base + off, bytes.count - off)
+                if let e = sink.error { throw e }
                 guard n > 0 else { throw BundleError.archive(reason: "write: \(archive_error_string(a).map { String(cString: $0) } ?? "error \(n)")") }
                 off += n
             }
@@ -212,8 +234,12 @@ public enum SessionBundle {
     /// file's bytes are counted against the declared size and hashed against the listed
     /// SHA-256 as they stream by (`sink` gets them, e.g. to write them out). Any
     /// departure throws ``BundleError/damaged(reason:)``.
+    /// An age-encrypted bundle (`.tar.zst.age`) is decrypted on the way with one of
+    /// `identities`, or with the `fileKey` its writer still holds; without either it
+    /// throws ``BundleError/needsIdentity``.
     @discardableResult
-    public static func read(path: String, sink: ((_ relativePath: String, _ kind: mode_t, _ chunk: UnsafeRawBufferPointer?) throws -> Void)? = nil) throws -> BundleManifest {
+    public static func read(path: String, identities: [Age.Identity] = [], fileKey: [UInt8]? = nil,
+                            sink: ((_ relativePath: String, _ kind: mode_t, _ chunk: UnsafeRawBufferPointer?) throws -> Void)? = nil) throws -> BundleManifest {
         _ = localeSet
         guard let a = archive_read_new() else { throw BundleError.archive(reason: "archive_read_new failed") }
         defer { archive_read_free(a) }
@@ -225,10 +251,37 @@ public enum SessionBundle {
         defer { close(fd) }
         // Read from the disk, not the page cache, when this process just wrote the file.
         _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
-        guard archive_read_open_fd(a, fd, 1 << 16) == ARCHIVE_OK else {
+        func readMore() throws -> [UInt8] {
+            var buf = [UInt8](repeating: 0, count: 1 << 16)
+            while true {
+                let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+                if n < 0 { if errno == EINTR { continue }; throw BundleError.archive(reason: "read \(path): \(String(cString: strerror(errno)))") }
+                return Array(buf[0..<n])
+            }
+        }
+        var source: ReadSource? = nil
+        if isEncrypted(path: path) {
+            guard !identities.isEmpty || fileKey != nil else { throw BundleError.needsIdentity(path: path) }
+            do {
+                let reader = try Age.Reader(identities: identities, fileKey: fileKey, readMore: readMore)
+                source = ReadSource { try reader.next() }
+            } catch let e as Age.Failure {
+                if e == .noMatchingIdentity { throw BundleError.needsIdentity(path: path) }
+                throw BundleError.damaged(reason: e.description)
+            }
+        }
+        let context = source.map { Unmanaged.passRetained($0) }
+        defer { context?.release() }
+        let opened = context.map { archive_read_open2(a, $0.toOpaque(), nil, ReadSource.callback, nil, nil) } ?? archive_read_open_fd(a, fd, 1 << 16)
+        guard opened == ARCHIVE_OK else {
+            if let e = source?.error { throw BundleError.damaged(reason: String(describing: e)) }
             throw BundleError.damaged(reason: archive_error_string(a).map { String(cString: $0) } ?? "not a zstd-compressed tar")
         }
-        func fail(_ what: String) -> BundleError { .damaged(reason: what) }
+        func fail(_ what: String) -> BundleError {
+            // A decryption failure underneath says more than libarchive's own message.
+            if let e = source?.error { return .damaged(reason: String(describing: e)) }
+            return .damaged(reason: what)
+        }
         var entry: OpaquePointer? = nil
         var manifest: BundleManifest? = nil
         var seen = Set<String>()
@@ -308,6 +361,14 @@ public enum SessionBundle {
         return m
     }
 
+    /// Whether `path` starts as an age v1 file does.
+    public static func isEncrypted(path: String) -> Bool {
+        guard let h = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? h.close() }
+        let head = (try? h.read(upToCount: Age.intro.utf8.count + 1)) ?? Data()
+        return Array(head) == Array((Age.intro + "\n").utf8)
+    }
+
     /// A relative path inside the bundle: not empty, not absolute, no `.`/`..` component,
     /// no NUL.
     static func isSafe(_ p: String) -> Bool {
@@ -320,7 +381,7 @@ public enum SessionBundle {
     /// Extracts the bundle into `target`, which must not exist: into a staging folder
     /// beside it, renamed to `target` only when every entry checked. Any damaged or
     /// hostile entry leaves neither behind.
-    public static func extract(path: String, to target: String) throws -> BundleManifest {
+    public static func extract(path: String, to target: String, identities: [Age.Identity] = []) throws -> BundleManifest {
         var st = stat()
         guard lstat(target, &st) != 0 else { throw BundleError.source(path: target, reason: "exists: extract never writes over anything") }
         let staging = PathName.parent(target) + "/." + PathName.name(target) + ".extract-\(getpid())"
@@ -329,7 +390,7 @@ public enum SessionBundle {
         defer { if !done { try? FileManager.default.removeItem(atPath: staging) } }
         var current: Int32 = -1
         defer { if current >= 0 { close(current) } }
-        let manifest = try read(path: path) { name, kind, chunk in
+        let manifest = try read(path: path, identities: identities) { name, kind, chunk in
             let out = staging + "/" + name
             if kind == S_IFDIR {
                 guard mkdir(out, 0o700) == 0 || errno == EEXIST else { throw BundleError.archive(reason: "mkdir \(out): \(String(cString: strerror(errno)))") }
@@ -355,5 +416,52 @@ public enum SessionBundle {
         done = true
         try AtomicFile.syncDirectory(PathName.parent(target))
         return manifest
+    }
+}
+
+/// libarchive's write callback, handing each block to a Swift closure.
+final class WriteSink {
+    let body: (UnsafeRawBufferPointer) throws -> Void
+    var error: (any Error)?
+    init(_ body: @escaping (UnsafeRawBufferPointer) throws -> Void) { self.body = body }
+
+    static let callback: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, UnsafeRawPointer?, Int) -> Int = { _, context, buffer, length in
+        guard let context else { return -1 }
+        let sink = Unmanaged<WriteSink>.fromOpaque(context).takeUnretainedValue()
+        do {
+            try sink.body(UnsafeRawBufferPointer(start: buffer, count: length))
+            return length
+        } catch {
+            sink.error = error
+            return -1
+        }
+    }
+}
+
+/// libarchive's read callback, taking each block from a Swift closure (`nil`: the end).
+final class ReadSource {
+    let next: () throws -> [UInt8]?
+    var error: (any Error)?
+    /// The block handed to libarchive, alive until the next call.
+    var current = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 17, alignment: 16)
+    init(_ next: @escaping () throws -> [UInt8]?) { self.next = next }
+    deinit { current.deallocate() }
+
+    static let callback: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, UnsafeMutablePointer<UnsafeRawPointer?>?) -> Int = { _, context, out in
+        guard let context, let out else { return -1 }
+        let source = Unmanaged<ReadSource>.fromOpaque(context).takeUnretainedValue()
+        do {
+            guard let chunk = try source.next(), !chunk.isEmpty else { return 0 }
+            if chunk.count > source.current.count {
+                source.current.deallocate()
+                source.current = .allocate(byteCount: chunk.count, alignment: 16)
+            }
+            chunk.withUnsafeBytes { source.current.copyMemory(from: $0) }
+            out.pointee = UnsafeRawPointer(source.current.baseAddress)
+            return chunk.count
+        } catch {
+            source.error = error
+            return -1
+        }
     }
 }

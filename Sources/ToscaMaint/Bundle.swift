@@ -71,7 +71,7 @@ public struct BundleJob: Sendable {
         guard try LayoutFolder.check(folder.bundles) else { return [] }
         let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.bundles)) ?? []
         return names.sorted().compactMap { n -> Published? in
-            guard n.hasPrefix("session_"), n.hasSuffix(".tar.zst") else { return nil }
+            guard n.hasPrefix("session_"), n.hasSuffix(".tar.zst") || n.hasSuffix(".tar.zst.age") else { return nil }
             let parts = n.dropFirst("session_".count).split(separator: "_")
             guard let id = parts.first.flatMap({ Int64($0) }) else { return nil }
             let path = folder.bundles + "/" + n
@@ -85,16 +85,31 @@ public struct BundleJob: Sendable {
 
     /// Bundles every finished session that has none (or `sessionID` only). The caller
     /// holds `.maint.lock`. A session that cannot be bundled is named and the others go on.
-    public func run(sessionID: Int64? = nil, dryRun: Bool = false, recipients: String = BundleJob.defaultRecipients) throws -> Outcome {
-        // A bundle of an encrypted device is never written in plaintext (D18).
-        if CatalogAudit.deviceEncrypted(try folder.scanCatalog()) {
-            guard FileManager.default.fileExists(atPath: recipients) else {
-                throw ToolFailure(.config, "the database is encrypted and \(recipients) names no age recipient: a bundle is never written in plaintext; nothing was written",
-                                  hint: "put the clinic's age1... recipients in \(recipients) (one a line), or pass --recipients FILE")
+    /// The age recipients bundles are encrypted to: those in `path` when it exists; on an
+    /// encrypted device (D14) they are required (78, nothing written: a bundle is never
+    /// written in plaintext there).
+    public func recipients(file path: String) throws -> [Age.Recipient] {
+        let encrypted = CatalogAudit.deviceEncrypted(try folder.scanCatalog())
+        guard FileManager.default.fileExists(atPath: path) else {
+            if encrypted {
+                throw ToolFailure(.config, "the database is encrypted and \(path) names no age recipient: a bundle is never written in plaintext; nothing was written",
+                                  hint: "put the clinic's age1... recipients in \(path) (one a line), or pass --recipients FILE")
             }
-            throw ToolFailure(.config, "the database is encrypted: its bundles are written encrypted to the age recipients in \(recipients), which this build does not do yet; nothing was written",
-                              hint: "keep the session folders on the device until the age writer lands (see the README, Session bundles)")
+            return []
         }
+        let list: [Age.Recipient]
+        do { list = try Age.recipients(file: path) } catch {
+            throw ToolFailure(.config, "\(path): \(error)", hint: "one age1... recipient a line; # comments allowed")
+        }
+        guard !list.isEmpty || !encrypted else {
+            throw ToolFailure(.config, "\(path) holds no recipient and the database is encrypted: nothing was written")
+        }
+        return list
+    }
+
+    public func run(sessionID: Int64? = nil, dryRun: Bool = false, recipients path: String = BundleJob.defaultRecipients) throws -> Outcome {
+        // A bundle of an encrypted device is never written in plaintext (D18).
+        let recipients = try recipients(file: path)
         try LayoutFolder.check(folder.sessions)
         let db = try Database(path: folder.database, options: .init(readOnly: true, key: folder.liveKey))
         var outcome = Outcome()
@@ -115,7 +130,7 @@ public struct BundleJob: Sendable {
             if dryRun { outcome.wouldBundle.append(id); continue }
             do {
                 try LayoutFolder.check(PathName.parent(sessionFolder))
-                let path = try bundle(sessionID: id, folder: sessionFolder, start: r[2].string ?? "", end: r[3].string)
+                let path = try bundle(sessionID: id, folder: sessionFolder, start: r[2].string ?? "", end: r[3].string, recipients: recipients)
                 outcome.bundled.append((id, path))
                 Journal.shared.log(.info, "bundled session \(id) into \(path)", id: .bundlePublished, fields: ["TOSCA_SESSION_ID": String(id), "TOSCA_BUNDLE_PATH": path])
             } catch let e as BundleError {
@@ -128,7 +143,7 @@ public struct BundleJob: Sendable {
 
     /// Scans, checks the streams against `session.json`, writes, reads back and checks,
     /// publishes (D4: partial, fsync, link, fsync, sidecar last). Returns the path.
-    func bundle(sessionID id: Int64, folder sessionFolder: String, start: String, end: String?) throws -> String {
+    func bundle(sessionID id: Int64, folder sessionFolder: String, start: String, end: String?, recipients: [Age.Recipient]) throws -> String {
         let (folders, files) = try SessionBundle.scan(folder: sessionFolder)
         // Each stream's SHA-256 must be the one session.json records.
         let recorded = try JSONDecoder().decode(SessionManifest.self, from: Data(contentsOf: URL(fileURLWithPath: sessionFolder + "/session.json")))
@@ -145,7 +160,7 @@ public struct BundleJob: Sendable {
         let stamp = UTCTime(sqlDateTime: end ?? start) ?? UTCTime(seconds: 0, microseconds: 0)
         let day = String(start.prefix(10)).replacingOccurrences(of: "-", with: "")
         try LayoutFolder.make(folder.bundles)
-        let final = folder.bundles + "/session_\(id)_\(day.isEmpty ? "00000000" : day).tar.zst"
+        let final = folder.bundles + "/session_\(id)_\(day.isEmpty ? "00000000" : day).tar.zst" + (recipients.isEmpty ? "" : ".age")
         let partial = final + ".partial"
         unlink(partial)
         let fd = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
@@ -155,14 +170,33 @@ public struct BundleJob: Sendable {
         }
         var published = false
         defer { if !published { unlink(partial) } }
+        var fileKey: [UInt8]? = nil
         do {
             defer { close(fd) }
-            try SessionBundle.write(folder: sessionFolder, manifest: manifest, scanned: files, manifestTime: stamp.seconds, level: level, to: fd)
+            func toFile(_ bytes: UnsafeRawBufferPointer) throws {
+                var off = 0
+                while off < bytes.count {
+                    let n = writeSome(fd, bytes, from: off)
+                    if n < 0 { if errno == EINTR { continue }; throw POSIXFailure(operation: "write \(partial)", code: errno) }
+                    off += n
+                }
+            }
+            if recipients.isEmpty {
+                try SessionBundle.write(folder: sessionFolder, manifest: manifest, scanned: files, manifestTime: stamp.seconds, level: level, to: fd)
+            } else {
+                // D18: encrypted to the recipients; the file key stays in memory only for the
+                // read-back below.
+                let writer = try Age.Writer(recipients: recipients) { bytes in try bytes.withUnsafeBytes { try toFile($0) } }
+                try SessionBundle.write(folder: sessionFolder, manifest: manifest, scanned: files, manifestTime: stamp.seconds,
+                                        level: level, output: { try writer.write($0) })
+                try writer.close()
+                fileKey = writer.fileKey
+            }
             guard fsync(fd) == 0 else { throw POSIXFailure(operation: "fsync \(partial)", code: errno) }
         }
-        // Verified at publication: read back from the disk, every file against the manifest
-        // written (which is the folder's scan).
-        let readBack = try SessionBundle.read(path: partial)
+        // Verified at publication: read back from the disk (decrypted with the file key still
+        // in memory), every file against the manifest written (which is the folder's scan).
+        let readBack = try SessionBundle.read(path: partial, fileKey: fileKey)
         guard readBack == manifest else { throw BundleError.damaged(reason: "the bundle read back holds another manifest than the one written") }
         let (sha, size) = try FileDigest.sha256(path: partial)
         guard link(partial, final) == 0 else {
@@ -171,7 +205,9 @@ public struct BundleJob: Sendable {
         unlink(partial)
         try AtomicFile.syncDirectory(folder.bundles)
         let sidecar = BundleSidecar(sessionID: id, createdUTC: UTCTime.now().iso8601, sha256: sha, sizeBytes: size, fileCount: files.count,
-                                    plaintextBytes: manifest.plaintextBytes, encryption: "none", toolVersion: toscaMaintVersion,
+                                    plaintextBytes: manifest.plaintextBytes,
+                                    encryption: recipients.isEmpty ? "none" : "age X25519 to " + recipients.map(\.fingerprint).joined(separator: ", "),
+                                    toolVersion: toscaMaintVersion,
                                     libarchiveVersion: SessionBundle.libarchiveVersion,
                                     checks: [ManifestCheck(level: "bundle", ok: true, problems: [])])
         do { try sidecar.write(path: BundleSidecar.path(for: final)) } catch { unlink(final); throw error }
@@ -181,7 +217,7 @@ public struct BundleJob: Sendable {
 
     /// Checks a published bundle: its size and SHA-256 against the sidecar, then every
     /// entry read back against `MANIFEST.json`. The result is recorded in the sidecar.
-    public func verify(_ bundle: Published) throws -> [String] {
+    public func verify(_ bundle: Published, identities: [Age.Identity] = []) throws -> [String] {
         guard var sidecar = bundle.sidecar else { return [bundle.sidecarError ?? "no sidecar: not a published bundle"] }
         var problems: [String] = []
         if let (sha, size) = try? FileDigest.sha256(path: bundle.path) {
@@ -190,12 +226,16 @@ public struct BundleJob: Sendable {
         } else {
             problems.append("cannot be read")
         }
-        do {
-            let m = try SessionBundle.read(path: bundle.path)
-            if m.sessionID != bundle.sessionID { problems.append("holds session \(m.sessionID), its name says \(bundle.sessionID)") }
-            if m.files.count != sidecar.fileCount { problems.append("holds \(m.files.count) files, the sidecar says \(sidecar.fileCount)") }
-        } catch {
-            problems.append(String(describing: error))
+        // An encrypted bundle is read through only with an identity: the device keeps none,
+        // and its ciphertext's SHA-256 above is the check it can make alone.
+        if !SessionBundle.isEncrypted(path: bundle.path) || !identities.isEmpty {
+            do {
+                let m = try SessionBundle.read(path: bundle.path, identities: identities)
+                if m.sessionID != bundle.sessionID { problems.append("holds session \(m.sessionID), its name says \(bundle.sessionID)") }
+                if m.files.count != sidecar.fileCount { problems.append("holds \(m.files.count) files, the sidecar says \(sidecar.fileCount)") }
+            } catch {
+                problems.append(String(describing: error))
+            }
         }
         sidecar.checks.append(ManifestCheck(level: "verify", ok: problems.isEmpty, problems: problems))
         try sidecar.write(path: BundleSidecar.path(for: bundle.path))

@@ -18,9 +18,11 @@ struct BundleCommand: ParsableCommand {
             The bundle is read back from the disk and every file checked before it is \
             published (D4: partial, fsync, rename, its .manifest.json sidecar last). A session \
             that cannot be bundled is named (65); the others are bundled. Sessions in progress \
-            are skipped and counted. On an encrypted device bundles are written only encrypted \
-            to the clinic's age recipients: until this build writes them, bundle exits 78 \
-            there and writes nothing.
+            are skipped and counted. When the recipients file exists (always on an encrypted \
+            device, where a missing one is 78 and nothing is written) bundles are encrypted \
+            in the age v1 format to the clinic's X25519 recipients (.tar.zst.age): anyone with \
+            an identity reads one with `age -d -i KEY | bsdtar -x`. The device keeps no \
+            identity: the bundle is read back with the file key still in memory.
 
             Examples:
               tosca-maint bundle
@@ -30,7 +32,8 @@ struct BundleCommand: ParsableCommand {
 
             Exit codes: 0 done, 65 a session could not be bundled (named), 66 no data folder \
             or database, 73 a layout folder is a symbolic link or bundles/ is not writable, \
-            74 I/O error, 75 another maintenance run is going, 78 an encrypted device.
+            74 I/O error, 75 another maintenance run is going, 78 no recipients on an encrypted \
+            device (or a recipients file that cannot be read).
             """,
         subcommands: [Run.self, Verify.self, List.self, Extract.self],
         defaultSubcommand: Run.self)
@@ -73,6 +76,7 @@ struct BundleCommand: ParsableCommand {
             discussion: "Exit codes: 0 every bundle holds, 65 a bundle failed (named), 66 no such bundle or none at all.")
         @OptionGroup var shared: SharedOptions
         @Flag(help: "Every published bundle (the default).") var all = false
+        @Option(help: "An age identity file: encrypted bundles are then decrypted and every file checked (without it, their SHA-256 only).") var identity: String?
         @Argument(help: "Bundles to check.") var paths: [String] = []
 
         func run() throws {
@@ -80,6 +84,7 @@ struct BundleCommand: ParsableCommand {
                 let (folder, lock) = try shared.beginMaintenance()
                 defer { lock.unlock() }
                 let job = BundleJob(folder: folder)
+                let identities = try identity.map { try readIdentities($0) } ?? []
                 let published = try job.published()
                 let chosen = paths.isEmpty ? published : try paths.map { p in
                     guard let b = published.first(where: { realPath($0.path) == realPath(p) }) else {
@@ -90,7 +95,7 @@ struct BundleCommand: ParsableCommand {
                 guard !chosen.isEmpty else { throw ToolFailure(.noInput, "no bundles in \(folder.bundles)", hint: "tosca-maint bundle") }
                 var failed: [String] = []
                 for b in chosen {
-                    let problems = try job.verify(b)
+                    let problems = try job.verify(b, identities: identities)
                     print(problems.isEmpty ? "ok      \(PathName.name(b.path))" : "FAILED  \(PathName.name(b.path))")
                     for p in problems { print("        \(p)") }
                     if !problems.isEmpty { failed.append(PathName.name(b.path)) }
@@ -141,6 +146,7 @@ struct BundleCommand: ParsableCommand {
         @Option(help: "The session whose published bundle to extract.") var session: Int64?
         @Option(help: "A bundle file fetched by hand (e.g. from an export).") var file: String?
         @Option(help: "The folder to create.") var to: String
+        @Option(help: "An age identity file, for an encrypted bundle.") var identity: String?
 
         func validate() throws {
             if (session == nil) == (file == nil) { throw ValidationError("give --session ID or --file PATH") }
@@ -161,17 +167,25 @@ struct BundleCommand: ParsableCommand {
                 }
                 guard FileManager.default.fileExists(atPath: path) else { throw ToolFailure(.noInput, "no bundle at \(path)") }
                 do {
-                    let m = try SessionBundle.extract(path: path, to: to)
+                    let m = try SessionBundle.extract(path: path, to: to, identities: try identity.map { try readIdentities($0) } ?? [])
                     print("extracted session \(m.sessionID): \(m.files.count) files, \(m.plaintextBytes) bytes, every SHA-256 checked, into \(to)")
                 } catch let e as BundleError {
                     switch e {
                     case .damaged: throw ToolFailure(.dataError, "\(e); nothing was extracted")
                     case .source(let p, let r) where p == to: throw ToolFailure(.cantCreate, "\(p) \(r)", hint: "name a new folder")
+                    case .needsIdentity: throw ToolFailure(.noPermission, "\(e); nothing was extracted", hint: "--identity FILE")
                     default: throw ToolFailure(.ioError, "\(e); nothing was extracted")
                     }
                 }
                 return 0
             }
         }
+    }
+}
+
+/// The identities in an age identity file (77 when it cannot be read or holds none).
+func readIdentities(_ path: String) throws -> [Age.Identity] {
+    do { return try Age.identities(file: path) } catch {
+        throw ToolFailure(.noPermission, "\(path): \(error)", hint: "an age identity file (AGE-SECRET-KEY-1... lines), as age-keygen writes it")
     }
 }

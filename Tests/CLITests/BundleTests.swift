@@ -173,3 +173,65 @@ import ToscaCore
         #expect(!FileManager.default.fileExists(atPath: data3 + "/bundles"))
     }
 }
+
+/// Encrypted bundles (D18): age v1 to the clinic's X25519 recipients; the stock `age` CLI
+/// is the oracle both ways.
+@Suite struct EncryptedBundleTests {
+    @Test func anEncryptedDeviceBundlesOnlyEncrypted() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try writeKeyFile(dir.sub("key"))
+        try simulatedData(data, sessions: 2, keyFile: dir.sub("key"))
+        let id = dir.sub("identity")
+        #expect(try run(try #require(which("age-keygen")), ["-o", id]).status == 0)
+        let recipient = try run(try #require(which("age-keygen")), ["-y", id]).stdout
+        FileManager.default.createFile(atPath: dir.sub("recipients"), contents: Data(("# the clinic\n" + recipient).utf8))
+        let key = ["--key-file", dir.sub("key"), "--data-dir", data]
+        let r = try maint(["bundle", "--recipients", dir.sub("recipients")] + key)
+        #expect(r.status == 0, "\(r.output)")
+        let bundles = listing(data + "/bundles").filter { $0.hasSuffix(".tar.zst.age") }
+        #expect(bundles.count == 2 && !listing(data + "/bundles").contains { $0.hasSuffix(".tar.zst") }, "\(listing(data + "/bundles"))")
+        // No subject code, no plaintext JSONL anywhere in bundles/.
+        let grep = try run("/bin/grep", ["-rlE", "SIM-0|photodiode", data + "/bundles"])
+        #expect(grep.stdout.isEmpty, "\(grep.stdout)")
+        // age -d -i | bsdtar -x gives the session folder's files.
+        let out = dir.sub("via-age")
+        mkdir(out, 0o700)
+        let bundle = data + "/bundles/" + bundles[0]
+        let d = try run("/bin/sh", ["-c", "age -d -i '\(id)' '\(bundle)' | (cd '\(out)' && bsdtar -xf -)"])
+        #expect(d.status == 0, "\(d.output)")
+        #expect(FileManager.default.fileExists(atPath: out + "/session.json") && FileManager.default.fileExists(atPath: out + "/MANIFEST.json"))
+        // The device alone checks the ciphertext; with an identity every file.
+        #expect(try maint(["bundle", "verify"] + key).status == 0)
+        #expect(try maint(["bundle", "verify", "--identity", id] + key).status == 0)
+        // extract needs the identity (77 without), and gives the files age gave.
+        #expect(try maint(["bundle", "extract", "--session", "1", "--to", dir.sub("x1")] + key).status == 77)
+        #expect(!FileManager.default.fileExists(atPath: dir.sub("x1")))
+        let x = try maint(["bundle", "extract", "--session", "1", "--to", dir.sub("x2"), "--identity", id] + key)
+        #expect(x.status == 0, "\(x.output)")
+        #expect(filesUnder(dir.sub("x2")) == filesUnder(out).filter { $0 != "MANIFEST.json" })
+        // A flipped byte in the ciphertext: verify without identity sees it (SHA-256), extract too.
+        try flipByte(bundle, at: 400)
+        #expect(try maint(["bundle", "verify"] + key).status == 65)
+        #expect(try maint(["bundle", "extract", "--file", bundle, "--to", dir.sub("x3"), "--identity", id] + key).status == 65)
+        #expect(!FileManager.default.fileExists(atPath: dir.sub("x3")))
+    }
+
+    /// `bundle extract --file` reads a bundle that `age -r` encrypted.
+    @Test func extractReadsWhatAgeEncrypted() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 1)
+        #expect(try maint(["bundle", "--data-dir", data]).status == 0)
+        let plain = data + "/bundles/" + (try #require(listing(data + "/bundles").first { $0.hasSuffix(".tar.zst") }))
+        let id = dir.sub("identity")
+        #expect(try run(try #require(which("age-keygen")), ["-o", id]).status == 0)
+        let recipient = try run(try #require(which("age-keygen")), ["-y", id]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try run(try #require(which("age")), ["-r", recipient, "-o", dir.sub("b.tar.zst.age"), plain]).status == 0)
+        let x = try maint(["bundle", "extract", "--file", dir.sub("b.tar.zst.age"), "--to", dir.sub("x"), "--identity", id, "--data-dir", data])
+        #expect(x.status == 0, "\(x.output)")
+        let y = try maint(["bundle", "extract", "--file", plain, "--to", dir.sub("y"), "--data-dir", data])
+        #expect(y.status == 0)
+        #expect(filesUnder(dir.sub("x")) == filesUnder(dir.sub("y")) && !filesUnder(dir.sub("x")).isEmpty)
+    }
+}
