@@ -101,7 +101,7 @@ public enum SessionBundle {
     /// Reads a session folder: folders and regular files only (a symbolic link, device or
     /// FIFO inside it is refused), every file hashed; a file whose size changes while it
     /// is read is refused too. Returns folders and files, each sorted by path.
-    public static func scan(folder: String) throws -> (folders: [String], files: [Scanned]) {
+    public static func scan(folder: String, hashing: Bool = true) throws -> (folders: [String], files: [Scanned]) {
         var folders: [String] = [], files: [Scanned] = []
         func walk(_ relative: String) throws {
             let absolute = relative.isEmpty ? folder : folder + "/" + relative
@@ -120,7 +120,7 @@ public enum SessionBundle {
                     try walk(rel)
                 case S_IFREG:
                     let before = Int64(st.st_size)
-                    let (hex, size) = try FileDigest.sha256(path: path)
+                    let (hex, size) = hashing ? try FileDigest.sha256(path: path) : ("", before)
                     var after = stat()
                     guard size == before, lstat(path, &after) == 0, Int64(after.st_size) == before, after.st_mtim.tv_sec == st.st_mtim.tv_sec else {
                         throw BundleError.source(path: path, reason: "changed while it was read (size \(before) became \(size)): the session is still being written to")
@@ -133,6 +133,14 @@ public enum SessionBundle {
         }
         try walk("")
         return (folders.sorted(), files.sorted { Array($0.path.utf8).lexicographicallyPrecedes(Array($1.path.utf8)) })
+    }
+
+    /// A digest of what a folder holds by name and size (no content read): what the
+    /// nightly run compares to tell a folder changed after it was bundled.
+    public static func listingDigest(folders: [String], files: [Scanned]) -> String {
+        var lines = folders.map { "D \($0)" }
+        lines += files.map { "F \($0.path) \($0.size)" }
+        return sha256Hex(Array(lines.joined(separator: "\n").utf8))
     }
 
     // MARK: - Writing

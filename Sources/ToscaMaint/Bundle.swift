@@ -17,12 +17,15 @@ public struct BundleSidecar: Codable, Sendable {
     public var encryption: String
     public var toolVersion: String
     public var libarchiveVersion: String
+    /// ``SessionBundle/listingDigest(folders:files:)`` of the folder when it was bundled.
+    public var listingSHA256: String?
     public var checks: [ManifestCheck]
 
     enum CodingKeys: String, CodingKey {
         case format, kind, encryption, checks
         case sessionID = "session_id", createdUTC = "created_utc", sha256, sizeBytes = "size_bytes", fileCount = "file_count"
         case plaintextBytes = "plaintext_bytes", toolVersion = "tool_version", libarchiveVersion = "libarchive_version"
+        case listingSHA256 = "listing_sha256"
     }
 
     public static func path(for bundle: String) -> String { bundle + ".manifest.json" }
@@ -118,10 +121,23 @@ public struct BundleJob: Sendable {
             SELECT session_id, session_folder_path, start_time, end_time FROM sessions
             WHERE status IN ('completed', 'aborted') \(sessionID == nil ? "" : "AND session_id = ?") ORDER BY session_id
             """, sessionID.map { [.integer($0)] } ?? [])
-        let done = Set(try published().map(\.sessionID))
+        let published = try published()
+        let done = Set(published.map(\.sessionID))
         for r in rows {
             guard let id = r[0].int64 else { continue }
-            if done.contains(id) { outcome.alreadyBundled += 1; continue }
+            if done.contains(id) {
+                outcome.alreadyBundled += 1
+                // A folder that no longer matches its bundle (by names and sizes) is
+                // reported; both are kept, nothing is overwritten.
+                if let rel = r[1].string, !rel.hasPrefix("/"), FileManager.default.fileExists(atPath: folder.root + "/" + rel),
+                   let recorded = published.first(where: { $0.sessionID == id })?.sidecar?.listingSHA256,
+                   let now = try? SessionBundle.scan(folder: folder.root + "/" + rel, hashing: false),
+                   SessionBundle.listingDigest(folders: now.folders, files: now.files) != recorded {
+                    outcome.failed.append((id, "session folder changed after it was bundled (files added, removed or resized); the folder and the bundle are both kept"))
+                    Journal.shared.log(.err, "session \(id)'s folder changed after it was bundled", id: .bundleFailed, fields: ["TOSCA_SESSION_ID": String(id)])
+                }
+                continue
+            }
             guard let relative = r[1].string, !relative.hasPrefix("/"), !relative.split(separator: "/").contains("..") else {
                 outcome.failed.append((id, "its folder path is missing or leaves the data folder")); continue
             }
@@ -209,6 +225,7 @@ public struct BundleJob: Sendable {
                                     encryption: recipients.isEmpty ? "none" : "age X25519 to " + recipients.map(\.fingerprint).joined(separator: ", "),
                                     toolVersion: toscaMaintVersion,
                                     libarchiveVersion: SessionBundle.libarchiveVersion,
+                                    listingSHA256: SessionBundle.listingDigest(folders: folders, files: files),
                                     checks: [ManifestCheck(level: "bundle", ok: true, problems: [])])
         do { try sidecar.write(path: BundleSidecar.path(for: final)) } catch { unlink(final); throw error }
         published = true
@@ -246,5 +263,37 @@ public struct BundleJob: Sendable {
                                fields: ["TOSCA_BUNDLE_PATH": bundle.path])
         }
         return problems
+    }
+
+    /// The bundles as `status` counts them.
+    public struct Census: Sendable {
+        public var bundledSessions = 0
+        public var bytes: Int64 = 0
+        /// Published bundles whose last check failed (or whose sidecar cannot be read).
+        public var failed: [String] = []
+        /// Finished sessions with a `session.json` older than `unbundledAfterHours` and no
+        /// bundle.
+        public var unbundled: [Int64] = []
+    }
+
+    /// Counts the bundles, and the finished sessions that should have one by now.
+    public func census(unbundledAfterHours: Double = 48, now: UTCTime = .now()) throws -> Census {
+        var c = Census()
+        let published = try published()
+        c.bundledSessions = Set(published.map(\.sessionID)).count
+        c.bytes = published.compactMap { $0.sidecar?.sizeBytes }.reduce(0, +)
+        c.failed = published.filter { $0.sidecar?.checks.last?.ok != true }.map { PathName.name($0.path) }
+        guard FileManager.default.fileExists(atPath: folder.database),
+              let db = try? Database(path: folder.database, options: .init(readOnly: true, key: folder.liveKey)),
+              (try? db.scalar("SELECT 1 FROM sqlite_master WHERE name = 'sessions'")) != nil else { return c }
+        let done = Set(published.map(\.sessionID))
+        for r in try db.rows("SELECT session_id, session_folder_path, COALESCE(end_time, start_time) FROM sessions WHERE status IN ('completed', 'aborted') ORDER BY session_id") {
+            guard let id = r[0].int64, !done.contains(id), let rel = r[1].string, !rel.hasPrefix("/"),
+                  let ended = r[2].string.flatMap({ UTCTime(sqlDateTime: $0) }),
+                  Double(now.seconds - ended.seconds) > unbundledAfterHours * 3600,
+                  FileManager.default.fileExists(atPath: folder.root + "/" + rel + "/session.json") else { continue }
+            c.unbundled.append(id)
+        }
+        return c
     }
 }

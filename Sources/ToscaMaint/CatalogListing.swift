@@ -16,8 +16,10 @@ public struct CatalogListing: Encodable, Sendable {
     public let quarantined: [String]
     public let pendingCleanup: [String]
     public let lost: [String]
+    /// Session bundles: name, and the last check of each.
+    public var bundles: [String] = []
     let backupsDirectory: String
-    enum CodingKeys: String, CodingKey { case copies, quarantined, lost; case pendingCleanup = "pending_cleanup" }
+    enum CodingKeys: String, CodingKey { case copies, quarantined, lost, bundles; case pendingCleanup = "pending_cleanup" }
 
     public static func make(_ catalog: Catalog, timeZone: TimeZone = .current) -> CatalogListing {
         let local = DateFormatter()
@@ -52,6 +54,7 @@ public struct CatalogListing: Encodable, Sendable {
         section("Quarantined (not backups, never restored):", quarantined)
         section("LOST copies (the manifest is here, the database file is gone: a failed check, see verify --all):", lost)
         section("Left by interrupted runs (the next backup or prune tidies them):", pendingCleanup)
+        section("Session bundles (tosca-maint bundle list):", bundles)
         return lines.joined(separator: "\n") + "\n"
     }
 }

@@ -28,6 +28,12 @@ public struct StatusReport: Codable, Sendable {
     public let schema: String?
     public let lastDrillUTC: String?
     public let maxDrillAgeDays: Double
+    /// Session bundles (D17): sessions bundled, their bytes, failed bundles, and finished
+    /// sessions older than 48 h with no bundle.
+    public let bundledSessions: Int
+    public let bundleBytes: Int64
+    public let failedBundles: [String]
+    public let unbundledSessions: [Int64]
     /// Catalog-wide failed checks (``CatalogAudit``): lost copies, unreadable manifests,
     /// plaintext copies on an encrypted device.
     public let catalogProblems: [String]
@@ -46,6 +52,7 @@ public struct StatusReport: Codable, Sendable {
         case safetyCopyBytes = "safety_copy_bytes", quarantinedCount = "quarantined_count", freeBytes = "free_bytes"
         case schemaVersion = "schema_version", exitCode = "exit_code"
         case lastDrillUTC = "last_drill_utc", maxDrillAgeDays = "max_drill_age_days", catalogProblems = "catalog_problems"
+        case bundledSessions = "bundled_sessions", bundleBytes = "bundle_bytes", failedBundles = "failed_bundles", unbundledSessions = "unbundled_sessions"
         case unsealedSafetyRows = "unsealed_safety_rows", oldestUnsealedTimestamp = "oldest_unsealed_timestamp", oldestUnsealedAgeSeconds = "oldest_unsealed_age_seconds"
     }
 
@@ -80,6 +87,7 @@ public struct StatusReport: Codable, Sendable {
                 unsealedAge = unsealed?.oldest.flatMap { Sealing.age(of: $0, in: db, now: now) }
             }
         }
+        let bundles = try BundleJob(folder: folder).census(now: now)
         let verdict: String, code: Int32
         let failedBackup = catalog.backups.last { $0.manifest?.lastCheck?.ok == false }
         let suspect = catalog.entries.last { $0.kind == .suspect }
@@ -96,6 +104,9 @@ public struct StatusReport: Codable, Sendable {
         } else if let failedBackup, let check = failedBackup.manifest?.lastCheck {
             verdict = "backup \(failedBackup.name) FAILED its last check (\(check.level) at \(check.timeUTC)): \(check.problems.prefix(3).joined(separator: "; "))"
             code = ExitStatus.dataError.rawValue
+        } else if !bundles.failed.isEmpty {
+            verdict = "session bundle(s) FAILED their last check: \(bundles.failed.prefix(3).joined(separator: ", "))"
+            code = ExitStatus.dataError.rawValue
         } else if newest == nil {
             verdict = "no verified backup"
             code = ExitStatus.unhealthy.rawValue
@@ -105,6 +116,9 @@ public struct StatusReport: Codable, Sendable {
         } else if (drillAge ?? .infinity) > maxDrillAgeDays * 86_400 {
             verdict = lastDrill.map { "the last passing restore drill (\($0)) is older than \(maxDrillAgeDays) days" }
                 ?? "no restore drill has passed yet (tosca-maint restore --drill)"
+            code = ExitStatus.unhealthy.rawValue
+        } else if !bundles.unbundled.isEmpty {
+            verdict = "\(bundles.unbundled.count) finished session(s) older than 48 h have no bundle (first: session \(bundles.unbundled[0])): tosca-maint bundle"
             code = ExitStatus.unhealthy.rawValue
         } else {
             verdict = "ok"
@@ -117,7 +131,8 @@ public struct StatusReport: Codable, Sendable {
             backupCount: catalog.backups.count, backupBytes: catalog.backups.map(size).reduce(0, +),
             safetyCopyCount: catalog.safetyCopies.count, safetyCopyBytes: catalog.safetyCopies.map(size).reduce(0, +),
             quarantinedCount: catalog.quarantined.count, freeBytes: free, encrypted: encrypted, schemaVersion: version, schema: schema,
-            lastDrillUTC: lastDrill, maxDrillAgeDays: maxDrillAgeDays, catalogProblems: audit, unsealedSafetyRows: unsealed?.count, oldestUnsealedTimestamp: unsealed?.oldest, oldestUnsealedAgeSeconds: unsealedAge,
+            lastDrillUTC: lastDrill, maxDrillAgeDays: maxDrillAgeDays, bundledSessions: bundles.bundledSessions, bundleBytes: bundles.bytes,
+            failedBundles: bundles.failed, unbundledSessions: bundles.unbundled, catalogProblems: audit, unsealedSafetyRows: unsealed?.count, oldestUnsealedTimestamp: unsealed?.oldest, oldestUnsealedAgeSeconds: unsealedAge,
             verdict: verdict, exitCode: code)
     }
 
@@ -144,6 +159,10 @@ public struct StatusReport: Codable, Sendable {
         metric("tosca_backup_free_bytes", "Free bytes on the backup filesystem.", freeBytes.map(String.init))
         metric("tosca_database_encrypted", "1 when the live database is encrypted.", encrypted.map { $0 ? "1" : "0" })
         metric("tosca_database_schema_version", "Schema version of the live database.", schemaVersion.map(String.init))
+        metric("tosca_bundled_sessions", "Sessions with a published bundle.", String(bundledSessions))
+        metric("tosca_unbundled_sessions", "Finished sessions older than 48 h with no bundle.", String(unbundledSessions.count))
+        metric("tosca_bundle_bytes", "Bytes used by session bundles.", String(bundleBytes))
+        metric("tosca_bundle_failed", "Session bundles whose last check failed.", String(failedBundles.count))
         metric("tosca_unsealed_safety_rows", "Safety-log rows inserted without chain columns and not sealed yet.", unsealedSafetyRows.map(String.init))
         metric("tosca_oldest_unsealed_safety_row_age_seconds", "Age of the oldest unsealed safety-log row (its stamp read as legacy local time).", oldestUnsealedAgeSeconds.map(String.init))
         metric("tosca_status_exit_code", "Exit code of tosca-maint status (0 ok, 1 unhealthy, 65 corruption).", String(exitCode))
@@ -159,6 +178,7 @@ public struct StatusReport: Codable, Sendable {
             Last drill    \(lastDrillUTC ?? "none")
             Backups       \(backupCount), \(mib(backupBytes))
             Safety copies \(safetyCopyCount), \(mib(safetyCopyBytes))\(quarantinedCount > 0 ? "\nQuarantined   \(quarantinedCount) file(s) in backups/quarantine" : "")
+            Bundles       \(bundledSessions) session(s), \(mib(bundleBytes))\(failedBundles.isEmpty ? "" : ", \(failedBundles.count) FAILED")\(unbundledSessions.isEmpty ? "" : ", \(unbundledSessions.count) finished session(s) older than 48 h not bundled")
             Free space    \(freeBytes.map(mib) ?? "unknown")
             Database      \(encrypted.map { $0 ? "encrypted" : "plaintext" } ?? "missing"), schema \(schema ?? "unknown (give the key)")\((unsealedSafetyRows ?? 0) > 0 ? "\nUnsealed      \(unsealedSafetyRows ?? 0) safety-log row(s) not in the chain yet, oldest stamped \(oldestUnsealedTimestamp ?? "?")\(oldestUnsealedAgeSeconds.map { String(format: ", about %.1f h old", Double($0) / 3600) } ?? "") (warning: sealed by the recorder or the next maintenance run)" : "")
 

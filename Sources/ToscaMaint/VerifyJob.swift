@@ -59,6 +59,15 @@ public struct VerifyJob: Sendable {
             break
         }
         for e in entries { outcomes.append(try verify(e)) }
+        // --all: the session bundles too (an encrypted one by its ciphertext's SHA-256: the
+        // device holds no identity).
+        if targets == .all {
+            let bundles = BundleJob(folder: folder)
+            for b in try bundles.published() {
+                let problems = try bundles.verify(b)
+                outcomes.append(Outcome(copy: "bundle " + PathName.name(b.path), ok: problems.isEmpty, problems: problems))
+            }
+        }
         if live { outcomes.append(try verifyLive(catalog)) }
         return outcomes
     }

@@ -44,7 +44,8 @@ struct BundleCommand: ParsableCommand {
         @Option(help: "Only this session.") var session: Int64?
         @Flag(help: "Say which sessions would be bundled; write nothing.") var dryRun = false
         @Option(help: "zstd level (1-19).") var level = 3
-        @Option(help: "The age recipients of an encrypted device's bundles.") var recipients = BundleJob.defaultRecipients
+        @Option(help: "The age recipients bundles are encrypted to (default: $TOSCA_BUNDLE_RECIPIENTS, else /etc/tosca-maint/bundle-recipients).")
+        var recipients: String?
 
         func validate() throws {
             guard (1...19).contains(level) else { throw ValidationError("--level must be 1 to 19") }
@@ -56,7 +57,8 @@ struct BundleCommand: ParsableCommand {
                 defer { lock.unlock() }
                 var job = BundleJob(folder: folder)
                 job.level = level
-                let o = try job.run(sessionID: session, dryRun: dryRun, recipients: recipients)
+                let file = recipients ?? ProcessInfo.processInfo.environment["TOSCA_BUNDLE_RECIPIENTS"].flatMap { $0.isEmpty ? nil : $0 } ?? BundleJob.defaultRecipients
+                let o = try job.run(sessionID: session, dryRun: dryRun, recipients: file)
                 for id in o.wouldBundle { print("would bundle session \(id)") }
                 for b in o.bundled { print("bundled session \(b.session): \(b.path)") }
                 for f in o.failed { print("NOT bundled session \(f.session): \(f.reason)") }

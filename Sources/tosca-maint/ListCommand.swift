@@ -23,7 +23,11 @@ struct ListCommand: ParsableCommand {
     func run() throws {
         try runReporting {
             // The catalog needs no key: a key file list cannot read never stops it.
-            let listing = CatalogListing.make(try DataFolder.existing(shared.dataDir).scanCatalog())
+            let folder = try DataFolder.existing(shared.dataDir)
+            var listing = CatalogListing.make(try folder.scanCatalog())
+            listing.bundles = try BundleJob(folder: folder).published().map { b in
+                "\(PathName.name(b.path))  \(b.sidecar?.checks.last.map { "\($0.result) (\($0.level) \($0.timeUTC))" } ?? b.sidecarError ?? "")"
+            }
             if shared.json { try printJSON(listing) } else { print(listing.text, terminator: "") }
             return 0
         }

@@ -235,3 +235,48 @@ import ToscaCore
         #expect(filesUnder(dir.sub("x")) == filesUnder(dir.sub("y")) && !filesUnder(dir.sub("x")).isEmpty)
     }
 }
+
+/// Bundles in status, verify --all, list and the nightly run.
+@Suite struct BundleStatusTests {
+    @Test func statusVerifyAndListSeeBundles() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 2)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        #expect(try maint(["restore", "--drill", "--data-dir", data]).status == 0)
+        #expect(try maint(["status", "--data-dir", data]).status == 0)
+        // A session that ended three days ago and has no bundle: unhealthy (1).
+        try sqlite3Value(data + "/tosca.db", "UPDATE sessions SET end_time = '2020-01-01 00:00:00.000000' WHERE session_id = 1;")
+        let s1 = try maint(["status", "--data-dir", data])
+        #expect(s1.status == 1 && s1.stdout.contains("have no bundle"), "\(s1.output)")
+        #expect(try maint(["bundle", "--data-dir", data]).status == 0)
+        let s2 = try maint(["status", "--prometheus", dir.sub("m.prom"), "--data-dir", data])
+        #expect(s2.status == 0, "\(s2.output)")
+        let prom = try String(contentsOfFile: dir.sub("m.prom"), encoding: .utf8)
+        #expect(prom.contains("tosca_bundled_sessions 2") && prom.contains("tosca_unbundled_sessions 0"), "\(prom)")
+        #expect(try maint(["list", "--data-dir", data]).stdout.contains("Session bundles"))
+        // verify --all checks the bundles too; a damaged one fails it and status (65).
+        let v = try maint(["verify", "--all", "--data-dir", data])
+        #expect(v.status == 0 && v.stdout.contains("ok      bundle session_1_"), "\(v.output)")
+        let bundle = data + "/bundles/" + (try #require(listing(data + "/bundles").first { $0.hasSuffix(".tar.zst") }))
+        try flipByte(bundle, at: 300)
+        #expect(try maint(["verify", "--all", "--data-dir", data]).status == 65)
+        let s3 = try maint(["status", "--data-dir", data])
+        #expect(s3.status == 65 && s3.stdout.contains("bundle"), "\(s3.output)")
+    }
+
+    /// A folder changed after it was bundled is reported (65); folder and bundle both kept.
+    @Test func aFolderChangedAfterItWasBundledIsReported() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 1)
+        #expect(try maint(["bundle", "--data-dir", data]).status == 0)
+        let folder = data + "/" + (try sqlite3Value(data + "/tosca.db", "SELECT session_folder_path FROM sessions WHERE session_id = 1;"))
+        FileManager.default.createFile(atPath: folder + "/media/added-later.jpg", contents: Data("late".utf8))
+        let before = listing(data + "/bundles")
+        let r = try maint(["bundle", "--data-dir", data])
+        #expect(r.status == 65 && r.stdout.contains("changed after it was bundled"), "\(r.output)")
+        #expect(listing(data + "/bundles") == before)
+        #expect(FileManager.default.fileExists(atPath: folder + "/media/added-later.jpg"))
+    }
+}

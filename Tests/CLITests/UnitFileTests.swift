@@ -120,7 +120,16 @@ import ToscaMaint
         chmod(credential, 0o400)
         let metrics = dir.sub("node-exporter/tosca.prom")
         try FileManager.default.createDirectory(atPath: dir.sub("node-exporter"), withIntermediateDirectories: true)
-        let environment = ["CREDENTIALS_DIRECTORY": creds, "TOSCA_METRICS_FILE": metrics]
+        var environment = ["CREDENTIALS_DIRECTORY": creds, "TOSCA_METRICS_FILE": metrics]
+        if encrypted {
+            // An encrypted device bundles only to age recipients (the unit's default file
+            // lives in /etc; the drop-in here points at a test one).
+            let id = dir.sub("age-identity")
+            #expect(try run(try #require(which("age-keygen")), ["-o", id]).status == 0)
+            let recipient = try run(try #require(which("age-keygen")), ["-y", id]).stdout
+            FileManager.default.createFile(atPath: dir.sub("recipients"), contents: Data(recipient.utf8))
+            environment["TOSCA_BUNDLE_RECIPIENTS"] = dir.sub("recipients")
+        }
         for unit in ["tosca-maint-backup.service", "tosca-maint-verify.service"] {
             let s = try Self.settings(packageRoot() + "/Timers/" + unit)
             var env: [String: String] = [:]
