@@ -113,6 +113,10 @@ public struct BundleJob: Sendable {
     public func run(sessionID: Int64? = nil, dryRun: Bool = false, recipients path: String = BundleJob.defaultRecipients) throws -> Outcome {
         // A bundle of an encrypted device is never written in plaintext (D18).
         let recipients = try recipients(file: path)
+        // An interrupted cutover's plaintext bundles on an encrypted device: converted first.
+        if !dryRun, !recipients.isEmpty, CatalogAudit.deviceEncrypted(try folder.scanCatalog()) {
+            try encryptPlaintextBundles(to: recipients)
+        }
         try LayoutFolder.check(folder.sessions)
         let db = try Database(path: folder.database, options: .init(readOnly: true, key: folder.liveKey))
         var outcome = Outcome()
@@ -295,5 +299,86 @@ public struct BundleJob: Sendable {
             c.unbundled.append(id)
         }
         return c
+    }
+
+    // MARK: - The cutover
+
+    /// Published bundles still in plaintext.
+    public func plaintextBundles() throws -> [Published] {
+        try published().filter { !SessionBundle.isEncrypted(path: $0.path) }
+    }
+
+    /// Converts every plaintext bundle into an age-encrypted one (Phase 6): the encrypted
+    /// bundle is written, read back with the file key still in memory (every file checked)
+    /// and published with its sidecar first; only then the plaintext bundle and its sidecar
+    /// are removed. Resumable: a session whose encrypted bundle is already published only
+    /// loses its plaintext one. Returns the bundles converted.
+    @discardableResult
+    public func encryptPlaintextBundles(to recipients: [Age.Recipient]) throws -> [String] {
+        guard !recipients.isEmpty else { return [] }
+        var converted: [String] = []
+        let all = try published()
+        for plain in all where !SessionBundle.isEncrypted(path: plain.path) {
+            let final = plain.path + ".age"
+            if !all.contains(where: { $0.path == final && $0.sidecar != nil }) {
+                let partial = final + ".partial"
+                unlink(partial)
+                let fd = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+                guard fd >= 0 else { throw POSIXFailure(operation: "create \(partial)", code: errno) }
+                var published = false
+                defer { if !published { unlink(partial) } }
+                var fileKey: [UInt8] = []
+                do {
+                    defer { close(fd) }
+                    let writer = try Age.Writer(recipients: recipients) { bytes in
+                        try bytes.withUnsafeBytes { raw in
+                            var off = 0
+                            while off < raw.count {
+                                let n = writeSome(fd, raw, from: off)
+                                if n < 0 { if errno == EINTR { continue }; throw POSIXFailure(operation: "write \(partial)", code: errno) }
+                                off += n
+                            }
+                        }
+                    }
+                    let inFD = open(plain.path, O_RDONLY | O_CLOEXEC)
+                    guard inFD >= 0 else { throw POSIXFailure(operation: "open \(plain.path)", code: errno) }
+                    defer { close(inFD) }
+                    var buf = [UInt8](repeating: 0, count: 1 << 20)
+                    while true {
+                        let n = buf.withUnsafeMutableBytes { Glibc.read(inFD, $0.baseAddress, $0.count) }
+                        if n < 0 { if errno == EINTR { continue }; throw POSIXFailure(operation: "read \(plain.path)", code: errno) }
+                        if n == 0 { break }
+                        try buf.withUnsafeBytes { try writer.write(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+                    }
+                    try writer.close()
+                    fileKey = writer.fileKey
+                    guard fsync(fd) == 0 else { throw POSIXFailure(operation: "fsync \(partial)", code: errno) }
+                }
+                let manifest = try SessionBundle.read(path: partial, fileKey: fileKey)
+                guard manifest.sessionID == plain.sessionID else { throw BundleError.damaged(reason: "\(partial) holds another session") }
+                let (sha, size) = try FileDigest.sha256(path: partial)
+                guard link(partial, final) == 0 else { throw POSIXFailure(operation: "publish \(final)", code: errno) }
+                unlink(partial)
+                published = true
+                try AtomicFile.syncDirectory(folder.bundles)
+                var sidecar = plain.sidecar ?? BundleSidecar(sessionID: plain.sessionID, createdUTC: UTCTime.now().iso8601, sha256: "", sizeBytes: 0,
+                                                             fileCount: manifest.files.count, plaintextBytes: manifest.plaintextBytes, encryption: "",
+                                                             toolVersion: toscaMaintVersion, libarchiveVersion: SessionBundle.libarchiveVersion, checks: [])
+                sidecar.sha256 = sha
+                sidecar.sizeBytes = size
+                sidecar.encryption = "age X25519 to " + recipients.map(\.fingerprint).joined(separator: ", ")
+                sidecar.toolVersion = toscaMaintVersion
+                sidecar.checks.append(ManifestCheck(level: "encrypt", ok: true, problems: []))
+                do { try sidecar.write(path: BundleSidecar.path(for: final)) } catch { unlink(final); throw error }
+                converted.append(PathName.name(final))
+            }
+            for p in [BundleSidecar.path(for: plain.path), plain.path] where unlink(p) != 0 && errno != ENOENT {
+                throw POSIXFailure(operation: "remove \(p)", code: errno)
+            }
+            try AtomicFile.syncDirectory(folder.bundles)
+            Journal.shared.log(.notice, "replaced plaintext bundle \(plain.path) by its encrypted version (removal does not erase it from ext4 or flash media)",
+                               id: .plaintextRemoved, fields: ["TOSCA_BUNDLE_PATH": plain.path])
+        }
+        return converted
     }
 }

@@ -40,6 +40,11 @@ public enum CatalogAudit {
                 out.append("\(PathName.name(p)) is a PLAINTEXT copy on an encrypted device (an interrupted cutover): tosca-maint backup (with the key) or encrypt converts it")
             }
         }
+        if deviceEncrypted(catalog) {
+            for b in (try? BundleJob(folder: catalog.folder).plaintextBundles()) ?? [] {
+                out.append("\(PathName.name(b.path)) is a PLAINTEXT session bundle on an encrypted device: tosca-maint bundle (with the recipients) or encrypt converts it")
+            }
+        }
         return out
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import ToscaBundle
 import ToscaCore
 
 /// The Phase 6 cutover: plaintext database and copies to SQLCipher (D3, D4, D6, D11, D14).
@@ -7,6 +8,8 @@ public struct EncryptJob: Sendable {
     public let folder: DataFolder
     public let key: DatabaseKey
     public var keepPlaintextCopy = false
+    /// The age recipients the plaintext bundles are converted to (D18).
+    public var recipientsFile = BundleJob.defaultRecipients
     public var databasePath: String { folder.database }
 
     public init(folder: DataFolder, key: DatabaseKey) {
@@ -24,6 +27,8 @@ public struct EncryptJob: Sendable {
         public var skipped: [(String, String)] = []
         /// The drill that ends the cutover: the copy and what failed (empty: passed).
         public var drill: (copy: String, problems: [String])?
+        /// Plaintext session bundles replaced by encrypted ones.
+        public var convertedBundles: [String] = []
     }
 
     /// Step 5: `encrypted` holds exactly what `plain` holds: same tables, same rows (a
@@ -93,6 +98,16 @@ public struct EncryptJob: Sendable {
         let locks = try folder.takeExclusiveLocks(what: "the cutover")
         defer { locks.unlock() }
         try Housekeeping.run(try folder.scanCatalog())
+        // Plaintext bundles need recipients: checked before anything changes (78).
+        let bundles = BundleJob(folder: folder)
+        var recipients: [Age.Recipient] = []
+        if try !bundles.plaintextBundles().isEmpty {
+            guard FileManager.default.fileExists(atPath: recipientsFile), let list = try? Age.recipients(file: recipientsFile), !list.isEmpty else {
+                throw ToolFailure(.config, "plaintext session bundles are in \(folder.bundles) and \(recipientsFile) names no age recipient to encrypt them to; nothing was changed",
+                                  hint: "put the clinic's age1... recipients in \(recipientsFile), or pass --recipients FILE")
+            }
+            recipients = list
+        }
         let live = databasePath
         if try FileHeader.classify(path: live) == .plaintext {
             try confirm()
@@ -128,9 +143,11 @@ public struct EncryptJob: Sendable {
             // Already encrypted: it must open with this key.
             _ = try Database(path: live, options: .init(readOnly: true, key: key))
         }
-        // 6. Every plaintext copy in the catalog becomes an encrypted one.
+        // 6. Every plaintext copy in the catalog becomes an encrypted one, and every
+        // plaintext bundle one encrypted to the recipients.
         try convertCatalog(&outcome)
-        outcome.alreadyDone = !outcome.swapped && outcome.converted.isEmpty && outcome.deleted.isEmpty
+        outcome.convertedBundles = try bundles.encryptPlaintextBundles(to: recipients)
+        outcome.alreadyDone = !outcome.swapped && outcome.converted.isEmpty && outcome.deleted.isEmpty && outcome.convertedBundles.isEmpty
         // 7. A planned change ends with a drill of the newest converted backup.
         if !outcome.alreadyDone { outcome.drill = try Self.drillNewest(folder) }
         return outcome

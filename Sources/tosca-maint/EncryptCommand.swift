@@ -39,6 +39,8 @@ struct EncryptCommand: ParsableCommand {
     @Flag(help: "Steps 3-5 in a scratch folder; change nothing.") var rehearse = false
     @Flag(help: "Do not ask for confirmation.") var yes = false
     @Flag(help: "Keep the plaintext pre-encryption copy (destroy it yourself afterwards).") var keepPlaintextCopy = false
+    @Option(help: "The age recipients plaintext session bundles are encrypted to (default: /etc/tosca-maint/bundle-recipients).")
+    var recipients = BundleJob.defaultRecipients
 
     func run() throws {
         try runReporting {
@@ -47,6 +49,7 @@ struct EncryptCommand: ParsableCommand {
             try folder.continueAsOwnerIfRoot()
             var job = EncryptJob(folder: folder, key: key)
             job.keepPlaintextCopy = keepPlaintextCopy
+            job.recipientsFile = recipients
             if rehearse {
                 let problems = try job.rehearse()
                 if problems.isEmpty { print("rehearsal ok: the encrypted export equals the database (key id \(job.key.keyID)); nothing changed"); return 0 }
@@ -61,6 +64,7 @@ struct EncryptCommand: ParsableCommand {
             if outcome.alreadyDone { print("already encrypted and no plaintext copy left: nothing to do"); return 0 }
             if outcome.swapped { print("encrypted \(job.databasePath) (key id \(job.key.keyID))") }
             for c in outcome.converted { print("encrypted copy \(c.to) in place (its plaintext file is gone)") }
+            for b in outcome.convertedBundles { print("encrypted bundle \(b) (its plaintext bundle is gone)") }
             if let kept = outcome.keptPlaintext {
                 print("KEPT plaintext pre-encryption copy \(kept) (in quarantine): it holds patient data unencrypted; destroy it (and its medium) once the cutover is accepted")
             }

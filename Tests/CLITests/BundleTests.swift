@@ -280,3 +280,32 @@ import ToscaCore
         #expect(FileManager.default.fileExists(atPath: folder + "/media/added-later.jpg"))
     }
 }
+
+/// The cutover converts plaintext bundles; without recipients it changes nothing (78).
+@Suite struct BundleCutoverTests {
+    @Test func theCutoverEncryptsThePlaintextBundles() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 2)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        #expect(try maint(["bundle", "--data-dir", data]).status == 0)
+        try writeKeyFile(dir.sub("key"))
+        let sha = fileSHA256(data + "/tosca.db")
+        let before = listing(data + "/bundles")
+        let refused = try maint(["encrypt", "--key-file", dir.sub("key"), "--recipients", dir.sub("missing"), "--yes", "--data-dir", data])
+        #expect(refused.status == 78 && refused.stderr.contains("nothing was changed"), "\(refused.output)")
+        #expect(fileSHA256(data + "/tosca.db") == sha && listing(data + "/bundles") == before)
+        let id = dir.sub("identity")
+        #expect(try run(try #require(which("age-keygen")), ["-o", id]).status == 0)
+        FileManager.default.createFile(atPath: dir.sub("recipients"), contents: Data(try run(try #require(which("age-keygen")), ["-y", id]).stdout.utf8))
+        let r = try maint(["encrypt", "--key-file", dir.sub("key"), "--recipients", dir.sub("recipients"), "--yes", "--data-dir", data])
+        #expect(r.status == 0 && r.stdout.contains("encrypted bundle"), "\(r.output)")
+        let after = listing(data + "/bundles")
+        #expect(after.filter { $0.hasSuffix(".tar.zst.age") }.count == 2 && !after.contains { $0.hasSuffix(".tar.zst") }, "\(after)")
+        let grep = try run("/bin/grep", ["-rlE", "SIM-0|photodiode", data + "/bundles"])
+        #expect(grep.stdout.isEmpty, "\(grep.stdout)")
+        #expect(try maint(["bundle", "verify", "--identity", id, "--key-file", dir.sub("key"), "--data-dir", data]).status == 0)
+        let s = try maint(["status", "--key-file", dir.sub("key"), "--data-dir", data])
+        #expect(s.status == 0, "\(s.output)")
+    }
+}
