@@ -147,18 +147,23 @@ struct BundleCommand: ParsableCommand {
         @OptionGroup var shared: SharedOptions
         @Option(help: "The session whose published bundle to extract.") var session: Int64?
         @Option(help: "A bundle file fetched by hand (e.g. from an export).") var file: String?
-        @Option(help: "The folder to create.") var to: String
+        @Option(help: "The folder to create.") var to: String?
+        @Flag(help: "With --session: back into the session's own folder (the one the database names), which must not exist.") var toOriginal = false
         @Option(help: "An age identity file, for an encrypted bundle.") var identity: String?
 
         func validate() throws {
             if (session == nil) == (file == nil) { throw ValidationError("give --session ID or --file PATH") }
+            if (to == nil) == !toOriginal { throw ValidationError("give --to DIR or --to-original") }
+            if toOriginal && session == nil { throw ValidationError("--to-original goes with --session") }
         }
 
         func run() throws {
             try runReporting {
                 var path = file ?? ""
+                var to = self.to ?? ""
                 if let session {
-                    let job = BundleJob(folder: try DataFolder.existing(shared.dataDir))
+                    let job = BundleJob(folder: toOriginal ? try shared.folder() : try DataFolder.existing(shared.dataDir))
+                    if toOriginal { to = try job.originalFolder(of: session) }
                     guard let b = try job.published().first(where: { $0.sessionID == session }) else {
                         throw ToolFailure(.noInput, "no published bundle of session \(session)", hint: "tosca-maint bundle list")
                     }

@@ -47,7 +47,7 @@ import TestSupport
 
     static let runbooks = ["restore-after-disk-fault.md", "restore-drill.md", "pre-upgrade-migration.md",
                            "encryption-cutover.md", "failed-nightly-backup.md", "moving-to-a-new-machine.md",
-                           "tampering-reported.md"]
+                           "tampering-reported.md", "recovering-a-session-folder.md"]
 
     @Test func theRunbooksAreTheOnesTheDeviceNeeds() throws {
         #expect(Set(listing(packageRoot() + "/Runbooks").filter { $0.hasSuffix(".md") }) == Set(Self.runbooks))
@@ -306,4 +306,18 @@ import TestSupport
         #expect(try maint(["status", "--data-dir", m.data]).status != 65)
     }
 
+
+    /// A session folder lost to a disk fault, its bundle in bundles/: the runbook puts it
+    /// back, byte for byte.
+    @Test func recoveringASessionFolder() throws {
+        let m = try Machine()
+        try simulatedData(m.data, sessions: 2)
+        #expect(try maint(["bundle", "--data-dir", m.data]).status == 0)
+        let folder = m.data + "/" + (try sqlite3Value(m.data + "/tosca.db", "SELECT session_folder_path FROM sessions WHERE session_id = 1;"))
+        let before = filesUnder(folder).map { ($0, fileSHA256(folder + "/" + $0)) }
+        try FileManager.default.removeItem(atPath: folder)
+        try Self.expectPasses(m, "recovering-a-session-folder.md")
+        #expect(filesUnder(folder).map { ($0, fileSHA256(folder + "/" + $0)) }.elementsEqual(before, by: ==))
+        #expect(!before.isEmpty)
+    }
 }
