@@ -69,12 +69,21 @@ public struct BundleJob: Sendable {
         public var failed: [(session: Int64, reason: String)] = []
     }
 
-    /// Bundles in `bundles/`, by session.
+    /// Bundle files in `bundles/` without their sidecar: not published (D4: the sidecar
+    /// comes last), left by an interrupted run.
+    public func unpublished() throws -> [String] {
+        guard try LayoutFolder.check(folder.bundles) else { return [] }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.bundles)) ?? []
+        return names.sorted().filter { ($0.hasSuffix(".tar.zst") || $0.hasSuffix(".tar.zst.age")) && !names.contains(BundleSidecar.path(for: $0)) }
+            .map { folder.bundles + "/" + $0 }
+    }
+
+    /// Bundles in `bundles/`, by session: those with their sidecar (published, D4).
     public func published() throws -> [Published] {
         guard try LayoutFolder.check(folder.bundles) else { return [] }
         let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.bundles)) ?? []
         return names.sorted().compactMap { n -> Published? in
-            guard n.hasPrefix("session_"), n.hasSuffix(".tar.zst") || n.hasSuffix(".tar.zst.age") else { return nil }
+            guard n.hasPrefix("session_"), n.hasSuffix(".tar.zst") || n.hasSuffix(".tar.zst.age"), names.contains(BundleSidecar.path(for: n)) else { return nil }
             let parts = n.dropFirst("session_".count).split(separator: "_")
             guard let id = parts.first.flatMap({ Int64($0) }) else { return nil }
             let path = folder.bundles + "/" + n
@@ -125,6 +134,26 @@ public struct BundleJob: Sendable {
             SELECT session_id, session_folder_path, start_time, end_time FROM sessions
             WHERE status IN ('completed', 'aborted') \(sessionID == nil ? "" : "AND session_id = ?") ORDER BY session_id
             """, sessionID.map { [.integer($0)] } ?? [])
+        // Leftovers of interrupted runs (we hold .maint.lock): partial files go; a bundle
+        // without its sidecar was never published: it goes too, and its session is bundled
+        // again from its folder below (same bytes for a plaintext one).
+        if !dryRun, try LayoutFolder.check(folder.bundles) {
+            for n in (try? FileManager.default.contentsOfDirectory(atPath: folder.bundles)) ?? [] where n.hasSuffix(".partial") {
+                unlink(folder.bundles + "/" + n)
+            }
+            for p in try unpublished() {
+                let id = PathName.name(p).dropFirst("session_".count).split(separator: "_").first.flatMap { Int64($0) }
+                let rel = rows.first { $0[0].int64 == id }?[1].string
+                // Only when its folder can give it again; else it may be the only copy: kept.
+                guard let rel, !rel.hasPrefix("/"), FileManager.default.fileExists(atPath: folder.root + "/" + rel + "/session.json") else {
+                    outcome.failed.append((id ?? 0, "\(PathName.name(p)) has no sidecar (an interrupted run) and its session folder is gone: kept as it is; examine it with bundle extract --file"))
+                    continue
+                }
+                unlink(p)
+                Journal.shared.log(.notice, "removed \(p), a bundle an interrupted run never published (no sidecar); its session is bundled again",
+                                   id: .partialRemoved, fields: ["TOSCA_PATH": p])
+            }
+        }
         let published = try published()
         let done = Set(published.map(\.sessionID))
         for r in rows {
