@@ -7,7 +7,7 @@ swift build
 BIN=$(swift build --show-bin-path)
 echo
 echo "== tosca-sim: recording 3 simulated sessions into $DATA"
-"$BIN/tosca-sim" --data-dir "$DATA" --sessions 3 --duration 3
+"$BIN/tosca-sim" --data-dir "$DATA" --sessions 3 --duration 3 --media-mib 2
 echo
 echo "== tosca-maint inspect --data-dir $DATA"
 "$BIN/tosca-maint" inspect --data-dir "$DATA"

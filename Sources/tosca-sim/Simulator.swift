@@ -48,6 +48,9 @@ struct Simulator {
     let eventRate: Double
     let stop: StopSignal
     var rng: SplitMix64
+    /// MiB of camera video per session (incompressible, like real video), plus two
+    /// snapshots; registered in `session_recordings`. 0: none.
+    var mediaMiB: Double = 0
 
     static let protocols: [(name: String, type: String, watts: Double, data: String)] = [
         ("SIM Standard 1.5 W", "standard", 1.5, #"{"steps":[{"power_w":1.5,"duration_s":10,"ring_mm":3.0}],"ramp_s":1.0}"#),
@@ -176,9 +179,38 @@ struct Simulator {
         try recorder.record(TreatmentEvent(eventType: "protocol_complete", laserPowerCommandedWatts: 0, laserPowerActualWatts: 0,
                                            footpedalState: false), in: session)
         events += 1
+        if mediaMiB > 0 { try writeMedia(session) }
         let manifest = try recorder.endSession(session, status: status, notes: notes)
         return SimulatedSession(sessionID: session.id, subjectCode: session.subjectCode, techID: tech, protocolName: session.protocolName,
                                 status: manifest.status, folder: session.relativeFolder, treatmentEvents: events, safetyEvents: safety,
                                 samples: Dictionary(uniqueKeysWithValues: manifest.streams.map { ($0.name, $0.lines) }))
+    }
+
+    /// Camera media into `media/`: a video of `mediaMiB` MiB and two snapshots, bytes from
+    /// the generator (incompressible, as real video is), each registered in
+    /// `session_recordings` with its size.
+    mutating func writeMedia(_ session: RecordingSession) throws {
+        let files: [(name: String, type: String, bytes: Int)] = [
+            ("video_0001.mp4", "video", Int(mediaMiB * 1_048_576)),
+            ("snapshot_0001.jpg", "snapshot", 96 * 1024), ("snapshot_0002.jpg", "snapshot", 96 * 1024),
+        ]
+        for f in files {
+            var bytes = [UInt8](repeating: 0, count: f.bytes)
+            var i = 0
+            while i < bytes.count {
+                var v = rng.next()
+                for _ in 0..<8 where i < bytes.count { bytes[i] = UInt8(truncatingIfNeeded: v); v >>= 8; i += 1 }
+            }
+            let path = session.folder + "/media/" + f.name
+            try AtomicFile.write(bytes, to: path)
+            try recorder.withDatabase { db in
+                try db.execute("""
+                    INSERT INTO session_recordings (session_id, recording_type, file_path, file_size_bytes, duration_seconds, timestamp, frame_count, resolution)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """, [.integer(session.id), .text(f.type), .text(session.relativeFolder + "/media/" + f.name), .integer(Int64(f.bytes)),
+                          f.type == "video" ? .real(Double(f.bytes) / 250_000) : .null, .text(UTCTime.now().sqlDateTime),
+                          f.type == "video" ? .integer(Int64(f.bytes / 8_000)) : .null, .text("1920x1080")])
+            }
+        }
     }
 }

@@ -52,6 +52,9 @@ struct ToscaSim: ParsableCommand {
     @Option(name: .long, help: "Seed of the random generator (same seed, same choices).")
     var seed: UInt64?
 
+    @Option(name: .long, help: "MiB of camera video per session in media/ (incompressible, like real video), with two snapshots, registered in session_recordings (default 0: none).")
+    var mediaMib: Double = 0
+
     @Flag(name: .long, help: "Print the summary as JSON.")
     var json = false
 
@@ -63,6 +66,7 @@ struct ToscaSim: ParsableCommand {
         guard duration > 0, duration.isFinite else { throw ValidationError("--duration must be a positive number of seconds") }
         guard sampleRate > 0, sampleRate <= 100_000 else { throw ValidationError("--sample-rate must be in (0, 100000]") }
         guard eventRate > 0, eventRate <= 10_000 else { throw ValidationError("--event-rate must be in (0, 10000]") }
+        guard mediaMib >= 0, mediaMib <= 100_000 else { throw ValidationError("--media-mib must be in [0, 100000]") }
     }
 
     func run() throws {
@@ -91,6 +95,7 @@ struct ToscaSim: ParsableCommand {
             }
             var sim = Simulator(recorder: recorder, sampleRate: sampleRate, eventRate: eventRate, stop: stop,
                                 rng: SplitMix64(state: seed ?? UInt64(UTCTime.now().seconds) ^ UInt64(getpid())))
+            sim.mediaMiB = mediaMib
             let ref = try sim.ensureReferenceData()
             var done: [SimulatedSession] = []
             let count = untilSignal ? 1 : sessions

@@ -309,3 +309,30 @@ import ToscaCore
         #expect(s.status == 0, "\(s.output)")
     }
 }
+
+/// tosca-sim's camera media: incompressible video and snapshots, registered in
+/// session_recordings, carried by the bundle byte for byte.
+@Suite struct SimulatedMediaTests {
+    @Test func mediaIsRecordedRegisteredAndBundled() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        let r = try run(executable("tosca-sim"), ["--data-dir", data, "--sessions", "1", "--duration", "0.2", "--media-mib", "1.5", "--seed", "5"])
+        #expect(r.status == 0, "\(r.output)")
+        let rows = try sqlite3Value(data + "/tosca.db", "SELECT recording_type || ' ' || file_size_bytes || ' ' || file_path FROM session_recordings ORDER BY recording_id;")
+            .split(separator: "\n").map(String.init)
+        #expect(rows.count == 3 && rows[0].hasPrefix("video 1572864 sessions/"), "\(rows)")
+        for row in rows {
+            let parts = row.split(separator: " ")
+            let path = data + "/" + parts[2]
+            #expect(((try? FileManager.default.attributesOfItem(atPath: path)[.size]) as? NSNumber)?.intValue == Int(parts[1]), "\(row)")
+        }
+        // Incompressible: zstd saves (almost) nothing on it.
+        let video = data + "/" + rows[0].split(separator: " ")[2]
+        let z = try run("/bin/sh", ["-c", "zstd -q -c '\(video)' | wc -c"])
+        #expect((Int(z.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) > 1_500_000, "\(z.output)")
+        #expect(try maint(["bundle", "--data-dir", data]).status == 0)
+        let out = dir.sub("x")
+        #expect(try maint(["bundle", "extract", "--session", "1", "--to", out, "--data-dir", data]).status == 0)
+        #expect(fileSHA256(out + "/media/video_0001.mp4") == fileSHA256(video))
+    }
+}
