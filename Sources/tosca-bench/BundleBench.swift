@@ -1,0 +1,157 @@
+import ArgumentParser
+import Foundation
+import ToscaCore
+import ToscaMaint
+
+/// `tosca-bench bundle`: session bundles against the same work done by hand with the stock
+/// tools, side by side in one run, printed as ratios.
+struct BundleBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bundle",
+        abstract: "Bundle, encrypted bundle and extract against bsdtar/age/sha256sum by hand, as ratios.",
+        discussion: """
+            One long session (its streams as many lines as an hour at 100 Hz, plus camera \
+            media) recorded by tosca-sim. Each figure is the median of --runs, ours / by hand:
+              bundle:           tosca-maint bundle (scan + hashes, write, fsync, read back from \
+            disk, every SHA-256) vs bsdtar --zstd at the same level, sync, cache dropped, \
+            bsdtar -x read-back and sha256sum of every file;
+              encrypted bundle: the same to an age recipient vs the same piped through age -r;
+              extract:          tosca-maint bundle extract vs bsdtar -xf and sha256sum -c.
+            Sizes: ours vs bsdtar's. Build with -c release (scripts/bench.sh bundle).
+            """)
+
+    @Option(help: "Photodiode lines of the session (100 Hz for an hour: 360000).") var lines = 360_000
+    @Option(help: "MiB of camera video in the session.") var mediaMib = 200.0
+    @Option(help: "Timed runs of each (the median is printed).") var runs = 3
+    @Option(help: "Scratch folder (default: a new folder under $TMPDIR; removed afterwards).") var workDir: String?
+
+    func run() throws {
+        setPrivateUmask()
+        let base = workDir ?? (NSTemporaryDirectory() + "/tosca-bench-bundle-\(getpid())")
+        try AtomicFile.makeDirectory(base)
+        defer { if workDir == nil { try? FileManager.default.removeItem(atPath: base) } }
+        guard let maint = sibling("tosca-maint"), let sim = sibling("tosca-sim") else { throw ValidationError("tosca-maint and tosca-sim must be built beside tosca-bench") }
+        guard let bsdtar = which("bsdtar"), let age = which("age"), let ageKeygen = which("age-keygen") else {
+            throw ValidationError("bsdtar (libarchive-tools) and age are the baselines: apt-get install libarchive-tools age")
+        }
+        let data = base + "/data"
+        // Ten seconds at lines/10 Hz give the hour's photodiode lines.
+        try shell(sim, ["--data-dir", data, "--sessions", "1", "--duration", "10", "--sample-rate", String(lines / 10), "--event-rate", "100",
+                        "--media-mib", String(mediaMib), "--seed", "1"])
+        let folder = data + "/" + (try Database(path: data + "/tosca.db", options: .init(readOnly: true))
+            .scalar("SELECT session_folder_path FROM sessions LIMIT 1")?.string ?? "")
+        let plainBytes = try shell("/usr/bin/du", ["-sb", folder]).split(separator: "\t").first.map(String.init) ?? "?"
+        try shell(ageKeygen, ["-o", base + "/identity"])
+        try (try shell(ageKeygen, ["-y", base + "/identity"])).write(toFile: base + "/recipients", atomically: true, encoding: .utf8)
+        let canDrop = FileManager.default.isWritableFile(atPath: "/proc/sys/vm/drop_caches")
+        func dropCaches() throws {
+            _ = try shell("/bin/sync", [])
+            if canDrop { try "1\n".write(toFile: "/proc/sys/vm/drop_caches", atomically: false, encoding: .utf8) }
+        }
+        print("tosca-bench bundle: \(SessionBundleInfo.version); session folder \(plainBytes) bytes (\(lines) photodiode lines, \(mediaMib) MiB media)")
+        print("page cache drop by hand: \(canDrop ? "yes (drop_caches)" : "no (not writable here): the by-hand read-back may hit the cache")\n")
+
+        let bundles = data + "/bundles"
+        let ours = try timed(reset: { try? FileManager.default.removeItem(atPath: bundles) }) {
+            try shell(maint, ["bundle", "--data-dir", data])
+        }
+        let oursSize = fileSize(try firstBundle(bundles))
+        let tarOut = base + "/hand.tar.zst"
+        let scratch = base + "/hand-x"
+        let byHand = try timed(reset: { unlink(tarOut); try? FileManager.default.removeItem(atPath: scratch) }) {
+            try shell(bsdtar, ["--zstd", "--options", "zstd:compression-level=3", "-cf", tarOut, "-C", folder, "."])
+            try dropCaches()
+            try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+            try shell(bsdtar, ["-xf", tarOut, "-C", scratch])
+            try shell("/bin/sh", ["-c", "cd '\(scratch)' && find . -type f -exec sha256sum {} + > /dev/null"])
+        }
+        let handSize = fileSize(tarOut)
+
+        let oursEnc = try timed(reset: { try? FileManager.default.removeItem(atPath: bundles) }) {
+            try shell(maint, ["bundle", "--recipients", base + "/recipients", "--data-dir", data])
+        }
+        let ageOut = base + "/hand.tar.zst.age"
+        let byHandEnc = try timed(reset: { unlink(ageOut); unlink(tarOut); try? FileManager.default.removeItem(atPath: scratch) }) {
+            try shell(bsdtar, ["--zstd", "--options", "zstd:compression-level=3", "-cf", tarOut, "-C", folder, "."])
+            try shell(age, ["-R", base + "/recipients", "-o", ageOut, tarOut])
+            try dropCaches()
+            try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+            try shell(age, ["-d", "-i", base + "/identity", "-o", tarOut, ageOut])
+            try shell(bsdtar, ["-xf", tarOut, "-C", scratch])
+            try shell("/bin/sh", ["-c", "cd '\(scratch)' && find . -type f -exec sha256sum {} + > /dev/null"])
+        }
+
+        // Extract: from the plaintext bundle, ours vs bsdtar -xf + sha256sum -c.
+        try? FileManager.default.removeItem(atPath: bundles)
+        try shell(maint, ["bundle", "--data-dir", data])
+        let bundle = try firstBundle(bundles)
+        try shell("/bin/sh", ["-c", "cd '\(folder)' && find . -type f -exec sha256sum {} + > '\(base)/sums'"])
+        let out = base + "/ours-x"
+        let oursX = try timed(reset: { try? FileManager.default.removeItem(atPath: out) }) {
+            try shell(maint, ["bundle", "extract", "--file", bundle, "--to", out, "--data-dir", data])
+        }
+        let handX = try timed(reset: { try? FileManager.default.removeItem(atPath: scratch) }) {
+            try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+            try shell(bsdtar, ["-xf", bundle, "-C", scratch])
+            try shell("/bin/sh", ["-c", "cd '\(scratch)' && sha256sum --quiet -c '\(base)/sums'"])
+        }
+        func r(_ a: Double, _ b: Double) -> String { String(format: "%.2fx", a / b) }
+        print("workload (median of \(runs))          ours / by hand")
+        print("bundle (write, fsync, read back)       \(r(ours, byHand))   (target <= 1.0x)")
+        print("encrypted bundle (age X25519)          \(r(oursEnc, byHandEnc))   (target <= 1.2x)")
+        print("extract, every SHA-256 checked         \(r(oursX, handX))   (target <= 1.2x)")
+        print(String(format: "bundle size vs bsdtar --zstd level 3:  %.3f (target within 2%%)", Double(oursSize) / Double(max(handSize, 1))))
+    }
+
+    func firstBundle(_ dir: String) throws -> String {
+        guard let n = listingOf(dir).first(where: { $0.hasSuffix(".tar.zst") || $0.hasSuffix(".tar.zst.age") }) else {
+            throw ValidationError("no bundle in \(dir)")
+        }
+        return dir + "/" + n
+    }
+
+    /// Runs a program; its failure stops the benchmark (a baseline that failed would make
+    /// a ratio meaningless). Returns its standard output.
+    @discardableResult
+    func shell(_ exe: String, _ args: [String]) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: exe)
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else {
+            throw ValidationError("\(PathName.name(exe)) \(args.prefix(3).joined(separator: " ")) failed (\(p.terminationStatus)): \(String(decoding: e, as: UTF8.self))")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    func listingOf(_ dir: String) -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() }
+
+    func sibling(_ name: String) -> String? {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let p = PathName.parent(exe) + "/" + name
+        return FileManager.default.isExecutableFile(atPath: p) ? p : nil
+    }
+
+    /// The median of `runs` timings of `body`; `reset` runs before each (untimed).
+    func timed(reset: () throws -> Void, _ body: () throws -> Void) throws -> Double {
+        var times: [Double] = []
+        for _ in 0..<max(1, runs) {
+            try reset()
+            let t0 = monotonicNanoseconds()
+            try body()
+            times.append(Double(monotonicNanoseconds() - t0) / 1e9)
+        }
+        return times.sorted()[times.count / 2]
+    }
+}
+
+/// The libarchive version, for the benchmark's header line.
+enum SessionBundleInfo {
+    static var version: String { (try? shell("/usr/bin/bsdtar", ["--version"]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? "bsdtar ?" }
+}
