@@ -24,6 +24,7 @@ struct BundleBench: ParsableCommand {
     @Option(help: "MiB of camera video in the session.") var mediaMib = 200.0
     @Option(help: "Timed runs of each (the median is printed).") var runs = 3
     @Option(help: "Scratch folder (default: a new folder under $TMPDIR; removed afterwards).") var workDir: String?
+    @Flag(inversion: .prefixedNo, help: "Drop the page cache (as root) before the by-hand read-back.") var dropCaches = true
 
     func run() throws {
         setPrivateUmask()
@@ -43,8 +44,8 @@ struct BundleBench: ParsableCommand {
         let plainBytes = try shell("/usr/bin/du", ["-sb", folder]).split(separator: "\t").first.map(String.init) ?? "?"
         try shell(ageKeygen, ["-o", base + "/identity"])
         try (try shell(ageKeygen, ["-y", base + "/identity"])).write(toFile: base + "/recipients", atomically: true, encoding: .utf8)
-        let canDrop = FileManager.default.isWritableFile(atPath: "/proc/sys/vm/drop_caches")
-        func dropCaches() throws {
+        let canDrop = dropCaches && FileManager.default.isWritableFile(atPath: "/proc/sys/vm/drop_caches")
+        func flushAndDrop() throws {
             _ = try shell("/bin/sync", [])
             if canDrop { try "1\n".write(toFile: "/proc/sys/vm/drop_caches", atomically: false, encoding: .utf8) }
         }
@@ -60,7 +61,7 @@ struct BundleBench: ParsableCommand {
         let scratch = base + "/hand-x"
         let byHand = try timed(reset: { unlink(tarOut); try? FileManager.default.removeItem(atPath: scratch) }) {
             try shell(bsdtar, ["--zstd", "--options", "zstd:compression-level=3", "-cf", tarOut, "-C", folder, "."])
-            try dropCaches()
+            try flushAndDrop()
             try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
             try shell(bsdtar, ["-xf", tarOut, "-C", scratch])
             try shell("/bin/sh", ["-c", "cd '\(scratch)' && find . -type f -exec sha256sum {} + > /dev/null"])
@@ -74,7 +75,7 @@ struct BundleBench: ParsableCommand {
         let byHandEnc = try timed(reset: { unlink(ageOut); unlink(tarOut); try? FileManager.default.removeItem(atPath: scratch) }) {
             try shell(bsdtar, ["--zstd", "--options", "zstd:compression-level=3", "-cf", tarOut, "-C", folder, "."])
             try shell(age, ["-R", base + "/recipients", "-o", ageOut, tarOut])
-            try dropCaches()
+            try flushAndDrop()
             try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
             try shell(age, ["-d", "-i", base + "/identity", "-o", tarOut, ageOut])
             try shell(bsdtar, ["-xf", tarOut, "-C", scratch])

@@ -19,4 +19,14 @@ import TestSupport
         #expect(r.status == 0, "\(r.output)")
         for needle in ["sqlite3 CLI", "raw write()", "p50", "p99", "ratio"] { #expect(r.stdout.contains(needle), "\(needle) missing") }
     }
+
+    /// The bundle benchmark runs its baselines (bsdtar, age, sha256sum) and prints ratios.
+    @Test func bundleBenchmarkRunsAndPrintsRatios() throws {
+        let dir = TempDir()
+        let r = try run(executable("tosca-bench"), ["bundle", "--lines", "2000", "--media-mib", "1", "--runs", "1", "--no-drop-caches", "--work-dir", dir.path])
+        #expect(r.status == 0, "\(r.output)")
+        for needle in ["bundle (write, fsync, read back)", "encrypted bundle", "extract", "bundle size vs bsdtar"] {
+            #expect(r.stdout.contains(needle), "\(needle) missing: \(r.stdout)")
+        }
+    }
 }
