@@ -149,8 +149,8 @@ public enum SessionBundle {
     /// `MANIFEST.json` (mtime `manifestTime`), then the folders, then every file, each
     /// read again and checked against its scanned size and digest as it goes in.
     public static func write(folder: String, manifest: BundleManifest, scanned: [Scanned], manifestTime: Int64,
-                             level: Int, to fd: Int32) throws {
-        try write(folder: folder, manifest: manifest, scanned: scanned, manifestTime: manifestTime, level: level) { bytes in
+                             level: Int, to fd: Int32, progress: ((Int64) -> Void)? = nil) throws {
+        try write(folder: folder, manifest: manifest, scanned: scanned, manifestTime: manifestTime, level: level, progress: progress) { bytes in
             var off = 0
             while off < bytes.count {
                 let n = writeSome(fd, bytes, from: off)
@@ -162,8 +162,9 @@ public enum SessionBundle {
 
     /// The bundle of `folder` as a stream of bytes handed to `output` (a file, or the age
     /// writer of an encrypted bundle).
+    /// `progress` gets the plaintext bytes of files written so far.
     public static func write(folder: String, manifest: BundleManifest, scanned: [Scanned], manifestTime: Int64,
-                             level: Int, output: @escaping (UnsafeRawBufferPointer) throws -> Void) throws {
+                             level: Int, progress: ((Int64) -> Void)? = nil, output: @escaping (UnsafeRawBufferPointer) throws -> Void) throws {
         _ = localeSet
         guard let a = archive_write_new() else { throw BundleError.archive(reason: "archive_write_new failed") }
         defer { archive_write_free(a) }
@@ -207,6 +208,7 @@ public enum SessionBundle {
         try header(BundleManifest.entryName, type: S_IFREG, perm: 0o644, size: Int64(manifestBytes.count), mtime: manifestTime)
         try manifestBytes.withUnsafeBytes { try data($0) }
         for f in manifest.folders { try header(f, type: S_IFDIR, perm: 0o755, size: 0, mtime: manifestTime) }
+        var written: Int64 = 0
         for f in scanned {
             try header(f.path, type: S_IFREG, perm: 0o644, size: f.size, mtime: f.mtime)
             let path = folder + "/" + f.path
@@ -221,6 +223,8 @@ public enum SessionBundle {
                 if n < 0 { if errno == EINTR { continue }; throw BundleError.source(path: path, reason: "read: \(String(cString: strerror(errno)))") }
                 if n == 0 { break }
                 total += Int64(n)
+                written += Int64(n)
+                progress?(written)
                 guard total <= f.size else { throw BundleError.source(path: path, reason: "grew while it was bundled: the session is still being written to") }
                 try buf.withUnsafeBytes { raw in
                     let chunk = UnsafeRawBufferPointer(rebasing: raw[..<n])

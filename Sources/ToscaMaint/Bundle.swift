@@ -46,6 +46,8 @@ public struct BundleSidecar: Codable, Sendable {
 public struct BundleJob: Sendable {
     public let folder: DataFolder
     public var level = 3
+    /// A progress bar on a terminal (`STATUS=` under systemd).
+    public var showProgress = false
     public init(folder: DataFolder) { self.folder = folder }
 
     /// The clinic's age recipients for encrypted bundles (D18).
@@ -220,6 +222,11 @@ public struct BundleJob: Sendable {
         var published = false
         defer { if !published { unlink(partial) } }
         var fileKey: [UInt8]? = nil
+        let bar = showProgress ? Progress("bundling session \(id)") : nil
+        let total = Int(manifest.plaintextBytes)
+        let progress: (Int64) -> Void = { done in bar?.update(Int(done), of: total) }
+        Journal.shared.status("bundling session \(id)")
+        defer { bar?.finish() }
         do {
             defer { close(fd) }
             func toFile(_ bytes: UnsafeRawBufferPointer) throws {
@@ -231,13 +238,14 @@ public struct BundleJob: Sendable {
                 }
             }
             if recipients.isEmpty {
-                try SessionBundle.write(folder: sessionFolder, manifest: manifest, scanned: files, manifestTime: stamp.seconds, level: level, to: fd)
+                try SessionBundle.write(folder: sessionFolder, manifest: manifest, scanned: files, manifestTime: stamp.seconds, level: level, to: fd,
+                                        progress: progress)
             } else {
                 // D18: encrypted to the recipients; the file key stays in memory only for the
                 // read-back below.
                 let writer = try Age.Writer(recipients: recipients) { bytes in try bytes.withUnsafeBytes { try toFile($0) } }
                 try SessionBundle.write(folder: sessionFolder, manifest: manifest, scanned: files, manifestTime: stamp.seconds,
-                                        level: level, output: { try writer.write($0) })
+                                        level: level, progress: progress, output: { try writer.write($0) })
                 try writer.close()
                 fileKey = writer.fileKey
             }

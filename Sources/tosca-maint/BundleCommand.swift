@@ -57,6 +57,7 @@ struct BundleCommand: ParsableCommand {
                 defer { lock.unlock() }
                 var job = BundleJob(folder: folder)
                 job.level = level
+                job.showProgress = !shared.json
                 let file = recipients ?? ProcessInfo.processInfo.environment["TOSCA_BUNDLE_RECIPIENTS"].flatMap { $0.isEmpty ? nil : $0 } ?? BundleJob.defaultRecipients
                 let o = try job.run(sessionID: session, dryRun: dryRun, recipients: file)
                 for id in o.wouldBundle { print("would bundle session \(id)") }
