@@ -46,3 +46,40 @@ import TestSupport
         }
     }
 }
+
+/// The cutover killed at random moments while it converts plaintext bundles: a re-run
+/// finishes; every session keeps exactly one bundle, encrypted, that age reads.
+@Suite struct BundleCutoverFaultTests {
+    @Test func sigkillDuringTheBundleConversionLosesNoBundle() throws {
+        let dir = TempDir()
+        let template = dir.sub("template")
+        #expect(try run(executable("tosca-sim"), ["--data-dir", template, "--sessions", "3", "--duration", "0.2", "--media-mib", "4", "--seed", "2"]).status == 0)
+        #expect(try maint(["bundle", "--data-dir", template]).status == 0)
+        try writeKeyFile(dir.sub("key"))
+        let id = dir.sub("identity")
+        #expect(try run(try #require(which("age-keygen")), ["-o", id]).status == 0)
+        FileManager.default.createFile(atPath: dir.sub("recipients"), contents: Data(try run(try #require(which("age-keygen")), ["-y", id]).stdout.utf8))
+        let args = ["encrypt", "--key-file", dir.sub("key"), "--recipients", dir.sub("recipients"), "--yes"]
+        // How long a whole cutover takes here.
+        let timing = dir.sub("timing")
+        _ = try run("/bin/cp", ["-a", template, timing])
+        let t0 = Date()
+        #expect(try maint(args + ["--data-dir", timing]).status == 0)
+        let duration = max(Date().timeIntervalSince(t0), 0.05)
+        for trial in 0..<4 {
+            let data = dir.sub("trial\(trial)")
+            _ = try run("/bin/cp", ["-a", template, data])
+            let p = try Spawned(executable("tosca-maint"), args + ["--data-dir", data])
+            usleep(UInt32(Double.random(in: 0.3...1.0) * duration * 1_000_000))
+            p.signal(SIGKILL)
+            _ = p.wait()
+            let again = try maint(args + ["--data-dir", data])
+            #expect(again.status == 0, "trial \(trial): \(again.output)")
+            let names = listing(data + "/bundles")
+            #expect(names.filter { $0.hasSuffix(".tar.zst.age") }.count == 3 && !names.contains { $0.hasSuffix(".tar.zst") || $0.contains(".partial") },
+                    "trial \(trial): \(names)")
+            let v = try maint(["bundle", "verify", "--identity", id, "--key-file", dir.sub("key"), "--data-dir", data])
+            #expect(v.status == 0, "trial \(trial): \(v.output)")
+        }
+    }
+}
