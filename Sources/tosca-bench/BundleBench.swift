@@ -25,6 +25,7 @@ struct BundleBench: ParsableCommand {
     @Option(help: "Timed runs of each (the median is printed).") var runs = 3
     @Option(help: "Scratch folder (default: a new folder under $TMPDIR; removed afterwards).") var workDir: String?
     @Flag(inversion: .prefixedNo, help: "Drop the page cache (as root) before the by-hand read-back.") var dropCaches = true
+    @Option(help: "Seconds of recording for each latency window (idle, then while bundling); 0 skips it.") var latencySeconds = 20.0
 
     func run() throws {
         setPrivateUmask()
@@ -102,6 +103,38 @@ struct BundleBench: ParsableCommand {
         print("encrypted bundle (age X25519)          \(r(oursEnc, byHandEnc))   (target <= 1.2x)")
         print("extract, every SHA-256 checked         \(r(oursX, handX))   (target <= 1.2x)")
         print(String(format: "bundle size vs bsdtar --zstd level 3:  %.3f (target within 2%%)", Double(oursSize) / Double(max(handSize, 1))))
+        if latencySeconds > 0 { try latency(data: data, sim: sim, maint: maint) }
+    }
+
+    /// The recorder's commit latency while `bundle` runs under nice 19 and the idle I/O
+    /// class, against the same recording with nothing else running.
+    func latency(data: String, sim: String, maint: String) throws {
+        func window(_ label: String, during: (() throws -> Void)?) throws -> Double {
+            let report = data + "/latency-\(label).json"
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: sim)
+            p.arguments = ["--data-dir", data, "--until-signal", "--sample-rate", "1000", "--event-rate", "50", "--latency-report", report]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            let end = Date().addingTimeInterval(latencySeconds)
+            if let during { while Date() < end { try during() } } else { Thread.sleep(until: end) }
+            kill(p.processIdentifier, SIGTERM)
+            p.waitUntilExit()
+            guard p.terminationStatus == 0 else { throw ValidationError("tosca-sim failed (\(p.terminationStatus))") }
+            let text = try String(contentsOfFile: report, encoding: .utf8)
+            guard let r = text.range(of: "\"p99_ms\":") else { return 0 }
+            return Double(text[r.upperBound...].prefix { "0123456789.".contains($0) }) ?? 0
+        }
+        let idle = try window("idle", during: nil)
+        var runs = 0
+        let busy = try window("busy") {
+            try? FileManager.default.removeItem(atPath: data + "/bundles")
+            try shell("/usr/bin/nice", ["-n", "19", "/usr/bin/ionice", "-c", "3", maint, "bundle", "--data-dir", data])
+            runs += 1
+        }
+        print(String(format: "recorder p99 commit latency (1 kHz samples, 50 events/s, %.0f s each): idle %.2f ms, while bundling (%d runs) %.2f ms: %.2fx (target <= 2x)",
+                     latencySeconds, idle, runs, busy, busy / max(idle, 1e-9)))
     }
 
     func firstBundle(_ dir: String) throws -> String {
