@@ -229,26 +229,21 @@ public struct BundleJob: Sendable {
         defer { bar?.finish() }
         do {
             defer { close(fd) }
-            func toFile(_ bytes: UnsafeRawBufferPointer) throws {
-                var off = 0
-                while off < bytes.count {
-                    let n = writeSome(fd, bytes, from: off)
-                    if n < 0 { if errno == EINTR { continue }; throw POSIXFailure(operation: "write \(partial)", code: errno) }
-                    off += n
-                }
-            }
+            // Writeback paced, so the recorder's fsyncs never wait behind our dirty pages.
+            let paced = PacedWriter(fd: fd, path: partial)
             if recipients.isEmpty {
-                try SessionBundle.write(folder: sessionFolder, manifest: manifest, scanned: files, manifestTime: stamp.seconds, level: level, to: fd,
-                                        progress: progress)
+                try SessionBundle.write(folder: sessionFolder, manifest: manifest, scanned: files, manifestTime: stamp.seconds,
+                                        level: level, progress: progress, output: { try paced.write($0) })
             } else {
                 // D18: encrypted to the recipients; the file key stays in memory only for the
                 // read-back below.
-                let writer = try Age.Writer(recipients: recipients) { bytes in try bytes.withUnsafeBytes { try toFile($0) } }
+                let writer = try Age.Writer(recipients: recipients) { bytes in try bytes.withUnsafeBytes { try paced.write($0) } }
                 try SessionBundle.write(folder: sessionFolder, manifest: manifest, scanned: files, manifestTime: stamp.seconds,
                                         level: level, progress: progress, output: { try writer.write($0) })
                 try writer.close()
                 fileKey = writer.fileKey
             }
+            try paced.flushPending()
             guard fsync(fd) == 0 else { throw POSIXFailure(operation: "fsync \(partial)", code: errno) }
         }
         // Verified at publication: read back from the disk (decrypted with the file key still
@@ -367,16 +362,8 @@ public struct BundleJob: Sendable {
                 var fileKey: [UInt8] = []
                 do {
                     defer { close(fd) }
-                    let writer = try Age.Writer(recipients: recipients) { bytes in
-                        try bytes.withUnsafeBytes { raw in
-                            var off = 0
-                            while off < raw.count {
-                                let n = writeSome(fd, raw, from: off)
-                                if n < 0 { if errno == EINTR { continue }; throw POSIXFailure(operation: "write \(partial)", code: errno) }
-                                off += n
-                            }
-                        }
-                    }
+                    let paced = PacedWriter(fd: fd, path: partial)
+                    let writer = try Age.Writer(recipients: recipients) { bytes in try bytes.withUnsafeBytes { try paced.write($0) } }
                     let inFD = open(plain.path, O_RDONLY | O_CLOEXEC)
                     guard inFD >= 0 else { throw POSIXFailure(operation: "open \(plain.path)", code: errno) }
                     defer { close(inFD) }
@@ -388,6 +375,7 @@ public struct BundleJob: Sendable {
                         try buf.withUnsafeBytes { try writer.write(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
                     }
                     try writer.close()
+                    try paced.flushPending()
                     fileKey = writer.fileKey
                     guard fsync(fd) == 0 else { throw POSIXFailure(operation: "fsync \(partial)", code: errno) }
                 }
