@@ -94,3 +94,32 @@ import TestSupport
         return fileSHA256(f.sub("x"))
     }
 }
+
+/// The bundle writer's own guards, driven in-process: a file that grows or changes between
+/// the scan and the write stops the bundle.
+@Suite struct BundleWriterGuardTests {
+    @Test func aFileThatChangesAfterTheScanStopsTheBundle() throws {
+        let dir = TempDir()
+        let folder = dir.sub("session")
+        try FileManager.default.createDirectory(atPath: folder + "/streams", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: folder + "/streams/a.jsonl", contents: Data("{\"t\":1}\n".utf8))
+        FileManager.default.createFile(atPath: folder + "/session.json", contents: Data("{}".utf8))
+        for change in ["grow", "same size"] {
+            let (folders, files) = try SessionBundle.scan(folder: folder)
+            let manifest = BundleManifest(sessionID: 1, startTime: "t", endTime: nil, folders: folders,
+                                          files: files.map { .init(path: $0.path, size: $0.size, sha256: $0.sha256) })
+            let h = try #require(FileHandle(forWritingAtPath: folder + "/streams/a.jsonl"))
+            if change == "grow" { h.seekToEndOfFile(); h.write(Data("{\"t\":2}\n".utf8)) } else { h.write(Data("{".utf8)); h.write(Data("\"u\":1}\n".utf8)) }
+            try h.close()
+            let out = open(dir.sub("out-\(change)"), O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            defer { close(out) }
+            do {
+                try SessionBundle.write(folder: folder, manifest: manifest, scanned: files, manifestTime: 0, level: 3, to: out)
+                Issue.record("\(change): a file changed after the scan was bundled")
+            } catch let e as BundleError {
+                guard case .source(let path, let reason) = e else { Issue.record("\(change): \(e)"); continue }
+                #expect(path.hasSuffix("streams/a.jsonl") && (reason.contains("grew") || reason.contains("changed")), "\(change): \(e)")
+            }
+        }
+    }
+}
