@@ -114,6 +114,9 @@ public enum Age {
             let share = Array(ephemeral.publicKey.rawRepresentation)
             let theirs = try Curve25519.KeyAgreement.PublicKey(rawRepresentation: r.publicKey)
             let shared = try ephemeral.sharedSecretFromKeyAgreement(with: theirs).withUnsafeBytes { Array($0) }
+            // A low-order recipient key gives an all-zero secret anyone can compute: refused,
+            // as age does (swift-crypto does not check it).
+            guard shared.contains(where: { $0 != 0 }) else { throw Failure.badRecipient(r.text) }
             let wrapKey = hkdf(shared, salt: share + r.publicKey, info: "age-encryption.org/v1/X25519")
             let box = try ChaChaPoly.seal(fileKey, using: wrapKey, nonce: ChaChaPoly.Nonce(data: [UInt8](repeating: 0, count: 12)))
             text += "-> X25519 \(b64(share))\n\(b64(Array(box.ciphertext) + Array(box.tag)))\n"
@@ -166,6 +169,7 @@ public enum Age {
                       let sharePK = try? Curve25519.KeyAgreement.PublicKey(rawRepresentation: share) else { continue }
                 for id in identities {
                     guard let shared = try? id.key.sharedSecretFromKeyAgreement(with: sharePK).withUnsafeBytes({ Array($0) }) else { continue }
+                    guard shared.contains(where: { $0 != 0 }) else { throw Failure.badHeader("an X25519 share gives an all-zero secret") }
                     let ours = Array(id.key.publicKey.rawRepresentation)
                     let wrapKey = hkdf(shared, salt: share + ours, info: "age-encryption.org/v1/X25519")
                     if let box = try? ChaChaPoly.SealedBox(nonce: ChaChaPoly.Nonce(data: [UInt8](repeating: 0, count: 12)),

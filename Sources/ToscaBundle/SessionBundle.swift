@@ -167,10 +167,17 @@ public enum SessionBundle {
                              level: Int, progress: ((Int64) -> Void)? = nil, output: @escaping (UnsafeRawBufferPointer) throws -> Void) throws {
         _ = localeSet
         guard let a = archive_write_new() else { throw BundleError.archive(reason: "archive_write_new failed") }
-        defer { archive_write_free(a) }
         let sink = WriteSink(output)
         let context = Unmanaged.passRetained(sink)
-        defer { context.release() }
+        var completed = false
+        // One defer, in this order: a failed archive writes nothing more (archive_write_fail
+        // before free, whose close would pad the entry and flush through the callback), and
+        // the callback's context outlives the archive.
+        defer {
+            if !completed { archive_write_fail(a) }
+            archive_write_free(a)
+            context.release()
+        }
         func check(_ rc: Int32, _ what: String) throws {
             if let e = sink.error { throw e }
             guard rc == ARCHIVE_OK else {
@@ -237,6 +244,7 @@ public enum SessionBundle {
             }
         }
         try check(archive_write_close(a), "close")
+        completed = true
     }
 
     // MARK: - Reading
@@ -254,10 +262,11 @@ public enum SessionBundle {
                             sink: ((_ relativePath: String, _ kind: mode_t, _ chunk: UnsafeRawBufferPointer?) throws -> Void)? = nil) throws -> BundleManifest {
         _ = localeSet
         guard let a = archive_read_new() else { throw BundleError.archive(reason: "archive_read_new failed") }
-        defer { archive_read_free(a) }
         // Only tar and zstd: never "all" (D17).
         archive_read_support_format_tar(a)
-        archive_read_support_filter_zstd(a)
+        guard archive_read_support_filter_zstd(a) == ARCHIVE_OK else {
+            throw BundleError.archive(reason: "this libarchive has no built-in zstd (it would run an external program)")
+        }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw BundleError.archive(reason: "open \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -283,7 +292,8 @@ public enum SessionBundle {
             }
         }
         let context = source.map { Unmanaged.passRetained($0) }
-        defer { context?.release() }
+        // The archive goes before its callback's context.
+        defer { archive_read_free(a); context?.release() }
         let opened = context.map { archive_read_open2(a, $0.toOpaque(), nil, ReadSource.callback, nil, nil) } ?? archive_read_open_fd(a, fd, 1 << 16)
         guard opened == ARCHIVE_OK else {
             if let e = source?.error { throw BundleError.damaged(reason: String(describing: e)) }
@@ -367,6 +377,12 @@ public enum SessionBundle {
                 throw fail("\(name) is not a folder or a regular file (a link, device or FIFO)")
             }
         }
+        // libarchive clears a read error met while it looks for the tar's end blocks: an
+        // age chunk that failed there must not pass. Then every chunk left is authenticated.
+        if let e = source?.error { throw BundleError.damaged(reason: String(describing: e)) }
+        if let source {
+            do { while try source.next() != nil {} } catch { throw BundleError.damaged(reason: String(describing: error)) }
+        }
         guard let m = manifest else { throw fail("empty or truncated: no \(BundleManifest.entryName)") }
         let missing = Set(m.files.map(\.path)).subtracting(seen)
         guard missing.isEmpty else { throw fail("missing from the bundle: \(missing.sorted().prefix(5).joined(separator: ", "))") }
@@ -423,10 +439,15 @@ public enum SessionBundle {
                 off += n
             }
         }
-        if current >= 0 { fsync(current); close(current); current = -1 }
+        if current >= 0 {
+            guard fsync(current) == 0 else { throw BundleError.archive(reason: "fsync in \(staging): \(String(cString: strerror(errno)))") }
+            close(current); current = -1
+        }
+        // Still nothing at the target (rename would replace an empty folder made meanwhile).
+        guard lstat(target, &st) != 0 else { throw BundleError.source(path: target, reason: "exists: extract never writes over anything") }
         guard rename(staging, target) == 0 else { throw BundleError.source(path: target, reason: "cannot be created: \(String(cString: strerror(errno)))") }
         done = true
-        try AtomicFile.syncDirectory(PathName.parent(target))
+        try? AtomicFile.syncDirectory(PathName.parent(target))
         return manifest
     }
 }

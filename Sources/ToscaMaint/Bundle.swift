@@ -184,9 +184,13 @@ public struct BundleJob: Sendable {
                 let path = try bundle(sessionID: id, folder: sessionFolder, start: r[2].string ?? "", end: r[3].string, recipients: recipients)
                 outcome.bundled.append((id, path))
                 Journal.shared.log(.info, "bundled session \(id) into \(path)", id: .bundlePublished, fields: ["TOSCA_SESSION_ID": String(id), "TOSCA_BUNDLE_PATH": path])
-            } catch let e as BundleError {
-                outcome.failed.append((id, e.description))
-                Journal.shared.log(.err, "session \(id) was not bundled: \(e)", id: .bundleFailed, fields: ["TOSCA_SESSION_ID": String(id)])
+            } catch let f as ToolFailure where f.status == .ioError {
+                throw f // a full disk stops the run: the next session would meet it too
+            } catch {
+                // One session that cannot be bundled is named; the others go on.
+                let reason = (error as? BundleError)?.description ?? String(describing: error)
+                outcome.failed.append((id, reason))
+                Journal.shared.log(.err, "session \(id) was not bundled: \(reason)", id: .bundleFailed, fields: ["TOSCA_SESSION_ID": String(id)])
             }
         }
         return outcome
@@ -346,13 +350,25 @@ public struct BundleJob: Sendable {
     /// are removed. Resumable: a session whose encrypted bundle is already published only
     /// loses its plaintext one. Returns the bundles converted.
     @discardableResult
-    public func encryptPlaintextBundles(to recipients: [Age.Recipient]) throws -> [String] {
-        guard !recipients.isEmpty else { return [] }
+    public func encryptPlaintextBundles(to recipients: [Age.Recipient]) throws -> (converted: [String], skipped: [(String, String)]) {
+        guard !recipients.isEmpty else { return ([], []) }
         var converted: [String] = []
+        var skipped: [(String, String)] = []
         let all = try published()
         for plain in all where !SessionBundle.isEncrypted(path: plain.path) {
             let final = plain.path + ".age"
             if !all.contains(where: { $0.path == final && $0.sidecar != nil }) {
+                // Only a bundle that is the one published, and whose last check passed, is
+                // converted: a damaged one must not come out with a fresh "ok".
+                guard let plainSidecar = plain.sidecar, plainSidecar.checks.last?.ok == true,
+                      let (plainSHA, plainSize) = try? FileDigest.sha256(path: plain.path),
+                      plainSHA == plainSidecar.sha256, plainSize == plainSidecar.sizeBytes else {
+                    skipped.append((PathName.name(plain.path), "differs from its sidecar or failed its last check: not converted, kept as it is"))
+                    continue
+                }
+                // An encrypted bundle an interrupted conversion linked but never published
+                // (no sidecar): the plaintext is still here, so it is made again.
+                unlink(final)
                 let partial = final + ".partial"
                 unlink(partial)
                 let fd = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
@@ -397,14 +413,15 @@ public struct BundleJob: Sendable {
                 do { try sidecar.write(path: BundleSidecar.path(for: final)) } catch { unlink(final); throw error }
                 converted.append(PathName.name(final))
             }
-            for p in [BundleSidecar.path(for: plain.path), plain.path] where unlink(p) != 0 && errno != ENOENT {
+            // The bundle first, then its sidecar: never a plaintext bundle left unpublished.
+            for p in [plain.path, BundleSidecar.path(for: plain.path)] where unlink(p) != 0 && errno != ENOENT {
                 throw POSIXFailure(operation: "remove \(p)", code: errno)
             }
             try AtomicFile.syncDirectory(folder.bundles)
             Journal.shared.log(.notice, "replaced plaintext bundle \(plain.path) by its encrypted version (removal does not erase it from ext4 or flash media)",
                                id: .plaintextRemoved, fields: ["TOSCA_BUNDLE_PATH": plain.path])
         }
-        return converted
+        return (converted, skipped)
     }
 
     /// The folder the database names for `sessionID` (to extract a lost folder back into

@@ -146,7 +146,9 @@ public struct EncryptJob: Sendable {
         // 6. Every plaintext copy in the catalog becomes an encrypted one, and every
         // plaintext bundle one encrypted to the recipients.
         try convertCatalog(&outcome)
-        outcome.convertedBundles = try bundles.encryptPlaintextBundles(to: recipients)
+        let (convertedBundles, skippedBundles) = try bundles.encryptPlaintextBundles(to: recipients)
+        outcome.convertedBundles = convertedBundles
+        outcome.skipped += skippedBundles
         outcome.alreadyDone = !outcome.swapped && outcome.converted.isEmpty && outcome.deleted.isEmpty && outcome.convertedBundles.isEmpty
         // 7. A planned change ends with a drill of the newest converted backup.
         if !outcome.alreadyDone { outcome.drill = try Self.drillNewest(folder) }

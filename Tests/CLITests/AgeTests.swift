@@ -88,6 +88,12 @@ import TestSupport
         }
     }
 
+    /// A low-order recipient key (all zeros) gives a secret anyone can compute: refused.
+    @Test func aLowOrderRecipientIsRefused() throws {
+        let zero = Age.Recipient(publicKey: [UInt8](repeating: 0, count: 32))
+        #expect(throws: Age.Failure.self) { _ = try Age.Writer(recipients: [zero]) { _ in } }
+    }
+
     func sha(_ b: [UInt8]) -> String {
         let f = TempDir()
         FileManager.default.createFile(atPath: f.sub("x"), contents: Data(b))

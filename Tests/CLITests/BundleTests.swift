@@ -308,6 +308,24 @@ import ToscaCore
         let s = try maint(["status", "--key-file", dir.sub("key"), "--data-dir", data])
         #expect(s.status == 0, "\(s.output)")
     }
+
+    /// A damaged plaintext bundle is not converted (it would come out with a fresh "ok"):
+    /// named (65) and kept as it is.
+    @Test func aDamagedPlaintextBundleIsNotConverted() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 1)
+        #expect(try maint(["bundle", "--data-dir", data]).status == 0)
+        let bundle = data + "/bundles/" + (try #require(listing(data + "/bundles").first { $0.hasSuffix(".tar.zst") }))
+        try flipByte(bundle, at: 200)
+        try writeKeyFile(dir.sub("key"))
+        let id = dir.sub("identity")
+        #expect(try run(try #require(which("age-keygen")), ["-o", id]).status == 0)
+        FileManager.default.createFile(atPath: dir.sub("recipients"), contents: Data(try run(try #require(which("age-keygen")), ["-y", id]).stdout.utf8))
+        let r = try maint(["encrypt", "--key-file", dir.sub("key"), "--recipients", dir.sub("recipients"), "--yes", "--data-dir", data])
+        #expect(r.status == 65 && r.stdout.contains("NOT converted") && r.stdout.contains("differs from its sidecar"), "\(r.output)")
+        #expect(FileManager.default.fileExists(atPath: bundle) && !FileManager.default.fileExists(atPath: bundle + ".age"))
+    }
 }
 
 /// tosca-sim's camera media: incompressible video and snapshots, registered in
