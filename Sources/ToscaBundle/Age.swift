@@ -101,7 +101,9 @@ public enum Age {
         guard !s.contains("=") else { return nil } // age uses no padding
         var t = s
         while t.count % 4 != 0 { t += "=" }
-        return Data(base64Encoded: t).map(Array.init)
+        // Canonical only (no stray bits in the last character), as age requires.
+        guard let bytes = Data(base64Encoded: t).map(Array.init), b64(bytes) == s else { return nil }
+        return bytes
     }
 
     // MARK: - Header
@@ -147,17 +149,26 @@ public enum Age {
         while i < lines.count - 1 {
             let l = lines[i].text
             guard l.hasPrefix("-> ") else { throw Failure.badHeader("a stanza does not start with ->") }
-            let args = l.dropFirst(3).split(separator: " ").map(String.init)
+            let args = l.dropFirst(3).split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+            guard !args.isEmpty, !args.contains(where: \.isEmpty) else { throw Failure.badHeader("a stanza has an empty argument") }
             var body: [UInt8] = []
+            var ended = false
             i += 1
             while i < lines.count - 1 {
                 let b = lines[i].text
-                guard let chunk = unb64(b), b.count <= 64 else { throw Failure.badHeader("a stanza body is not base64") }
+                guard let chunk = unb64(b), b.count <= 64 else { throw Failure.badHeader("a stanza body is not canonical base64") }
                 body += chunk
                 i += 1
-                if b.count < 64 { break }
+                if b.count < 64 { ended = true; break }
             }
+            // A body ends with a line shorter than 64 characters (an empty one after a full one).
+            guard ended else { throw Failure.badHeader("a stanza body does not end with a short line") }
             stanzas.append((args, body))
+        }
+        guard !stanzas.isEmpty else { throw Failure.badHeader("no recipient stanza") }
+        // A malformed X25519 stanza is an error, not a stanza to skip (the spec's MUST).
+        for s in stanzas where s.args.first == "X25519" {
+            guard s.args.count == 2, unb64(s.args[1])?.count == 32, s.body.count == 32 else { throw Failure.badHeader("a malformed X25519 stanza") }
         }
         let headerEnd = last.end
         let macText = Array(bytes[0..<(headerEnd - last.text.utf8.count - 1)]) + Array("---".utf8)

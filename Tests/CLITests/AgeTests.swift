@@ -94,6 +94,39 @@ import TestSupport
         #expect(throws: Age.Failure.self) { _ = try Age.Writer(recipients: [zero]) { _ in } }
     }
 
+    /// Headers the spec says to reject: no stanza, a malformed X25519 stanza, a
+    /// non-canonical base64 body, an empty argument.
+    @Test func malformedHeadersAreRefused() throws {
+        let id = Age.Identity()
+        var good: [UInt8] = []
+        let w = try Age.Writer(recipients: [id.recipient]) { good += $0 }
+        try w.close()
+        var text = String(decoding: good.prefix { $0 != 0 }, as: UTF8.self)
+        text = String(text[..<(text.range(of: "\n--- ")?.upperBound ?? text.endIndex)])
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let stanza = lines[1], body = lines[2]
+        // The same bytes with a stray low bit in the last character (32 bytes leave 2
+        // unused bits in it): non-canonical base64.
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+        let last = try #require(body.last.flatMap { alphabet.firstIndex(of: $0) })
+        let bumped = body.dropLast() + String(alphabet[last ^ 1])
+        #expect(Age.unb64(String(bumped)) == nil && Age.unb64(body) != nil)
+        let cases: [(String, String)] = [
+            ("no stanza", "age-encryption.org/v1\n--- AAAA\n"),
+            ("short X25519", "age-encryption.org/v1\n-> X25519\n\(body)\n--- AAAA\n"),
+            ("empty argument", "age-encryption.org/v1\n\(stanza.replacingOccurrences(of: "X25519 ", with: "X25519  "))\n\(body)\n--- AAAA\n"),
+            ("non-canonical body", "age-encryption.org/v1\n\(stanza)\n\(bumped)\n--- AAAA\n"),
+        ]
+        for (label, header) in cases {
+            var bytes = Array(header.utf8) + [UInt8](repeating: 0, count: 64)
+            let result = Result {
+                let r = try Age.Reader(identities: [id]) { defer { bytes = [] }; return bytes }
+                _ = try r.next()
+            }
+            if case .success = result { Issue.record("\(label) was accepted") }
+        }
+    }
+
     func sha(_ b: [UInt8]) -> String {
         let f = TempDir()
         FileManager.default.createFile(atPath: f.sub("x"), contents: Data(b))
