@@ -73,15 +73,16 @@ extension RestoreJob {
                     }
                 }
             }
-            try LiveSwap.swap(temp, into: target)
+            try LiveSwap.swap(temp, into: target) // fsyncs the folder
+            done = true
         } else {
             guard link(temp, target) == 0 else {
                 throw ToolFailure(.cantCreate, "cannot create \(target): \(String(cString: strerror(errno)))", hint: "--to never overwrites; name a new file")
             }
             unlink(temp)
+            done = true
+            try AtomicFile.syncDirectory(dir.isEmpty ? "." : dir)
         }
-        done = true
-        try AtomicFile.syncDirectory(dir.isEmpty ? "." : dir)
     }
 
     /// A copy named by a path outside `backups/` (an off-device copy) is brought into the

@@ -125,24 +125,11 @@ struct BackupBench: ParsableCommand {
         print("")
     }
 
-    func sibling(_ name: String) -> String? {
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        let p = PathName.parent(exe) + "/" + name
-        return FileManager.default.isExecutableFile(atPath: p) ? p : nil
-    }
+    func sibling(_ name: String) -> String? { siblingExecutable(name) }
 
-    func fileSize(_ p: String) -> Int64 { ((try? FileManager.default.attributesOfItem(atPath: p)[.size]) as? NSNumber)?.int64Value ?? 0 }
 
-    /// The median of `runs` timings of `body`; `reset` runs before each (untimed).
     func timed(reset: () throws -> Void = {}, _ body: () throws -> Void) throws -> Double {
-        var times: [Double] = []
-        for _ in 0..<max(1, runs) {
-            try reset()
-            let t0 = monotonicNanoseconds()
-            try body()
-            times.append(Double(monotonicNanoseconds() - t0) / 1e9)
-        }
-        return times.sorted()[times.count / 2]
+        try medianTime(runs: runs, reset: reset, body)
     }
 
     func runCLI(_ exe: String, _ args: [String], stdin: String? = nil) throws {

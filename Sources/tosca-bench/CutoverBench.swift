@@ -55,7 +55,7 @@ struct CutoverBench: ParsableCommand {
         try fresh()
         let full = try helper.timed { try helper.runCLI(maint, ["encrypt", "--key-file", keyFile, "--yes", "--data-dir", scratch]) }
         try? FileManager.default.removeItem(atPath: scratch)
-        let size = helper.fileSize(plain + "/tosca.db")
+        let size = fileSize(plain + "/tosca.db")
         print("tosca-bench cutover: \(String(format: "%.0f", Double(size) / 1_048_576)) MiB database, SQLCipher \(try SQLCipherLibrary.checkVersion())")
         print(String(format: "  by hand: sqlcipher_export + integrity_check + count(*) both sides   %7.2f s", byHand))
         print(String(format: "  tosca-maint encrypt --keep-plaintext-copy                           %7.2f s   %.2fx by hand", keep, keep / byHand))

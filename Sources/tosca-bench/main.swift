@@ -210,4 +210,23 @@ func which(_ name: String) -> String? {
     return nil
 }
 
+/// A program built beside this one (tosca-maint, tosca-sim), or `nil`.
+func siblingExecutable(_ name: String) -> String? {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    let p = PathName.parent(exe) + "/" + name
+    return FileManager.default.isExecutableFile(atPath: p) ? p : nil
+}
+
+/// The median of `runs` timings of `body` in seconds; `reset` runs before each (untimed).
+func medianTime(runs: Int, reset: () throws -> Void = {}, _ body: () throws -> Void) throws -> Double {
+    var times: [Double] = []
+    for _ in 0..<max(1, runs) {
+        try reset()
+        let t0 = monotonicNanoseconds()
+        try body()
+        times.append(Double(monotonicNanoseconds() - t0) / 1e9)
+    }
+    return times.sorted()[times.count / 2]
+}
+
 ToscaBench.main()

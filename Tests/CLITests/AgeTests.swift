@@ -6,11 +6,8 @@ import TestSupport
 /// The age v1 writer and reader against the stock `age` CLI (Debian's age 1.1.1), both ways.
 @Suite struct AgeTests {
     func keypair(_ dir: TempDir) throws -> (identityFile: String, recipient: String) {
-        let id = dir.sub("identity")
-        let k = try run(try #require(which("age-keygen")), ["-o", id])
-        #expect(k.status == 0, "\(k.output)")
-        let r = try run(try #require(which("age-keygen")), ["-y", id])
-        return (id, r.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+        let pair = try ageKeypair(in: dir)
+        return (pair.identity, pair.recipient)
     }
 
     /// Empty, one byte, exactly one chunk, one chunk and a byte, several chunks.

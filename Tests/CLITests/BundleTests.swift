@@ -182,12 +182,10 @@ import ToscaCore
         let data = dir.sub("data")
         try writeKeyFile(dir.sub("key"))
         try simulatedData(data, sessions: 2, keyFile: dir.sub("key"))
-        let id = dir.sub("identity")
-        #expect(try run(try #require(which("age-keygen")), ["-o", id]).status == 0)
-        let recipient = try run(try #require(which("age-keygen")), ["-y", id]).stdout
-        FileManager.default.createFile(atPath: dir.sub("recipients"), contents: Data(("# the clinic\n" + recipient).utf8))
+        let pair = try ageKeypair(in: dir)
+        let id = pair.identity
         let key = ["--key-file", dir.sub("key"), "--data-dir", data]
-        let r = try maint(["bundle", "--recipients", dir.sub("recipients")] + key)
+        let r = try maint(["bundle", "--recipients", pair.recipients] + key)
         #expect(r.status == 0, "\(r.output)")
         let bundles = listing(data + "/bundles").filter { $0.hasSuffix(".tar.zst.age") }
         #expect(bundles.count == 2 && !listing(data + "/bundles").contains { $0.hasSuffix(".tar.zst") }, "\(listing(data + "/bundles"))")
@@ -224,10 +222,9 @@ import ToscaCore
         try simulatedData(data, sessions: 1)
         #expect(try maint(["bundle", "--data-dir", data]).status == 0)
         let plain = data + "/bundles/" + (try #require(listing(data + "/bundles").first { $0.hasSuffix(".tar.zst") }))
-        let id = dir.sub("identity")
-        #expect(try run(try #require(which("age-keygen")), ["-o", id]).status == 0)
-        let recipient = try run(try #require(which("age-keygen")), ["-y", id]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        #expect(try run(try #require(which("age")), ["-r", recipient, "-o", dir.sub("b.tar.zst.age"), plain]).status == 0)
+        let pair = try ageKeypair(in: dir)
+        let id = pair.identity
+        #expect(try run(try #require(which("age")), ["-r", pair.recipient, "-o", dir.sub("b.tar.zst.age"), plain]).status == 0)
         let x = try maint(["bundle", "extract", "--file", dir.sub("b.tar.zst.age"), "--to", dir.sub("x"), "--identity", id, "--data-dir", data])
         #expect(x.status == 0, "\(x.output)")
         let y = try maint(["bundle", "extract", "--file", plain, "--to", dir.sub("y"), "--data-dir", data])
@@ -295,10 +292,9 @@ import ToscaCore
         let refused = try maint(["encrypt", "--key-file", dir.sub("key"), "--recipients", dir.sub("missing"), "--yes", "--data-dir", data])
         #expect(refused.status == 78 && refused.stderr.contains("nothing was changed"), "\(refused.output)")
         #expect(fileSHA256(data + "/tosca.db") == sha && listing(data + "/bundles") == before)
-        let id = dir.sub("identity")
-        #expect(try run(try #require(which("age-keygen")), ["-o", id]).status == 0)
-        FileManager.default.createFile(atPath: dir.sub("recipients"), contents: Data(try run(try #require(which("age-keygen")), ["-y", id]).stdout.utf8))
-        let r = try maint(["encrypt", "--key-file", dir.sub("key"), "--recipients", dir.sub("recipients"), "--yes", "--data-dir", data])
+        let pair = try ageKeypair(in: dir)
+        let id = pair.identity
+        let r = try maint(["encrypt", "--key-file", dir.sub("key"), "--recipients", pair.recipients, "--yes", "--data-dir", data])
         #expect(r.status == 0 && r.stdout.contains("encrypted bundle"), "\(r.output)")
         let after = listing(data + "/bundles")
         #expect(after.filter { $0.hasSuffix(".tar.zst.age") }.count == 2 && !after.contains { $0.hasSuffix(".tar.zst") }, "\(after)")
@@ -319,10 +315,9 @@ import ToscaCore
         let bundle = data + "/bundles/" + (try #require(listing(data + "/bundles").first { $0.hasSuffix(".tar.zst") }))
         try flipByte(bundle, at: 200)
         try writeKeyFile(dir.sub("key"))
-        let id = dir.sub("identity")
-        #expect(try run(try #require(which("age-keygen")), ["-o", id]).status == 0)
-        FileManager.default.createFile(atPath: dir.sub("recipients"), contents: Data(try run(try #require(which("age-keygen")), ["-y", id]).stdout.utf8))
-        let r = try maint(["encrypt", "--key-file", dir.sub("key"), "--recipients", dir.sub("recipients"), "--yes", "--data-dir", data])
+        let pair = try ageKeypair(in: dir)
+        let id = pair.identity
+        let r = try maint(["encrypt", "--key-file", dir.sub("key"), "--recipients", pair.recipients, "--yes", "--data-dir", data])
         #expect(r.status == 65 && r.stdout.contains("NOT converted") && r.stdout.contains("differs from its sidecar"), "\(r.output)")
         #expect(FileManager.default.fileExists(atPath: bundle) && !FileManager.default.fileExists(atPath: bundle + ".age"))
     }

@@ -124,11 +124,7 @@ import ToscaMaint
         if encrypted {
             // An encrypted device bundles only to age recipients (the unit's default file
             // lives in /etc; the drop-in here points at a test one).
-            let id = dir.sub("age-identity")
-            #expect(try run(try #require(which("age-keygen")), ["-o", id]).status == 0)
-            let recipient = try run(try #require(which("age-keygen")), ["-y", id]).stdout
-            FileManager.default.createFile(atPath: dir.sub("recipients"), contents: Data(recipient.utf8))
-            environment["TOSCA_BUNDLE_RECIPIENTS"] = dir.sub("recipients")
+            environment["TOSCA_BUNDLE_RECIPIENTS"] = try ageKeypair(in: dir, name: "age-identity").recipients
         }
         for unit in ["tosca-maint-backup.service", "tosca-maint-verify.service"] {
             let s = try Self.settings(packageRoot() + "/Timers/" + unit)

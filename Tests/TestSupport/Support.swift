@@ -285,3 +285,23 @@ public func legacyTableRows(_ path: String) throws -> [String: String] {
     }
     return out
 }
+
+/// An age key pair made by the stock `age-keygen` in `dir`: the identity file, a
+/// recipients file holding its recipient (what /etc/tosca-maint/bundle-recipients holds on
+/// a device), and the recipient itself.
+public struct AgeKeypair {
+    public let identity: String
+    public let recipients: String
+    public let recipient: String
+}
+
+public func ageKeypair(in dir: TempDir, name: String = "identity") throws -> AgeKeypair {
+    guard let keygen = which("age-keygen") else { throw OracleError(message: "age-keygen is needed (apt-get install age)") }
+    let identity = dir.sub(name)
+    let made = try run(keygen, ["-o", identity])
+    guard made.status == 0 else { throw OracleError(message: "age-keygen: \(made.output)") }
+    let recipient = try run(keygen, ["-y", identity]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    let recipients = dir.sub(name + ".recipients")
+    try ("# the clinic\n" + recipient + "\n").write(toFile: recipients, atomically: true, encoding: .utf8)
+    return AgeKeypair(identity: identity, recipients: recipients, recipient: recipient)
+}
