@@ -412,7 +412,14 @@ public enum SessionBundle {
     public static func extract(path: String, to target: String, identities: [Age.Identity] = []) throws -> BundleManifest {
         var st = stat()
         guard lstat(target, &st) != 0 else { throw BundleError.source(path: target, reason: "exists: extract never writes over anything") }
-        let staging = PathName.parent(target) + "/." + PathName.name(target) + ".extract-\(getpid())"
+        let prefix = "." + PathName.name(target) + ".extract-"
+        // A staging folder of an extract that was killed (its process is gone) goes first.
+        for n in (try? FileManager.default.contentsOfDirectory(atPath: PathName.parent(target))) ?? [] where n.hasPrefix(prefix) {
+            if let pid = Int32(n.dropFirst(prefix.count)), kill(pid, 0) != 0, errno == ESRCH {
+                try? FileManager.default.removeItem(atPath: PathName.parent(target) + "/" + n)
+            }
+        }
+        let staging = PathName.parent(target) + "/" + prefix + "\(getpid())"
         guard mkdir(staging, 0o700) == 0 else { throw BundleError.source(path: staging, reason: "cannot be created: \(String(cString: strerror(errno)))") }
         var done = false
         defer { if !done { try? FileManager.default.removeItem(atPath: staging) } }
