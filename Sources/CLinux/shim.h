@@ -13,4 +13,18 @@ static inline int tosca_write_range_and_wait(int fd, int64_t offset, int64_t len
     return sync_file_range(fd, (off64_t)offset, (off64_t)length,
                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
 }
+
+/// Turns O_DIRECT on or off for an open file (fcntl F_SETFL). -1 and errno when the
+/// filesystem refuses it.
+static inline int tosca_set_direct_io(int fd, int on) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return -1;
+    flags = on ? (flags | O_DIRECT) : (flags & ~O_DIRECT);
+    return fcntl(fd, F_SETFL, flags);
+}
+
+/// fallocate(2) mode 0 of [0, length): the blocks allocated at once, the size extended.
+static inline int tosca_preallocate(int fd, int64_t length) {
+    return fallocate(fd, 0, 0, (off64_t)length);
+}
 #endif

@@ -10,6 +10,12 @@ public enum Age {
     public static let intro = "age-encryption.org/v1"
     static let chunkSize = 64 * 1024
 
+    /// An upper bound of the size of an age file of `plaintext` bytes to recipients: the
+    /// header (generous for a handful of stanzas) and 16 bytes of tag per chunk.
+    public static func sizeBound(plaintext: Int64) -> Int64 {
+        64 << 10 + plaintext + (plaintext / Int64(chunkSize) + 1) * 16
+    }
+
     public enum Failure: Error, CustomStringConvertible, Sendable, Equatable {
         case badRecipient(String)
         case badIdentity
@@ -224,18 +230,20 @@ public enum Age {
         public func write(_ bytes: UnsafeRawBufferPointer) throws {
             pending.append(contentsOf: bytes)
             // Keep at least one byte back: the last chunk is only known at close.
-            while pending.count > Age.chunkSize {
-                try seal(Array(pending[0..<Age.chunkSize]), last: false)
-                pending.removeFirst(Age.chunkSize)
+            var sealedUpTo = 0
+            while pending.count - sealedUpTo > Age.chunkSize {
+                try seal(pending[sealedUpTo..<(sealedUpTo + Age.chunkSize)], last: false)
+                sealedUpTo += Age.chunkSize
             }
+            if sealedUpTo > 0 { pending.removeFirst(sealedUpTo) }
         }
 
         public func close() throws {
-            try seal(pending, last: true)
+            try seal(pending[...], last: true)
             pending = []
         }
 
-        func seal(_ chunk: [UInt8], last: Bool) throws {
+        func seal(_ chunk: ArraySlice<UInt8>, last: Bool) throws {
             let box = try ChaChaPoly.seal(chunk, using: key, nonce: ChaChaPoly.Nonce(data: Age.streamNonce(counter, last: last)))
             counter += 1
             try out(Array(box.ciphertext) + Array(box.tag))
@@ -255,6 +263,8 @@ public enum Age {
     public final class Reader {
         let readMore: () throws -> [UInt8]
         var buffer: [UInt8] = []
+        /// Where the unread bytes of `buffer` start.
+        var start = 0
         var key: SymmetricKey
         var counter: UInt64 = 0
         var ended = false, done = false
@@ -262,41 +272,45 @@ public enum Age {
         public init(identities: [Identity], fileKey: [UInt8]? = nil, readMore: @escaping () throws -> [UInt8]) throws {
             self.readMore = readMore
             while Age.findHeaderEnd(buffer) == nil {
+                // A header is a few hundred bytes; 1 MiB without its end is not an age file.
+                guard buffer.count < 1 << 20 else { throw Failure.badHeader("too long") }
                 let more = try readMore()
                 guard !more.isEmpty else { throw Failure.badHeader("truncated, or not an age file") }
                 buffer += more
-                guard buffer.count < 1 << 20 else { throw Failure.badHeader("too long") }
             }
             let (fk, length) = try Age.openHeader(buffer, identities: identities, fileKey: fileKey)
-            buffer.removeFirst(length)
-            while buffer.count < 16 {
+            start = length
+            while buffer.count - start < 16 {
                 let more = try readMore()
                 guard !more.isEmpty else { throw Failure.badPayload("truncated before the nonce") }
                 buffer += more
             }
-            key = Age.hkdf(fk, salt: Array(buffer[0..<16]), info: "payload")
-            buffer.removeFirst(16)
+            key = Age.hkdf(fk, salt: Array(buffer[start..<(start + 16)]), info: "payload")
+            start += 16
         }
 
         /// The next plaintext chunk, or `nil` after the last one.
         public func next() throws -> [UInt8]? {
             guard !done else { return nil }
             let sealed = Age.chunkSize + 16
-            while buffer.count <= sealed, !ended {
+            while buffer.count - start <= sealed, !ended {
+                // What was consumed goes before more is appended (no copy per chunk).
+                if start > 0 { buffer.removeFirst(start); start = 0 }
                 let more = try readMore()
                 if more.isEmpty { ended = true } else { buffer += more }
             }
-            let last = buffer.count <= sealed
-            let take = min(sealed, buffer.count)
+            let available = buffer.count - start
+            let last = available <= sealed
+            let take = min(sealed, available)
             guard take >= 16 else { throw Failure.badPayload("truncated") }
-            let chunk = Array(buffer[0..<take])
+            let chunk = buffer[start..<(start + take)]
             guard let box = try? ChaChaPoly.SealedBox(nonce: ChaChaPoly.Nonce(data: Age.streamNonce(counter, last: last)),
                                                       ciphertext: chunk.dropLast(16), tag: chunk.suffix(16)),
                   let plain = try? ChaChaPoly.open(box, using: key) else {
                 throw Failure.badPayload("chunk \(counter) does not authenticate (damaged, truncated or reordered)")
             }
             if last && plain.isEmpty && counter > 0 { throw Failure.badPayload("an empty last chunk after data") }
-            buffer.removeFirst(take)
+            start += take
             counter += 1
             if last { done = true }
             return Array(plain)

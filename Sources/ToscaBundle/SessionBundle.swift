@@ -120,7 +120,7 @@ public enum SessionBundle {
                     try walk(rel)
                 case S_IFREG:
                     let before = Int64(st.st_size)
-                    let (hex, size) = hashing ? try FileDigest.sha256(path: path) : ("", before)
+                    let (hex, size) = hashing ? try FileDigest.sha256(path: path, gently: true) : ("", before)
                     var after = stat()
                     guard size == before, lstat(path, &after) == 0, Int64(after.st_size) == before, after.st_mtim.tv_sec == st.st_mtim.tv_sec else {
                         throw BundleError.source(path: path, reason: "changed while it was read (size \(before) became \(size)): the session is still being written to")
@@ -141,6 +141,16 @@ public enum SessionBundle {
         var lines = folders.map { "D \($0)" }
         lines += files.map { "F \($0.path) \($0.size)" }
         return sha256Hex(Array(lines.joined(separator: "\n").utf8))
+    }
+
+    /// An upper bound of the size of the bundle of `manifest` (what the writer allocates up
+    /// front): zstd's worst case for incompressible bytes (1/128 more), the tar and pax
+    /// headers of each entry, `MANIFEST.json` itself, and age's overhead when encrypted.
+    public static func sizeBound(_ manifest: BundleManifest, encrypted: Bool) -> Int64 {
+        let plain = manifest.plaintextBytes
+        let manifestBytes = Int64((try? manifest.encoded().count) ?? 0)
+        let tar = plain + plain / 128 + Int64(manifest.files.count + manifest.folders.count + 1) * 3072 + manifestBytes + (64 << 10)
+        return encrypted ? Age.sizeBound(plaintext: tar) : tar
     }
 
     // MARK: - Writing
@@ -222,6 +232,8 @@ public enum SessionBundle {
             let inFD = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
             guard inFD >= 0 else { throw BundleError.source(path: path, reason: "cannot be opened: \(String(cString: strerror(errno)))") }
             defer { close(inFD) }
+            // No read-ahead bursts (see FileDigest's `gently`).
+            _ = posix_fadvise(inFD, 0, 0, Int32(POSIX_FADV_RANDOM))
             var hasher = SHA256()
             var total: Int64 = 0
             var buf = [UInt8](repeating: 0, count: 1 << 20)
@@ -257,9 +269,11 @@ public enum SessionBundle {
     /// An age-encrypted bundle (`.tar.zst.age`) is decrypted on the way with one of
     /// `identities`, or with the `fileKey` its writer still holds; without either it
     /// throws ``BundleError/needsIdentity``.
+    /// `fileDigest` gets the SHA-256 and size of the whole file as it was read.
     @discardableResult
     public static func read(path: String, identities: [Age.Identity] = [], fileKey: [UInt8]? = nil,
-                            sink: ((_ relativePath: String, _ kind: mode_t, _ chunk: UnsafeRawBufferPointer?) throws -> Void)? = nil) throws -> BundleManifest {
+                            sink: ((_ relativePath: String, _ kind: mode_t, _ chunk: UnsafeRawBufferPointer?) throws -> Void)? = nil,
+                            fileDigest: ((_ sha256: String, _ size: Int64) -> Void)? = nil) throws -> BundleManifest {
         _ = localeSet
         guard let a = archive_read_new() else { throw BundleError.archive(reason: "archive_read_new failed") }
         // Only tar and zstd: never "all" (D17).
@@ -267,21 +281,14 @@ public enum SessionBundle {
         guard archive_read_support_filter_zstd(a) == ARCHIVE_OK else {
             throw BundleError.archive(reason: "this libarchive has no built-in zstd (it would run an external program)")
         }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw BundleError.archive(reason: "open \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        // Read from the disk, not the page cache, when this process just wrote the file.
-        _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
-        func readMore() throws -> [UInt8] {
-            var buf = [UInt8](repeating: 0, count: 1 << 16)
-            while true {
-                let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-                if n < 0 { if errno == EINTR { continue }; throw BundleError.archive(reason: "read \(path): \(String(cString: strerror(errno)))") }
-                return Array(buf[0..<n])
-            }
-        }
-        var source: ReadSource? = nil
-        if isEncrypted(path: path) {
+        // Read from the disk, not the page cache: this process may just have written it.
+        let disk: DiskReader
+        do { disk = try DiskReader(path: path) } catch { throw BundleError.archive(reason: String(describing: error)) }
+        func readMore() throws -> [UInt8] { try disk.next().map { Array($0) } ?? [] }
+        let source: ReadSource
+        if !isEncrypted(path: path) {
+            source = ReadSource { try disk.next().map { Array($0) } }
+        } else {
             guard !identities.isEmpty || fileKey != nil else { throw BundleError.needsIdentity(path: path) }
             do {
                 let reader = try Age.Reader(identities: identities, fileKey: fileKey, readMore: readMore)
@@ -291,17 +298,16 @@ public enum SessionBundle {
                 throw BundleError.damaged(reason: e.description)
             }
         }
-        let context = source.map { Unmanaged.passRetained($0) }
+        let context = Unmanaged.passRetained(source)
         // The archive goes before its callback's context.
-        defer { archive_read_free(a); context?.release() }
-        let opened = context.map { archive_read_open2(a, $0.toOpaque(), nil, ReadSource.callback, nil, nil) } ?? archive_read_open_fd(a, fd, 1 << 16)
-        guard opened == ARCHIVE_OK else {
-            if let e = source?.error { throw BundleError.damaged(reason: String(describing: e)) }
+        defer { archive_read_free(a); context.release() }
+        guard archive_read_open2(a, context.toOpaque(), nil, ReadSource.callback, nil, nil) == ARCHIVE_OK else {
+            if let e = source.error { throw BundleError.damaged(reason: String(describing: e)) }
             throw BundleError.damaged(reason: archive_error_string(a).map { String(cString: $0) } ?? "not a zstd-compressed tar")
         }
         func fail(_ what: String) -> BundleError {
             // A decryption failure underneath says more than libarchive's own message.
-            if let e = source?.error { return .damaged(reason: String(describing: e)) }
+            if let e = source.error { return .damaged(reason: String(describing: e)) }
             return .damaged(reason: what)
         }
         var entry: OpaquePointer? = nil
@@ -379,13 +385,14 @@ public enum SessionBundle {
         }
         // libarchive clears a read error met while it looks for the tar's end blocks: an
         // age chunk that failed there must not pass. Then every chunk left is authenticated.
-        if let e = source?.error { throw BundleError.damaged(reason: String(describing: e)) }
-        if let source {
-            do { while try source.next() != nil {} } catch { throw BundleError.damaged(reason: String(describing: error)) }
-        }
+        if let e = source.error { throw BundleError.damaged(reason: String(describing: e)) }
+        do { while try source.next() != nil {} } catch { throw BundleError.damaged(reason: String(describing: error)) }
         guard let m = manifest else { throw fail("empty or truncated: no \(BundleManifest.entryName)") }
         let missing = Set(m.files.map(\.path)).subtracting(seen)
         guard missing.isEmpty else { throw fail("missing from the bundle: \(missing.sorted().prefix(5).joined(separator: ", "))") }
+        if let fileDigest {
+            do { let (hex, size) = try disk.digest(); fileDigest(hex, size) } catch { throw BundleError.archive(reason: String(describing: error)) }
+        }
         return m
     }
 

@@ -233,8 +233,9 @@ public struct BundleJob: Sendable {
         defer { bar?.finish() }
         do {
             defer { close(fd) }
-            // Writeback paced, so the recorder's fsyncs never wait behind our dirty pages.
-            let paced = PacedWriter(fd: fd, path: partial)
+            // Blocks allocated up front and direct writes, so the recorder's fsyncs never
+            // wait behind our allocations or dirty pages.
+            let paced = PacedWriter(fd: fd, path: partial, expectedBytes: SessionBundle.sizeBound(manifest, encrypted: !recipients.isEmpty))
             if recipients.isEmpty {
                 try SessionBundle.write(folder: sessionFolder, manifest: manifest, scanned: files, manifestTime: stamp.seconds,
                                         level: level, progress: progress, output: { try paced.write($0) })
@@ -247,14 +248,15 @@ public struct BundleJob: Sendable {
                 try writer.close()
                 fileKey = writer.fileKey
             }
-            try paced.flushPending()
+            try paced.finish()
             guard fsync(fd) == 0 else { throw POSIXFailure(operation: "fsync \(partial)", code: errno) }
         }
         // Verified at publication: read back from the disk (decrypted with the file key still
-        // in memory), every file against the manifest written (which is the folder's scan).
-        let readBack = try SessionBundle.read(path: partial, fileKey: fileKey)
+        // in memory), every file against the manifest written (which is the folder's scan);
+        // the file's SHA-256 for the sidecar is taken on the same read.
+        var sha = "", size: Int64 = -1
+        let readBack = try SessionBundle.read(path: partial, fileKey: fileKey, fileDigest: { sha = $0; size = $1 })
         guard readBack == manifest else { throw BundleError.damaged(reason: "the bundle read back holds another manifest than the one written") }
-        let (sha, size) = try FileDigest.sha256(path: partial)
         guard link(partial, final) == 0 else {
             throw ToolFailure(errno == EEXIST ? .cantCreate : .ioError, "cannot publish \(final): \(String(cString: strerror(errno)))")
         }
@@ -378,7 +380,7 @@ public struct BundleJob: Sendable {
                 var fileKey: [UInt8] = []
                 do {
                     defer { close(fd) }
-                    let paced = PacedWriter(fd: fd, path: partial)
+                    let paced = PacedWriter(fd: fd, path: partial, expectedBytes: plain.sidecar.map { Age.sizeBound(plaintext: $0.sizeBytes) } ?? 0)
                     let writer = try Age.Writer(recipients: recipients) { bytes in try bytes.withUnsafeBytes { try paced.write($0) } }
                     let inFD = open(plain.path, O_RDONLY | O_CLOEXEC)
                     guard inFD >= 0 else { throw POSIXFailure(operation: "open \(plain.path)", code: errno) }
@@ -391,13 +393,13 @@ public struct BundleJob: Sendable {
                         try buf.withUnsafeBytes { try writer.write(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
                     }
                     try writer.close()
-                    try paced.flushPending()
+                    try paced.finish()
                     fileKey = writer.fileKey
                     guard fsync(fd) == 0 else { throw POSIXFailure(operation: "fsync \(partial)", code: errno) }
                 }
-                let manifest = try SessionBundle.read(path: partial, fileKey: fileKey)
+                var sha = "", size: Int64 = -1
+                let manifest = try SessionBundle.read(path: partial, fileKey: fileKey, fileDigest: { sha = $0; size = $1 })
                 guard manifest.sessionID == plain.sessionID else { throw BundleError.damaged(reason: "\(partial) holds another session") }
-                let (sha, size) = try FileDigest.sha256(path: partial)
                 guard link(partial, final) == 0 else { throw POSIXFailure(operation: "publish \(final)", code: errno) }
                 unlink(partial)
                 published = true
