@@ -99,9 +99,9 @@ public struct BundleJob: Sendable {
 
     /// Bundles every finished session that has none (or `sessionID` only). The caller
     /// holds `.maint.lock`. A session that cannot be bundled is named and the others go on.
-    /// The age recipients bundles are encrypted to: those in `path` when it exists; on an
-    /// encrypted device (D14) they are required (78, nothing written: a bundle is never
-    /// written in plaintext there).
+    /// The age recipients bundles are encrypted to: those in `path` when it exists (an
+    /// existing file without any is refused, 78); on an encrypted device (D14) they are
+    /// required (78, nothing written: a bundle is never written in plaintext there).
     public func recipients(file path: String) throws -> [Age.Recipient] {
         let encrypted = CatalogAudit.deviceEncrypted(try folder.scanCatalog())
         guard FileManager.default.fileExists(atPath: path) else {
@@ -115,8 +115,11 @@ public struct BundleJob: Sendable {
         do { list = try Age.recipients(file: path) } catch {
             throw ToolFailure(.config, "\(path): \(error)", hint: "one age1... recipient a line; # comments allowed")
         }
-        guard !list.isEmpty || !encrypted else {
-            throw ToolFailure(.config, "\(path) holds no recipient and the database is encrypted: nothing was written")
+        // A recipients file that is there but empty says encryption was meant and its
+        // set-up went wrong: never read as "plaintext is fine", on any device.
+        guard !list.isEmpty else {
+            throw ToolFailure(.config, "\(path) exists but holds no age recipient\(encrypted ? " and the database is encrypted" : ""): nothing was written",
+                              hint: "put the clinic's age1... recipients in it (one a line), or remove it to bundle in plaintext on a plaintext device")
         }
         return list
     }

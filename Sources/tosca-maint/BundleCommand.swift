@@ -33,7 +33,7 @@ struct BundleCommand: ParsableCommand {
             Exit codes: 0 done, 65 a session could not be bundled (named), 66 no data folder \
             or database, 73 a layout folder is a symbolic link or bundles/ is not writable, \
             74 I/O error, 75 another maintenance run is going, 78 no recipients on an encrypted \
-            device (or a recipients file that cannot be read).
+            device (or a recipients file that cannot be read, or that exists and holds none).
             """,
         subcommands: [Run.self, Verify.self, List.self, Extract.self],
         defaultSubcommand: Run.self)

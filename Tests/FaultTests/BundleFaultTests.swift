@@ -94,6 +94,7 @@ import TestSupport
         #expect(try maint(["bundle", "--data-dir", data]).status == 0)
         mkdir(dir.sub("exists"), 0o700)
         FileManager.default.createFile(atPath: dir.sub("not-a-bundle"), contents: Data("hello".utf8))
+        FileManager.default.createFile(atPath: dir.sub("no-recipient"), contents: Data("# the clinic's recipients go here\n\n".utf8))
         FileManager.default.createFile(atPath: dir.sub("bad-identity"), contents: Data("AGE-SECRET-KEY-1NOTAKEY\n".utf8))
         let before = listing(data + "/bundles")
         let cases: [([String], Int32)] = [
@@ -107,6 +108,7 @@ import TestSupport
             (["bundle", "extract", "--session", "1", "--to", dir.sub("o4"), "--identity", dir.sub("bad-identity")], 77),
             (["bundle", "verify", dir.sub("not-a-bundle")], 66),
             (["bundle", "--recipients", dir.sub("not-a-bundle")], 78),            // not age recipients
+            (["bundle", "--recipients", dir.sub("no-recipient")], 78),            // there, but empty: never plaintext
             (["bundle", "list", "--data-dir", dir.sub("typo")], 66),
         ]
         for (args, code) in cases {
