@@ -120,7 +120,15 @@ public enum SessionBundle {
                     try walk(rel)
                 case S_IFREG:
                     let before = Int64(st.st_size)
-                    let (hex, size) = hashing ? try FileDigest.sha256(path: path, gently: true) : ("", before)
+                    let (hex, size): (String, Int64)
+                    if hashing {
+                        // Small direct reads: the recorder's commits do not queue behind ours.
+                        do { (hex, size) = try DiskReader(path: path, noFollow: true).digest() } catch {
+                            throw BundleError.source(path: path, reason: "cannot be read: \(error)")
+                        }
+                    } else {
+                        (hex, size) = ("", before)
+                    }
                     var after = stat()
                     guard size == before, lstat(path, &after) == 0, Int64(after.st_size) == before, after.st_mtim.tv_sec == st.st_mtim.tv_sec else {
                         throw BundleError.source(path: path, reason: "changed while it was read (size \(before) became \(size)): the session is still being written to")
@@ -229,29 +237,25 @@ public enum SessionBundle {
         for f in scanned {
             try header(f.path, type: S_IFREG, perm: 0o644, size: f.size, mtime: f.mtime)
             let path = folder + "/" + f.path
-            let inFD = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-            guard inFD >= 0 else { throw BundleError.source(path: path, reason: "cannot be opened: \(String(cString: strerror(errno)))") }
-            defer { close(inFD) }
-            // No read-ahead bursts (see FileDigest's `gently`).
-            _ = posix_fadvise(inFD, 0, 0, Int32(POSIX_FADV_RANDOM))
-            var hasher = SHA256()
+            let reader: DiskReader
+            do { reader = try DiskReader(path: path, noFollow: true) } catch {
+                throw BundleError.source(path: path, reason: "cannot be opened: \(error)")
+            }
             var total: Int64 = 0
-            var buf = [UInt8](repeating: 0, count: 1 << 20)
             while true {
-                let n = buf.withUnsafeMutableBytes { Glibc.read(inFD, $0.baseAddress, $0.count) }
-                if n < 0 { if errno == EINTR { continue }; throw BundleError.source(path: path, reason: "read: \(String(cString: strerror(errno)))") }
-                if n == 0 { break }
-                total += Int64(n)
-                written += Int64(n)
+                let next: UnsafeRawBufferPointer?
+                do { next = try reader.next() } catch { throw BundleError.source(path: path, reason: "\(error)") }
+                guard let chunk = next else { break }
+                total += Int64(chunk.count)
+                written += Int64(chunk.count)
                 progress?(written)
                 guard total <= f.size else { throw BundleError.source(path: path, reason: "grew while it was bundled: the session is still being written to") }
-                try buf.withUnsafeBytes { raw in
-                    let chunk = UnsafeRawBufferPointer(rebasing: raw[..<n])
-                    hasher.update(bufferPointer: chunk)
-                    try data(chunk)
-                }
+                try data(chunk)
             }
-            guard total == f.size, hexString(Array(hasher.finalize())) == f.sha256 else {
+            // The reader hashed what it gave.
+            let digest: String
+            do { digest = try reader.digest().hex } catch { throw BundleError.source(path: path, reason: "\(error)") }
+            guard total == f.size, digest == f.sha256 else {
                 throw BundleError.source(path: path, reason: "changed while it was bundled (size or SHA-256 differ from the scan)")
             }
         }
@@ -272,7 +276,7 @@ public enum SessionBundle {
     /// `fileDigest` gets the SHA-256 and size of the whole file as it was read.
     @discardableResult
     public static func read(path: String, identities: [Age.Identity] = [], fileKey: [UInt8]? = nil,
-                            sink: ((_ relativePath: String, _ kind: mode_t, _ chunk: UnsafeRawBufferPointer?) throws -> Void)? = nil,
+                            sink: ((_ relativePath: String, _ kind: mode_t, _ chunk: UnsafeRawBufferPointer?, _ mtime: Int64) throws -> Void)? = nil,
                             fileDigest: ((_ sha256: String, _ size: Int64) -> Void)? = nil) throws -> BundleManifest {
         _ = localeSet
         guard let a = archive_read_new() else { throw BundleError.archive(reason: "archive_read_new failed") }
@@ -329,6 +333,7 @@ public enum SessionBundle {
             guard Self.isSafe(name) else { throw fail("\(name) is an absolute path or leaves the folder") }
             guard archive_entry_hardlink(e) == nil, archive_entry_symlink(e) == nil else { throw fail("\(name) is a link") }
             let size = archive_entry_size(e)
+            let mtime = Int64(archive_entry_mtime(e))
             if manifest == nil {
                 guard name == BundleManifest.entryName, type == S_IFREG, size > 0, size < 64 << 20 else {
                     throw fail("the first entry is \(name), not \(BundleManifest.entryName)")
@@ -358,13 +363,13 @@ public enum SessionBundle {
             switch type {
             case S_IFDIR:
                 guard m.folders.contains(name) else { throw fail("folder \(name) is not listed in \(BundleManifest.entryName)") }
-                try sink?(name, S_IFDIR, nil)
+                try sink?(name, S_IFDIR, nil, mtime)
             case S_IFREG:
                 guard let listed = m.files.first(where: { $0.path == name }) else { throw fail("\(name) is not listed in \(BundleManifest.entryName)") }
                 guard size == listed.size else { throw fail("\(name) is \(size) bytes in its header, \(listed.size) in the manifest") }
                 var hasher = SHA256()
                 var total: Int64 = 0
-                try sink?(name, S_IFREG, nil) // start of a file
+                try sink?(name, S_IFREG, nil, mtime) // start of a file
                 while true {
                     let n = buf.withUnsafeMutableBytes { archive_read_data(a, $0.baseAddress, $0.count) }
                     if n < 0 { throw fail("reading \(name): \(archive_error_string(a).map { String(cString: $0) } ?? "error")") }
@@ -374,7 +379,7 @@ public enum SessionBundle {
                     try buf.withUnsafeBytes { raw in
                         let chunk = UnsafeRawBufferPointer(rebasing: raw[..<n])
                         hasher.update(bufferPointer: chunk)
-                        try sink?(name, S_IFREG, chunk)
+                        try sink?(name, S_IFREG, chunk, mtime)
                     }
                 }
                 guard total == listed.size else { throw fail("\(name) holds \(total) bytes, its manifest says \(listed.size)") }
@@ -388,7 +393,7 @@ public enum SessionBundle {
         if let e = source.error { throw BundleError.damaged(reason: String(describing: e)) }
         do { while try source.next() != nil {} } catch { throw BundleError.damaged(reason: String(describing: error)) }
         guard let m = manifest else { throw fail("empty or truncated: no \(BundleManifest.entryName)") }
-        let missing = Set(m.files.map(\.path)).subtracting(seen)
+        let missing = Set(m.files.map(\.path) + m.folders).subtracting(seen)
         guard missing.isEmpty else { throw fail("missing from the bundle: \(missing.sorted().prefix(5).joined(separator: ", "))") }
         if let fileDigest {
             do { let (hex, size) = try disk.digest(); fileDigest(hex, size) } catch { throw BundleError.archive(reason: String(describing: error)) }
@@ -431,19 +436,33 @@ public enum SessionBundle {
         var done = false
         defer { if !done { try? FileManager.default.removeItem(atPath: staging) } }
         var current: Int32 = -1
+        var currentTime: Int64 = 0
         defer { if current >= 0 { close(current) } }
-        let manifest = try read(path: path, identities: identities) { name, kind, chunk in
+        var folderTimes: [(String, Int64)] = []
+        // A file is done: its bytes on the disk, its time the bundle's.
+        func finishCurrent() throws {
+            guard current >= 0 else { return }
+            let times = [timespec(tv_sec: time_t(currentTime), tv_nsec: 0), timespec(tv_sec: time_t(currentTime), tv_nsec: 0)]
+            guard futimens(current, times) == 0, fsync(current) == 0 else {
+                throw BundleError.archive(reason: "fsync in \(staging): \(String(cString: strerror(errno)))")
+            }
+            close(current)
+            current = -1
+        }
+        let manifest = try read(path: path, identities: identities) { name, kind, chunk, mtime in
             let out = staging + "/" + name
             if kind == S_IFDIR {
                 guard mkdir(out, 0o700) == 0 || errno == EEXIST else { throw BundleError.archive(reason: "mkdir \(out): \(String(cString: strerror(errno)))") }
+                folderTimes.append((out, mtime))
                 return
             }
             guard let chunk else {
                 // A new file: its folder first (a folder entry may be absent for a parent).
-                if current >= 0 { fsync(current); close(current); current = -1 }
+                try finishCurrent()
                 try AtomicFile.makeDirectory(PathName.parent(out))
                 current = open(out, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
                 guard current >= 0 else { throw BundleError.damaged(reason: "\(name) cannot be created in the staging folder: \(String(cString: strerror(errno)))") }
+                currentTime = mtime
                 return
             }
             var off = 0
@@ -453,9 +472,11 @@ public enum SessionBundle {
                 off += n
             }
         }
-        if current >= 0 {
-            guard fsync(current) == 0 else { throw BundleError.archive(reason: "fsync in \(staging): \(String(cString: strerror(errno)))") }
-            close(current); current = -1
+        try finishCurrent()
+        // Folder times last, deepest first (writing into a folder changes its time).
+        for (folder, mtime) in folderTimes.sorted(by: { $0.0.count > $1.0.count }) {
+            let times = [timespec(tv_sec: time_t(mtime), tv_nsec: 0), timespec(tv_sec: time_t(mtime), tv_nsec: 0)]
+            _ = utimensat(AT_FDCWD, folder, times, AT_SYMLINK_NOFOLLOW)
         }
         // Still nothing at the target (rename would replace an empty folder made meanwhile).
         guard lstat(target, &st) != 0 else { throw BundleError.source(path: target, reason: "exists: extract never writes over anything") }

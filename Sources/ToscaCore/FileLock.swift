@@ -34,6 +34,24 @@ public final class FileLock: @unchecked Sendable {
         return s.isEmpty ? nil : s
     }
 
+    /// Whether some process holds a `flock` on `path`, read from `/proc/locks` without
+    /// touching the lock (taking it even for an instant could make a recorder that starts
+    /// at that moment give up). `false` when the file or `/proc/locks` cannot be read.
+    public static func isHeld(path: String) -> Bool {
+        var st = stat()
+        guard stat(path, &st) == 0, let text = try? String(contentsOfFile: "/proc/locks", encoding: .utf8) else { return false }
+        // "1: FLOCK  ADVISORY  WRITE 1234 fe:01:5678 0 EOF": device as hex major:minor.
+        // glibc's major(3)/minor(3), macros Swift does not see.
+        let dev = UInt64(st.st_dev)
+        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~UInt64(0xfff))
+        let minor = (dev & 0xff) | ((dev >> 12) & ~UInt64(0xff))
+        let id = String(format: "%02llx:%02llx:%llu", major, minor, UInt64(st.st_ino))
+        return text.split(separator: "\n").contains { line in
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            return f.count >= 6 && f[1] == "FLOCK" && f[5] == Substring(id)
+        }
+    }
+
     /// Releases the lock (also done when the object is released).
     public func unlock() {
         guard fd >= 0 else { return }

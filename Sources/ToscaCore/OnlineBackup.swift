@@ -82,14 +82,12 @@ public enum OnlineBackup {
 
 /// Streaming file digests.
 public enum FileDigest {
-    /// SHA-256 (hex) and size of a file, read in 1 MiB chunks. `gently`: no read-ahead,
-    /// so each 1 MiB is one request and a recorder's commit on the same disk never queues
-    /// behind a burst of ours (what reading session folders uses).
-    public static func sha256(path: String, gently: Bool = false, progress: ((Int64) -> Void)? = nil) throws -> (hex: String, size: Int64) {
+    /// SHA-256 (hex) and size of a file, read in 1 MiB chunks.
+    public static func sha256(path: String, progress: ((Int64) -> Void)? = nil) throws -> (hex: String, size: Int64) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw POSIXFailure(operation: "open \(path)", code: errno) }
         defer { close(fd) }
-        posix_fadvise(fd, 0, 0, gently ? POSIX_FADV_RANDOM : POSIX_FADV_SEQUENTIAL)
+        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
         var hasher = SHA256()
         var buf = [UInt8](repeating: 0, count: 1 << 20)
         var total: Int64 = 0

@@ -8,15 +8,16 @@ import Foundation
 /// allocation and dirty pages of the big file, both carried by the journal commit its
 /// fsync forces. So the file's blocks are allocated up front (`fallocate` of
 /// `expectedBytes`, trimmed to the written size at the end), and the bytes go to the disk
-/// in 1 MiB direct writes (`O_DIRECT`) one at a time: no dirty pages, and never more than
+/// in 256 KiB direct writes (`O_DIRECT`) one at a time: no dirty pages, and never more than
 /// one of our requests queued ahead of the recorder's. Where the filesystem refuses
-/// direct I/O, each 1 MiB is written through the page cache, pushed to the disk and waited
+/// direct I/O, each 256 KiB is written through the page cache, pushed to the disk and waited
 /// for (`sync_file_range`), then dropped from the cache.
 public final class PacedWriter {
+    public static let step = 256 << 10
     let fd: Int32
     let path: String
     let step: Int
-    /// 1 MiB, aligned for direct I/O.
+    /// One request's worth, aligned for direct I/O.
     let buffer: UnsafeMutableRawBufferPointer
     var filled = 0
     /// Bytes written to the file so far.
@@ -28,7 +29,7 @@ public final class PacedWriter {
     /// `expectedBytes`: an upper estimate of the file's size, allocated at once (0: none;
     /// a refusal, e.g. a nearly full disk, only means no preallocation). `allowDirect`
     /// false takes the page-cache path (what a filesystem without direct I/O gets).
-    public init(fd: Int32, path: String, expectedBytes: Int64 = 0, step: Int = 1 << 20, allowDirect: Bool = true) {
+    public init(fd: Int32, path: String, expectedBytes: Int64 = 0, step: Int = PacedWriter.step, allowDirect: Bool = true) {
         self.fd = fd
         self.path = path
         self.step = step
@@ -84,10 +85,16 @@ public final class PacedWriter {
     }
 }
 
-/// Reads a file back from the disk, not from the page cache, in 1 MiB direct reads one at
-/// a time (`O_DIRECT`; where the filesystem refuses it, the file's cached pages are dropped
+/// Reads a file from the disk, not from the page cache, in 256 KiB direct reads one at a
+/// time (`O_DIRECT`; where the filesystem refuses it, the file's cached pages are dropped
 /// first and it is read through the cache), and takes its SHA-256 on the way.
+///
+/// Measured on the recorder's commits while a session folder was read at full speed from
+/// a cold cache (pooled p99 against the recorder alone): 1 MiB direct reads 4.7x, 256 KiB
+/// page-cache reads without read-ahead 3.5x, 256 KiB direct reads 1.6x. A commit's flush
+/// waits for the one request of ours in flight, so the request is kept small.
 public final class DiskReader {
+    public static let step = 256 << 10
     let fd: Int32
     public let path: String
     let buffer: UnsafeMutableRawBufferPointer
@@ -97,8 +104,9 @@ public final class DiskReader {
     public private(set) var offset: Int64 = 0
     var ended = false
 
-    public init(path: String, step: Int = 1 << 20, allowDirect: Bool = true) throws {
-        fd = open(path, O_RDONLY | O_CLOEXEC)
+    /// `noFollow`: a symbolic link at `path` is refused (ELOOP).
+    public init(path: String, step: Int = DiskReader.step, allowDirect: Bool = true, noFollow: Bool = false) throws {
+        fd = open(path, O_RDONLY | O_CLOEXEC | (noFollow ? O_NOFOLLOW : 0))
         guard fd >= 0 else { throw POSIXFailure(operation: "open \(path)", code: errno) }
         self.path = path
         buffer = .allocate(byteCount: step, alignment: 4096)
