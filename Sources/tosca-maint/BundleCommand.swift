@@ -140,8 +140,10 @@ struct BundleCommand: ParsableCommand {
                 Only folders and regular files listed in MANIFEST.json, no absolute path, no .., \
                 no link or device node, no duplicate; every file's SHA-256 checked while it is \
                 written. The files go into a staging folder beside --to, renamed to it only when \
-                all of it checked: a damaged or hostile bundle (65) leaves neither behind. \
-                --session checks the bundle against its sidecar first.
+                all of it checked: a damaged or hostile bundle (65) leaves neither behind; a \
+                folder MANIFEST.json lists must be in the bundle too. Files and folders get the \
+                bundle's modification times; modes are 0600/0700 (a session folder is patient \
+                data). --session checks the bundle against its sidecar first.
 
                 Exit codes: 0 extracted, 65 damaged or hostile, 66 no such bundle, 73 --to exists.
                 """)

@@ -52,6 +52,12 @@ import ToscaCore
         let x = try maint(["bundle", "extract", "--session", "2", "--to", out, "--data-dir", data])
         #expect(x.status == 0, "\(x.output)")
         #expect(files(under: out) == expected)
+        // Each file comes back with its own modification time (the bundle keeps it).
+        for name in expected.keys {
+            var a = stat(), b = stat()
+            #expect(stat(folder + "/" + name, &a) == 0 && stat(out + "/" + name, &b) == 0)
+            #expect(a.st_mtim.tv_sec == b.st_mtim.tv_sec, "\(name): \(a.st_mtim.tv_sec) vs \(b.st_mtim.tv_sec)")
+        }
         // Again: the same bytes.
         let sha = fileSHA256(bundle)
         unlink(bundle); unlink(bundle + ".manifest.json")
@@ -63,6 +69,23 @@ import ToscaCore
         #expect(try maint(["bundle", "verify", "--all", "--data-dir", data]).status == 0)
         let l = try maint(["bundle", "list", "--json", "--data-dir", data])
         #expect(l.stdout.contains("\"session\" : 2"), "\(l.stdout)")
+    }
+
+    /// While a recorder holds tosca.lock, bundles are paced (one session a second) and say
+    /// so; without one they are not. Either way every session is bundled.
+    @Test func bundlingIsPacedWhileARecorderHoldsTheLock() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 3)
+        let free = try maint(["bundle", "--data-dir", data])
+        #expect(free.status == 0 && free.stdout.contains("3 bundled"), "\(free.output)")
+        #expect(!free.stderr.contains("at most one session a second"), "\(free.stderr)")
+        try FileManager.default.removeItem(atPath: data + "/bundles")
+        let recorder = try FileLock(path: data + "/tosca.lock")
+        defer { recorder.unlock() }
+        let held = try maint(["bundle", "--data-dir", data])
+        #expect(held.status == 0 && held.stdout.contains("3 bundled"), "\(held.output)")
+        #expect(held.stderr.contains("a recorder holds tosca.lock: bundling at most one session a second"), "\(held.stderr)")
     }
 
     /// A flipped bit in compressed data or in a stored media file, and a truncated bundle:
@@ -95,7 +118,7 @@ import ToscaCore
 
     /// Hostile archives, each with a well-formed MANIFEST.json first that lists the hostile
     /// entry, made by Python's tarfile: refused (65), nothing written anywhere.
-    @Test(arguments: ["dotdot", "absolute", "symlink", "hardlink", "device", "duplicate", "unlisted"])
+    @Test(arguments: ["dotdot", "absolute", "symlink", "hardlink", "device", "duplicate", "unlisted", "folderMissing"])
     func hostileArchivesAreRefused(kind: String) throws {
         let dir = TempDir()
         let python = try #require(which("python3"), "python3 builds the hostile archives")
@@ -104,12 +127,12 @@ import ToscaCore
             kind, out = sys.argv[1], sys.argv[2]
             data = b"payload"
             name = {"dotdot": "../escape", "absolute": "/tmp/escape-abs", "symlink": "link", "hardlink": "hard",
-                    "device": "dev", "duplicate": "a.txt", "unlisted": "a.txt"}[kind]
+                    "device": "dev", "duplicate": "a.txt", "unlisted": "a.txt", "folderMissing": "a.txt"}[kind]
             files = [{"path": "a.txt", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}]
-            if kind not in ("duplicate", "unlisted"):
+            if kind not in ("duplicate", "unlisted", "folderMissing"):
                 files.append({"path": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
             m = json.dumps({"format": "tosca-session-bundle/1", "session_id": 1, "start_time": "t", "end_time": "t",
-                            "folders": [], "files": files}).encode()
+                            "folders": ["media"] if kind == "folderMissing" else [], "files": files}).encode()
             t = tarfile.open(out, "w", format=tarfile.PAX_FORMAT)
             def add(n, b, typ=tarfile.REGTYPE, link=""):
                 i = tarfile.TarInfo(n); i.size = len(b) if typ == tarfile.REGTYPE else 0; i.type = typ; i.linkname = link
