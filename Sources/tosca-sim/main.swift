@@ -58,7 +58,7 @@ struct ToscaSim: ParsableCommand {
     @Flag(name: .long, help: "Print the summary as JSON.")
     var json = false
 
-    @Option(name: .long, help: ArgumentHelp("Write commit latencies (p50, p99, max; JSON) to this file at exit (benchmarks).", visibility: .hidden))
+    @Option(name: .long, help: ArgumentHelp("Write commit latencies (p50, p99, max and every sample; JSON) to this file at exit (benchmarks).", visibility: .hidden))
     var latencyReport: String?
 
     func validate() throws {
@@ -128,7 +128,9 @@ final class LatencyLog: @unchecked Sendable {
     func write(to path: String) throws {
         let sorted = lock.withLock { values.sorted() }
         func pct(_ p: Double) -> Double { sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1e6 }
-        let text = "{\"commits\":\(sorted.count),\"p50_ms\":\(pct(0.5)),\"p99_ms\":\(pct(0.99)),\"max_ms\":\(Double(sorted.last ?? 0) / 1e6)}\n"
+        // Every sample too, so a benchmark can pool several windows before it takes a p99.
+        let samples = sorted.map { String(format: "%.4f", Double($0) / 1e6) }.joined(separator: ",")
+        let text = "{\"commits\":\(sorted.count),\"p50_ms\":\(pct(0.5)),\"p99_ms\":\(pct(0.99)),\"max_ms\":\(Double(sorted.last ?? 0) / 1e6),\"samples_ms\":[\(samples)]}\n"
         try AtomicFile.write(Array(text.utf8), to: path)
     }
 }
