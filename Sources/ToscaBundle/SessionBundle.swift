@@ -101,7 +101,8 @@ public enum SessionBundle {
     /// Reads a session folder: folders and regular files only (a symbolic link, device or
     /// FIFO inside it is refused), every file hashed; a file whose size changes while it
     /// is read is refused too. Returns folders and files, each sorted by path.
-    public static func scan(folder: String, hashing: Bool = true) throws -> (folders: [String], files: [Scanned]) {
+    /// `gently`: the files are read in small direct requests (a recorder is running).
+    public static func scan(folder: String, hashing: Bool = true, gently: Bool = true) throws -> (folders: [String], files: [Scanned]) {
         var folders: [String] = [], files: [Scanned] = []
         func walk(_ relative: String) throws {
             let absolute = relative.isEmpty ? folder : folder + "/" + relative
@@ -122,8 +123,8 @@ public enum SessionBundle {
                     let before = Int64(st.st_size)
                     let (hex, size): (String, Int64)
                     if hashing {
-                        // Small direct reads: the recorder's commits do not queue behind ours.
-                        do { (hex, size) = try DiskReader(path: path, noFollow: true).digest() } catch {
+                        // Gently: small direct reads, the recorder's commits do not queue behind ours.
+                        do { (hex, size) = try DiskReader(path: path, gently: gently, noFollow: true).digest() } catch {
                             throw BundleError.source(path: path, reason: "cannot be read: \(error)")
                         }
                     } else {
@@ -181,8 +182,10 @@ public enum SessionBundle {
     /// The bundle of `folder` as a stream of bytes handed to `output` (a file, or the age
     /// writer of an encrypted bundle).
     /// `progress` gets the plaintext bytes of files written so far.
+    /// `gently`: the files are read in small direct requests (a recorder is running).
     public static func write(folder: String, manifest: BundleManifest, scanned: [Scanned], manifestTime: Int64,
-                             level: Int, progress: ((Int64) -> Void)? = nil, output: @escaping (UnsafeRawBufferPointer) throws -> Void) throws {
+                             level: Int, gently: Bool = true, progress: ((Int64) -> Void)? = nil,
+                             output: @escaping (UnsafeRawBufferPointer) throws -> Void) throws {
         _ = localeSet
         guard let a = archive_write_new() else { throw BundleError.archive(reason: "archive_write_new failed") }
         let sink = WriteSink(output)
@@ -238,7 +241,7 @@ public enum SessionBundle {
             try header(f.path, type: S_IFREG, perm: 0o644, size: f.size, mtime: f.mtime)
             let path = folder + "/" + f.path
             let reader: DiskReader
-            do { reader = try DiskReader(path: path, noFollow: true) } catch {
+            do { reader = try DiskReader(path: path, gently: gently, noFollow: true) } catch {
                 throw BundleError.source(path: path, reason: "cannot be opened: \(error)")
             }
             var total: Int64 = 0

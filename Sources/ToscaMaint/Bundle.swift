@@ -219,7 +219,11 @@ public struct BundleJob: Sendable {
     /// Scans, checks the streams against `session.json`, writes, reads back and checks,
     /// publishes (D4: partial, fsync, link, fsync, sidecar last). Returns the path.
     func bundle(sessionID id: Int64, folder sessionFolder: String, start: String, end: String?, recipients: [Age.Recipient]) throws -> String {
-        let (folders, files) = try SessionBundle.scan(folder: sessionFolder)
+        // A recorder running: the session's files are read in small direct requests (its
+        // commits would queue behind read-ahead); none: through the page cache, so the
+        // second pass finds them there.
+        let gently = FileLock.isHeld(path: folder.databaseLock)
+        let (folders, files) = try SessionBundle.scan(folder: sessionFolder, gently: gently)
         // Each stream's SHA-256 must be the one session.json records.
         let recorded = try JSONDecoder().decode(SessionManifest.self, from: Data(contentsOf: URL(fileURLWithPath: sessionFolder + "/session.json")))
         for s in recorded.streams {
@@ -258,13 +262,13 @@ public struct BundleJob: Sendable {
             let paced = PacedWriter(fd: fd, path: partial, expectedBytes: SessionBundle.sizeBound(manifest, encrypted: !recipients.isEmpty))
             if recipients.isEmpty {
                 try SessionBundle.write(folder: sessionFolder, manifest: manifest, scanned: files, manifestTime: stamp.seconds,
-                                        level: level, progress: progress, output: { try paced.write($0) })
+                                        level: level, gently: gently, progress: progress, output: { try paced.write($0) })
             } else {
                 // D18: encrypted to the recipients; the file key stays in memory only for the
                 // read-back below.
                 let writer = try Age.Writer(recipients: recipients) { bytes in try bytes.withUnsafeBytes { try paced.write($0) } }
                 try SessionBundle.write(folder: sessionFolder, manifest: manifest, scanned: files, manifestTime: stamp.seconds,
-                                        level: level, progress: progress, output: { try writer.write($0) })
+                                        level: level, gently: gently, progress: progress, output: { try writer.write($0) })
                 try writer.close()
                 fileKey = writer.fileKey
             }

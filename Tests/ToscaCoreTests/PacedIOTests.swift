@@ -43,19 +43,19 @@ import TestSupport
         }
     }
 
-    @Test(arguments: [true, false])
-    func theReaderGivesEveryByteAndTheStockDigest(direct: Bool) throws {
+    @Test(arguments: [(true, true), (true, false), (false, false)])
+    func theReaderGivesEveryByteAndTheStockDigest(gently: Bool, direct: Bool) throws {
         let dir = TempDir()
         for size in [0, 1, 4096, (1 << 20) + 17, 3 << 20] {
             let path = dir.sub("r\(size)")
             var rng = Xorshift(state: UInt64(size) + 7)
             let bytes = (0..<size).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             try Data(bytes).write(to: URL(fileURLWithPath: path))
-            let reader = try DiskReader(path: path, allowDirect: direct)
+            let reader = try DiskReader(path: path, gently: gently, allowDirect: direct)
             var got: [UInt8] = []
             while let chunk = try reader.next() { got += chunk }
             #expect(got == bytes)
-            let again = try DiskReader(path: path, allowDirect: direct)
+            let again = try DiskReader(path: path, gently: gently, allowDirect: direct)
             let (hex, total) = try again.digest()
             #expect(total == Int64(size))
             #expect(hex == (try stockSHA256(path)))
