@@ -7,14 +7,15 @@
 #   libarchive-dev, libsystemd-dev, sqlite3 (test oracle), zstd, libarchive-tools (bsdtar,
 #   benchmark baseline) from the main suite; make (make install), systemd (systemd-analyze,
 #   journalctl: the unit and catalog tests), man-db (the man-page test), age (the oracle
-#   that reads and writes encrypted session bundles in the tests) and python3 (its tarfile
-#   module builds the hostile archives of the bundle tests).
+#   that reads and writes encrypted session bundles in the tests), python3 (its tarfile
+#   module builds the hostile archives of the bundle tests) and restic (the export engine,
+#   D19).
 set -euo pipefail
 
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 
-need_pkgs=(libarchive-dev libsystemd-dev sqlite3 zstd libarchive-tools pkg-config make systemd man-db age python3)
+need_pkgs=(libarchive-dev libsystemd-dev sqlite3 zstd libarchive-tools pkg-config make systemd man-db age python3 restic)
 bpo_pkgs=(libsqlcipher-dev sqlcipher)
 
 have_all() {

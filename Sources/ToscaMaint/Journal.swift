@@ -31,6 +31,8 @@ public enum MessageID: String, Sendable, CaseIterable {
     case newTimelineAccepted = "f38e8ac456e046efb9936f95a09700fb"
     case bundlePublished = "96df69c3a38f4ca398c4a9682e4e374c"
     case bundleFailed = "4d26cc969a0e48c5a2db010e78191e2f"
+    case exportInitialized = "9608870381ff44d9b4da55d175bf737c"
+    case exportVerified = "08e3cb24d401417284b246d8f5567164"
 }
 
 /// syslog priorities.

@@ -1,0 +1,300 @@
+import Foundation
+import ToscaCore
+
+/// One file of an export: its path inside the snapshot (`backups/...`, `bundles/...`),
+/// size and SHA-256.
+public struct ExportedFile: Codable, Sendable, Equatable {
+    public var path: String
+    public var sizeBytes: Int64
+    public var sha256: String
+    enum CodingKeys: String, CodingKey { case path, sizeBytes = "size_bytes", sha256 }
+}
+
+/// The export manifest (D19): inside the snapshot as `export.json`, and, once the export
+/// is verified, in `exports/<UTC time>.manifest.json` with the snapshot id and checks.
+public struct ExportManifest: Codable, Sendable {
+    public var format = "tosca-export/1"
+    public var deviceID: String
+    public var createdUTC: String
+    public var toolVersion: String
+    public var databaseCopy: String
+    public var files: [ExportedFile]
+    public var snapshotID: String?
+    public var repository: String?
+    public var checks: [ManifestCheck] = []
+    enum CodingKeys: String, CodingKey {
+        case format, deviceID = "device_id", createdUTC = "created_utc", toolVersion = "tool_version",
+             databaseCopy = "database_copy", files, snapshotID = "snapshot_id", repository, checks
+    }
+
+    func encoded() throws -> [UInt8] {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return Array(try enc.encode(self)) + [10]
+    }
+}
+
+/// `export`, `export init`, `export check` (D19): verified off-device copies through restic.
+public struct ExportJob: Sendable {
+    public let folder: DataFolder
+    public let restic: Restic
+    /// `check --read-data-subset=N/T`: every pack is read once every `subsets` exports.
+    public var subsets = 12
+
+    /// The name of the staging folder inside `exports/` (fixed, so restic finds the
+    /// previous snapshot of the same paths as its parent and reads only changed files).
+    static let stage = ".stage"
+    static let root = "tosca-export"
+
+    public init(folder: DataFolder, restic: Restic) {
+        self.folder = folder
+        self.restic = restic
+    }
+
+    /// The device id: `system_config.device_id` when set, else the hostname (D19).
+    public func deviceID() throws -> String {
+        if FileManager.default.fileExists(atPath: folder.database),
+           let db = try? Database(path: folder.database, options: .init(readOnly: true, key: folder.liveKey)),
+           let id = try? db.scalar("SELECT config_value FROM system_config WHERE config_key = 'device_id'")?.string, !id.isEmpty {
+            return id
+        }
+        return ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "tosca"
+    }
+
+    // MARK: - Where the repository is
+
+    /// Off-device means off-device: a local repository must be on a mounted filesystem
+    /// (66 otherwise), not the data folder's (78 unless allowed), writable and with room
+    /// for `bytes` (74).
+    public func checkDestination(bytes: Int64, creating: Bool = false) throws {
+        guard let path = restic.repository.localPath else { return }
+        // The nearest folder that exists: the repository, or where it would be created.
+        var probe = path
+        while !FileManager.default.fileExists(atPath: probe) {
+            let parent = PathName.parent(probe)
+            if parent == probe { break }
+            probe = parent
+        }
+        if probe != path && !(creating && probe == PathName.parent(path)) {
+            throw ToolFailure(.noInput, "\(path) does not exist\(creating ? "" : " (no repository there)"): is the drive plugged in and mounted?",
+                              hint: creating ? "mount the drive (its fstab line), then retry" : "mount the drive, or create the repository with tosca-maint export init")
+        }
+        var repoStat = stat(), dataStat = stat()
+        guard stat(probe, &repoStat) == 0, stat(folder.root, &dataStat) == 0 else {
+            throw ToolFailure(.noInput, "\(probe): \(String(cString: strerror(errno)))")
+        }
+        if repoStat.st_dev == dataStat.st_dev && !restic.repository.allowSameDevice {
+            throw ToolFailure(.config, "\(path) is on the data folder's own filesystem: not an off-device copy",
+                              hint: "use a drive or a server; --allow-same-device exists for tests only")
+        }
+        var vfs = statvfs()
+        guard statvfs(probe, &vfs) == 0 else { throw ToolFailure(.ioError, "statvfs \(probe): \(String(cString: strerror(errno)))") }
+        if vfs.f_flag & UInt(ST_RDONLY) != 0 {
+            throw ToolFailure(.ioError, "\(probe) is mounted read-only: nothing exported", hint: "remount it read-write (a drive with errors goes read-only: check it first)")
+        }
+        let free = Int64(vfs.f_bavail) * Int64(vfs.f_frsize)
+        // restic stores at most about what it is given (compressed or deduplicated less
+        // only in the worst case), plus its own index and a margin.
+        let needed = bytes + bytes / 20 + (64 << 20)
+        if free < needed {
+            throw ToolFailure(.ioError, "\(probe) has \(free / 1_048_576) MiB free, an export of \(bytes / 1_048_576) MiB needs about \(needed / 1_048_576) MiB: nothing exported",
+                              hint: "free space on the drive (export --forget) or use a larger one")
+        }
+    }
+
+    // MARK: - init
+
+    public func initialize() throws {
+        try checkDestination(bytes: 0, creating: true)
+        try restic.run(["init"])
+        Journal.shared.log(.notice, "created the export repository \(restic.repository.redacted)", id: .exportInitialized,
+                           fields: ["TOSCA_REPOSITORY": restic.repository.redacted])
+    }
+
+    // MARK: - export
+
+    public struct Outcome: Sendable {
+        public var snapshotID = ""
+        public var files: [ExportedFile] = []
+        public var bytes: Int64 = 0
+        public var checkedSubset = ""
+        public var recordedAt = ""
+    }
+
+    /// Exports the newest verified database copy, every published bundle with its sidecar
+    /// and every manifest as one snapshot, checks the repository (a rotating subset of its
+    /// packs), restores a sample into a scratch folder and compares it (D12 on the
+    /// database copy), and only then records the export in `exports/`. The caller holds
+    /// `.maint.lock`.
+    public func run(progress: ((String) -> Void)? = nil) throws -> Outcome {
+        let catalog = try folder.scanCatalog()
+        guard let copy = catalog.newestVerifiedBackup else {
+            throw ToolFailure(.noInput, "no verified database backup to export", hint: "tosca-maint backup, then export")
+        }
+        // What goes: the copy (as stored), every manifest, every published bundle + sidecar.
+        var sources: [(snapshotPath: String, path: String)] = [("backups/" + copy.name, copy.path)]
+        for n in listing(folder.backups) where n.hasSuffix(".manifest.json") {
+            sources.append(("backups/" + n, folder.backups + "/" + n))
+        }
+        let bundles = try BundleJob(folder: folder).published().filter { $0.sidecar != nil }
+        for b in bundles {
+            sources.append(("bundles/" + PathName.name(b.path), b.path))
+            sources.append(("bundles/" + PathName.name(BundleSidecar.path(for: b.path)), BundleSidecar.path(for: b.path)))
+        }
+        // The copy and the bundles must still be what their manifests say before they go.
+        progress?("hashing \(sources.count) files")
+        var files: [ExportedFile] = []
+        for s in sources {
+            let (hex, size) = try FileDigest.sha256(path: s.path)
+            files.append(ExportedFile(path: s.snapshotPath, sizeBytes: size, sha256: hex))
+        }
+        if let facts = copy.manifest?.facts, let f = files.first, f.sha256 != facts.sha256 || f.sizeBytes != facts.sizeBytes {
+            throw ToolFailure(.dataError, "\(copy.name) no longer matches its manifest: not exported", hint: "tosca-maint verify --all")
+        }
+        for b in bundles {
+            let name = "bundles/" + PathName.name(b.path)
+            if let sc = b.sidecar, let f = files.first(where: { $0.path == name }), f.sha256 != sc.sha256 || f.sizeBytes != sc.sizeBytes {
+                throw ToolFailure(.dataError, "\(PathName.name(b.path)) no longer matches its sidecar: not exported", hint: "tosca-maint bundle verify --all")
+            }
+        }
+        let total = files.reduce(Int64(0)) { $0 + $1.sizeBytes }
+        try checkDestination(bytes: total)
+
+        // A staging folder of hard links (same filesystem, nothing copied), fixed name.
+        try LayoutFolder.make(folder.exports)
+        let stage = folder.exports + "/" + Self.stage
+        try? FileManager.default.removeItem(atPath: stage)
+        defer { try? FileManager.default.removeItem(atPath: stage) }
+        let top = stage + "/" + Self.root
+        try AtomicFile.makeDirectory(top + "/backups")
+        try AtomicFile.makeDirectory(top + "/bundles")
+        for s in sources {
+            guard link(s.path, top + "/" + s.snapshotPath) == 0 else {
+                throw ToolFailure(.ioError, "cannot stage \(s.path): \(String(cString: strerror(errno)))")
+            }
+        }
+        let now = UTCTime.now()
+        var manifest = ExportManifest(deviceID: try deviceID(), createdUTC: now.iso8601, toolVersion: toscaMaintVersion,
+                                      databaseCopy: "backups/" + copy.name, files: files)
+        try AtomicFile.write(try manifest.encoded(), to: top + "/export.json")
+        let exportJSON = try FileDigest.sha256(path: top + "/export.json")
+
+        progress?("restic backup of \(total / 1_048_576) MiB to \(restic.repository.redacted)")
+        let backup = try restic.run(["backup", "--json", "--host", manifest.deviceID, "--tag", "tosca-export", Self.root], in: stage)
+        guard let summary = Self.jsonLines(backup.stdout).last(where: { $0["message_type"] as? String == "summary" }),
+              let snapshot = summary["snapshot_id"] as? String, !snapshot.isEmpty else {
+            throw ToolFailure(.ioError, "restic backup gave no snapshot id: nothing recorded as exported")
+        }
+
+        // Verified: a rotating subset of the packs read, then a sample restored and compared.
+        let subset = try nextSubset()
+        progress?("restic check --read-data-subset=\(subset)")
+        try check(readDataSubset: subset)
+        progress?("export drill: restoring export.json, the database copy and a bundle")
+        let drillProblems = try drill(snapshot: snapshot, manifest: manifest, exportJSON: exportJSON.hex, bundles: bundles.map { "bundles/" + PathName.name($0.path) })
+        guard drillProblems.isEmpty else {
+            throw ToolFailure(.dataError, "the export drill failed: \(drillProblems.joined(separator: "; ")): snapshot \(snapshot) is not recorded as an export",
+                              hint: "tosca-maint export check --read-data")
+        }
+        try recordSubset(subset)
+        manifest.snapshotID = snapshot
+        manifest.repository = restic.repository.redacted
+        manifest.checks = [ManifestCheck(level: "restic check --read-data-subset=\(subset)", ok: true, problems: []),
+                           ManifestCheck(level: "export drill", ok: true, problems: [])]
+        let record = folder.exports + "/" + Self.recordName(now) + ".manifest.json"
+        try AtomicFile.write(try manifest.encoded(), to: record)
+        Journal.shared.log(.notice, "exported snapshot \(snapshot) to \(restic.repository.redacted): \(files.count) files, \(total) bytes, verified",
+                           id: .exportVerified, fields: ["TOSCA_SNAPSHOT": snapshot, "TOSCA_REPOSITORY": restic.repository.redacted])
+        return Outcome(snapshotID: snapshot, files: files, bytes: total, checkedSubset: subset, recordedAt: record)
+    }
+
+    static func recordName(_ t: UTCTime) -> String {
+        t.iso8601.replacingOccurrences(of: ":", with: "").replacingOccurrences(of: "-", with: "")
+    }
+
+    // MARK: - check
+
+    /// `restic check`, reading the packs of `readDataSubset` ("N/T"), or all of them.
+    public func check(readDataSubset: String? = nil, readAll: Bool = false) throws {
+        var args = ["check"]
+        if readAll { args.append("--read-data") } else if let readDataSubset { args.append("--read-data-subset=\(readDataSubset)") }
+        let r = try restic.run(args, check: false)
+        guard r.status == 0 else {
+            let text = r.stderr + String(decoding: r.stdout, as: UTF8.self)
+            let f = Restic.failure(r, repository: restic.repository, command: "check")
+            // A damaged pack is damaged data, not an I/O failure of ours.
+            if f.status == .ioError, text.contains("Fatal: repository contains errors") {
+                // restic's findings, without its progress lines.
+                let findings = text.split(separator: "\n").map(String.init).filter {
+                    !$0.isEmpty && !$0.hasPrefix("[") && !$0.hasPrefix("using ") && !$0.hasPrefix("load ") && !$0.hasPrefix("check ")
+                        && !$0.hasPrefix("read ") && !$0.hasPrefix("create ") && !$0.hasPrefix("Fatal:") && !$0.hasPrefix("no errors")
+                }
+                throw ToolFailure(.dataError, "restic check found damage in \(restic.repository.redacted): \(findings.prefix(5).joined(separator: "; "))",
+                                  hint: "run a new export to a sound repository; keep this one for examination")
+            }
+            throw f
+        }
+    }
+
+    /// The subset this export reads: N advances each export, recorded in the data folder.
+    func nextSubset() throws -> String {
+        let state = folder.exports + "/check-subset"
+        let last = (try? String(contentsOfFile: state, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
+        return "\(last % subsets + 1)/\(subsets)"
+    }
+
+    func recordSubset(_ subset: String) throws {
+        let n = subset.split(separator: "/").first.map(String.init) ?? "1"
+        try AtomicFile.write(Array((n + "\n").utf8), to: folder.exports + "/check-subset")
+    }
+
+    // MARK: - the export drill
+
+    /// Restores `export.json`, the database copy with its manifest and one bundle with its
+    /// sidecar from `snapshot` into a scratch folder; compares each by SHA-256 with what was
+    /// exported and runs D12 on the restored copy. Returns the problems found.
+    func drill(snapshot: String, manifest: ExportManifest, exportJSON: String, bundles: [String]) throws -> [String] {
+        let scratch = folder.exports + "/.drill-\(getpid())"
+        try? FileManager.default.removeItem(atPath: scratch)
+        try AtomicFile.makeDirectory(scratch)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        var sample = ["export.json", manifest.databaseCopy, manifest.databaseCopy + ".manifest.json"]
+        // One bundle, a different one each export.
+        if !bundles.isEmpty {
+            let b = bundles[Int(UTCTime.now().seconds / 86_400) % bundles.count]
+            sample += [b, b + ".manifest.json"]
+        }
+        var args = ["restore", snapshot, "--target", scratch]
+        for s in sample { args += ["--include", "/" + Self.root + "/" + s] }
+        try restic.run(args)
+        var problems: [String] = []
+        let base = scratch + "/" + Self.root + "/"
+        for s in sample {
+            let expected = s == "export.json" ? exportJSON : manifest.files.first(where: { $0.path == s })?.sha256
+            guard let got = try? FileDigest.sha256(path: base + s) else { problems.append("\(s) was not restored"); continue }
+            if got.hex != expected { problems.append("\(s) restored with another SHA-256") }
+        }
+        // D12 on the restored database copy, against its own (restored) manifest.
+        let copyPath = base + manifest.databaseCopy
+        if let (m, digestOK) = try? Manifest.read(path: Manifest.path(for: copyPath)) {
+            let entry = CatalogEntry(name: PathName.name(copyPath), path: copyPath, manifest: m, digestMatches: digestOK, manifestError: nil)
+            problems += try Verification.problems(of: entry, key: folder.key(for: entry)).map { "restored copy: \($0)" }
+        } else {
+            problems.append("the restored copy's manifest cannot be read")
+        }
+        return problems
+    }
+
+    static func jsonLines(_ data: Data) -> [[String: Any]] {
+        data.split(separator: UInt8(ascii: "\n")).compactMap { try? JSONSerialization.jsonObject(with: Data($0)) as? [String: Any] }
+    }
+
+    func listing(_ dir: String) -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() }
+
+    /// The verified exports recorded in `exports/`, oldest first.
+    public func recorded() -> [ExportManifest] {
+        listing(folder.exports).filter { $0.hasSuffix(".manifest.json") }.compactMap {
+            try? JSONDecoder().decode(ExportManifest.self, from: Data(contentsOf: URL(fileURLWithPath: folder.exports + "/" + $0)))
+        }
+    }
+}

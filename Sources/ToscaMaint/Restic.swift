@@ -1,0 +1,182 @@
+import Foundation
+import ToscaCore
+
+/// A restic repository an export goes to (D19) and how to open it: anything restic takes
+/// (a folder on a mounted drive, `sftp:`, `rest:`, `s3:`...), its password file, and the
+/// options every export command shares.
+public struct ExportRepository: Sendable {
+    public var location: String
+    /// The password, read (and checked) before a root run switches to the data folder's
+    /// owner: restic gets it on a pipe, never from a file it would have to open itself.
+    public var password: [UInt8]
+    public var allowSameDevice = false
+    public var cacheDir: String?
+
+    /// The systemd credential that holds the repository password.
+    public static let credentialName = "tosca-export-pass"
+
+    public init(location: String, password: [UInt8], allowSameDevice: Bool = false, cacheDir: String? = nil) {
+        self.location = location
+        self.password = password
+        self.allowSameDevice = allowSameDevice
+        self.cacheDir = cacheDir
+    }
+
+    /// The folder of a local repository (`/media/x/repo`, `local:/media/x/repo`), or nil for
+    /// a remote one.
+    public var localPath: String? {
+        if location.hasPrefix("local:") { return String(location.dropFirst("local:".count)) }
+        let schemes = ["sftp:", "rest:", "s3:", "b2:", "azure:", "gs:", "swift:", "rclone:"]
+        return schemes.contains(where: location.hasPrefix) ? nil : location
+    }
+
+    /// The location without credentials (a `user:password@` in a URL is dropped): what
+    /// logs and export manifests carry.
+    public var redacted: String {
+        guard let scheme = location.range(of: "://"), let at = location[scheme.upperBound...].firstIndex(of: "@") else { return location }
+        let hostStart = location.index(after: at)
+        // Only an "@" before the first "/" of the authority is a userinfo separator.
+        if let slash = location[scheme.upperBound...].firstIndex(of: "/"), slash < at { return location }
+        return String(location[..<scheme.upperBound]) + String(location[hostStart...])
+    }
+
+    /// The password in the file given, else in the systemd credential; the file checked by
+    /// the D8 rules (a regular file, not a link or FIFO, owned by us or root, mode 0400 or
+    /// 0600) and its content (one non-empty line). Never logged, never an environment
+    /// variable.
+    public static func password(file given: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> [UInt8] {
+        let path: String
+        if let given, !given.isEmpty {
+            path = given
+        } else if let dir = environment["CREDENTIALS_DIRECTORY"], !dir.isEmpty,
+                  FileManager.default.fileExists(atPath: dir + "/" + credentialName) {
+            path = dir + "/" + credentialName
+        } else {
+            throw ToolFailure(.config, "no repository password: give --password-file FILE or the systemd credential \(credentialName)",
+                              hint: "a file of one line, mode 0600, readable by the service user only")
+        }
+        var st = stat()
+        guard lstat(path, &st) == 0 else { throw ToolFailure(.noPermission, "the password file \(path) cannot be read: \(String(cString: strerror(errno)))") }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            throw ToolFailure(.noPermission, "the password file \(path) is not a regular file (a link, folder or FIFO)", hint: "a regular file, mode 0400 or 0600")
+        }
+        guard st.st_uid == getuid() || st.st_uid == 0 else {
+            throw ToolFailure(.noPermission, "the password file \(path) belongs to another user (uid \(st.st_uid))", hint: "chown it to the service user or root")
+        }
+        let mode = st.st_mode & 0o777
+        guard mode == 0o400 || mode == 0o600 else {
+            throw ToolFailure(.noPermission, "the password file \(path) has mode \(String(mode, radix: 8)): others could read the repository password",
+                              hint: "chmod 600 \(path)")
+        }
+        guard st.st_size > 0, st.st_size <= 4096, let text = FileManager.default.contents(atPath: path) else {
+            throw ToolFailure(.noPermission, "the password file \(path) is empty or too large (one line expected)")
+        }
+        var lines = text.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+        if lines.last?.isEmpty == true { lines.removeLast() }
+        guard lines.count == 1, let line = lines.first, !line.isEmpty else {
+            throw ToolFailure(.noPermission, "the password file \(path) must hold exactly one non-empty line")
+        }
+        return Array(line)
+    }
+}
+
+/// restic run as a child process (D19), with its failures mapped to our exit codes. Its
+/// password goes on a pipe (`--password-file /dev/stdin`); restic's own variables for the
+/// password and repository are removed from the child's environment, so no other source
+/// is used.
+public struct Restic: Sendable {
+    public let executable: String
+    public let repository: ExportRepository
+
+    /// restic on PATH, else 78 naming the package.
+    public static func locate(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
+        for dir in (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+            let p = "\(dir)/restic"
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        throw ToolFailure(.config, "restic is not installed (it is the export engine)", hint: "apt-get install restic (Debian package restic)")
+    }
+
+    public init(repository: ExportRepository, executable: String? = nil) throws {
+        self.repository = repository
+        self.executable = try executable ?? Self.locate()
+    }
+
+    public struct Output: Sendable {
+        public let status: Int32
+        public let stdout: Data
+        public let stderr: String
+    }
+
+    /// Runs `restic -r REPO --password-file /dev/stdin [--cache-dir D] ARGS` in
+    /// `directory`; a failure throws the mapped ``ToolFailure`` unless `check` is false.
+    @discardableResult
+    public func run(_ args: [String], in directory: String? = nil, check: Bool = true) throws -> Output {
+        var full = ["-r", repository.location, "--password-file", "/dev/stdin"]
+        if let cache = repository.cacheDir ?? ProcessInfo.processInfo.environment["CACHE_DIRECTORY"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            full += ["--cache-dir", cache]
+        }
+        full += args
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = full
+        if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        var env = ProcessInfo.processInfo.environment
+        for k in ["RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND", "RESTIC_REPOSITORY", "RESTIC_REPOSITORY_FILE"] { env[k] = nil }
+        p.environment = env
+        // stderr to a file (restic may write much while stdout is read to its end).
+        let errPath = NSTemporaryDirectory() + "/tosca-restic-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).err"
+        guard FileManager.default.createFile(atPath: errPath, contents: nil, attributes: [.posixPermissions: 0o600]),
+              let errHandle = FileHandle(forWritingAtPath: errPath) else {
+            throw ToolFailure(.ioError, "cannot create a scratch file for restic's messages in \(NSTemporaryDirectory())")
+        }
+        defer { try? errHandle.close(); unlink(errPath) }
+        let out = Pipe(), input = Pipe()
+        p.standardOutput = out
+        p.standardError = errHandle
+        p.standardInput = input
+        do { try p.run() } catch {
+            throw ToolFailure(.config, "restic could not be started (\(executable)): \(error)", hint: "apt-get install restic")
+        }
+        // restic gone before it read its password must give an error, not kill us.
+        signal(SIGPIPE, SIG_IGN)
+        // At most 4 KiB: the pipe holds it all, restic reads it when it opens the repository.
+        try? input.fileHandleForWriting.write(contentsOf: Data(repository.password + [10]))
+        try? input.fileHandleForWriting.close()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+        let result = Output(status: p.terminationReason == .uncaughtSignal ? 128 + p.terminationStatus : p.terminationStatus, stdout: stdout, stderr: stderr)
+        if check, result.status != 0 { throw Self.failure(result, repository: repository, command: args.first ?? "") }
+        return result
+    }
+
+    /// restic 0.14 exits 1 for nearly every failure: its messages say which.
+    public static func failure(_ r: Output, repository: ExportRepository, command: String) -> ToolFailure {
+        let text = r.stderr
+        let lower = text.lowercased()
+        let last = text.split(separator: "\n").last.map(String.init) ?? "exit \(r.status)"
+        let repo = repository.redacted
+        let unreachable = ["connection refused", "no such host", "network is unreachable", "i/o timeout", "no route to host",
+                           "connection reset", "tls handshake timeout", "context deadline exceeded"]
+        if lower.contains("wrong password or no key found") {
+            return ToolFailure(.noPermission, "the password does not open the repository \(repo)", hint: "check --password-file (or the credential \(ExportRepository.credentialName))")
+        }
+        if lower.contains("repository is already locked") {
+            return ToolFailure(.tempFail, "the repository \(repo) is locked by another restic run", hint: "retry when that run is over; `restic unlock` removes a stale lock")
+        }
+        if unreachable.contains(where: lower.contains) {
+            return ToolFailure(.tempFail, "the repository \(repo) cannot be reached: \(last)", hint: "check the network and that the server runs; the next run retries")
+        }
+        if lower.contains("is there a repository at the following location?") {
+            return ToolFailure(.noInput, "there is no restic repository at \(repo)", hint: "tosca-maint export init --repo \(repo) (once, for a new repository)")
+        }
+        if lower.contains("403") && (lower.contains("forbidden") || lower.contains("append")) {
+            return ToolFailure(.noPermission, "the repository is append-only: run forget where it is allowed (\(last))")
+        }
+        if r.status == 3 {
+            return ToolFailure(.ioError, "restic \(command) could not read every file: the snapshot is incomplete (\(last))")
+        }
+        return ToolFailure(.ioError, "restic \(command) failed (exit \(r.status)): \(last)")
+    }
+}

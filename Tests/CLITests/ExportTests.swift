@@ -1,0 +1,147 @@
+import Foundation
+import Testing
+import TestSupport
+import ToscaCore
+@testable import ToscaMaint
+
+/// `export` and `import` (D19) with the real restic on real repositories; restic itself,
+/// sqlite3 and sha256 sums are the oracles.
+@Suite(.serialized) struct ExportTests {
+    struct Setup {
+        let dir: TempDir
+        let data: String
+        let repo: String
+        let password: String
+        let cache: String
+        var repoArgs: [String] { ["--repo", repo, "--password-file", password, "--cache-dir", cache] + (sameDevice ? ["--allow-same-device"] : []) }
+        let sameDevice: Bool
+    }
+
+    /// A data folder with two recorded sessions, a verified backup and their bundles; a
+    /// password file; a repository folder on another filesystem (/dev/shm, a tmpfs) when
+    /// there is one.
+    static func setup() throws -> Setup {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 2)
+        #expect(try maint(["backup", "--data-dir", data]).status == 0)
+        #expect(try maint(["bundle", "--data-dir", data]).status == 0)
+        let password = dir.sub("export-pass")
+        try "correct horse battery staple\n".write(toFile: password, atomically: true, encoding: .utf8)
+        chmod(password, 0o600)
+        var shm = stat(), tmp = stat()
+        let other = stat("/dev/shm", &shm) == 0 && stat(dir.path, &tmp) == 0 && shm.st_dev != tmp.st_dev && access("/dev/shm", W_OK) == 0
+        let repo = other ? "/dev/shm/tosca-export-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))/repo" : dir.sub("repo")
+        if other { try AtomicFile.makeDirectory(PathName.parent(repo)) }
+        return Setup(dir: dir, data: data, repo: repo, password: password, cache: dir.sub("cache"), sameDevice: !other)
+    }
+
+    static func cleanup(_ s: Setup) {
+        if s.repo.hasPrefix("/dev/shm/") { try? FileManager.default.removeItem(atPath: PathName.parent(s.repo)) }
+    }
+
+    /// restic run by hand, as an oracle.
+    static func restic(_ s: Setup, _ args: [String]) throws -> ProcessResult {
+        try run(try #require(which("restic"), "restic is needed (apt-get install restic)"),
+                ["-r", s.repo, "--password-file", s.password, "--cache-dir", s.cache] + args)
+    }
+
+    static func sha(_ path: String) throws -> String {
+        String(try run("/usr/bin/sha256sum", [path]).stdout.prefix(64))
+    }
+
+    @Test func exportThenImportGivesEveryFileBackByteForByte() throws {
+        let s = try Self.setup()
+        defer { Self.cleanup(s) }
+        let initialized = try maint(["export", "init", "--data-dir", s.data] + s.repoArgs)
+        #expect(initialized.status == 0, "\(initialized.output)")
+        let e = try maint(["export", "--data-dir", s.data] + s.repoArgs)
+        #expect(e.status == 0, "\(e.output)")
+        // restic sees one snapshot, our host and tag.
+        let snaps = try Self.restic(s, ["snapshots", "--json"])
+        let list = try #require(try JSONSerialization.jsonObject(with: Data(snaps.stdout.utf8)) as? [[String: Any]])
+        #expect(list.count == 1)
+        #expect((list.first?["tags"] as? [String]) == ["tosca-export"])
+        #expect((list.first?["hostname"] as? String)?.isEmpty == false)
+        // The export is recorded, with its snapshot and its checks.
+        let records = listing(s.data + "/exports").filter { $0.hasSuffix(".manifest.json") }
+        #expect(records.count == 1, "\(listing(s.data + "/exports"))")
+        let record = try String(contentsOfFile: s.data + "/exports/" + (records.first ?? ""), encoding: .utf8)
+        #expect(record.contains("\"snapshot_id\"") && record.contains("export drill"), "\(record)")
+        #expect(!record.contains("correct horse"))
+
+        // Import into a new folder: the copy, the bundles and the session folders come back.
+        let new = s.dir.sub("new")
+        let i = try maint(["import", "--extract-sessions", "--data-dir", new] + s.repoArgs)
+        #expect(i.status == 0, "\(i.output)")
+        for n in listing(s.data + "/backups").filter({ $0.hasSuffix(".db") }) + listing(s.data + "/bundles").map({ "../bundles/" + $0 }) {
+            #expect(try Self.sha(s.data + "/backups/" + n) == (try Self.sha(new + "/backups/" + n)), "\(n)")
+        }
+        let sessionFiles = filesUnder(s.data + "/sessions")
+        #expect(!sessionFiles.isEmpty)
+        for rel in sessionFiles {
+            #expect(try Self.sha(s.data + "/sessions/" + rel) == (try Self.sha(new + "/sessions/" + rel)), "\(rel)")
+        }
+        // The database: WAL mode, the same sessions and events (sqlite3 as the oracle),
+        // and verify --live finds its anchor.
+        #expect(try sqlite3Value(new + "/tosca.db", "PRAGMA journal_mode") == "wal")
+        for table in ["sessions", "treatment_events", "safety_log"] {
+            let q = "SELECT count(*) FROM \(table) WHERE \(table == "safety_log" ? "event_type <> 'maintenance'" : "1")"
+            #expect(try sqlite3Value(new + "/tosca.db", q) == (try sqlite3Value(s.data + "/tosca.db", q)), "\(table)")
+        }
+        let live = try maint(["verify", "--live", "--data-dir", new])
+        #expect(live.status == 0, "\(live.output)")
+        // Never into a data folder that holds a database.
+        let again = try maint(["import", "--data-dir", new] + s.repoArgs)
+        #expect(again.status == 73, "\(again.output)")
+    }
+
+    @Test func repositoryFailuresHaveTheirOwnExitCodes() throws {
+        let s = try Self.setup()
+        defer { Self.cleanup(s) }
+        // No repository yet: 66 with the init hint.
+        let missing = try maint(["export", "--data-dir", s.data] + s.repoArgs)
+        #expect(missing.status == 66 && missing.stderr.contains("export init"), "\(missing.output)")
+        #expect(try maint(["export", "init", "--data-dir", s.data] + s.repoArgs).status == 0)
+        // Wrong password: 77.
+        let wrong = s.dir.sub("wrong-pass")
+        try "not the password\n".write(toFile: wrong, atomically: true, encoding: .utf8)
+        chmod(wrong, 0o600)
+        var args = s.repoArgs
+        args[args.firstIndex(of: s.password)!] = wrong
+        let w = try maint(["export", "--data-dir", s.data] + args)
+        #expect(w.status == 77, "\(w.output)")
+        // A password file others can read: 77, restic never started.
+        chmod(wrong, 0o644)
+        #expect(try maint(["export", "--data-dir", s.data] + args).status == 77)
+        // A server that is down: 75, never the init hint.
+        let down = try maint(["export", "--data-dir", s.data, "--repo", "rest:http://127.0.0.1:9/", "--password-file", s.password, "--cache-dir", s.cache])
+        #expect(down.status == 75 && !down.stderr.contains("export init"), "\(down.output)")
+        // restic absent from PATH: 78 naming the package.
+        let noRestic = try maint(["export", "--data-dir", s.data] + s.repoArgs, environment: ["PATH": "/nonexistent"])
+        #expect(noRestic.status == 78 && noRestic.stderr.contains("restic"), "\(noRestic.output)")
+        // A repository on the data folder's own filesystem: 78, unless allowed for tests.
+        let same = try maint(["export", "init", "--data-dir", s.data, "--repo", s.dir.sub("same"), "--password-file", s.password])
+        #expect(same.status == 78 && same.stderr.contains("not an off-device copy"), "\(same.output)")
+        // A drive that is not mounted: 66.
+        let absent = try maint(["export", "--data-dir", s.data, "--repo", "/nonexistent-drive/repo", "--password-file", s.password])
+        #expect(absent.status == 66 && absent.stderr.contains("mounted"), "\(absent.output)")
+        // Nothing was recorded as exported.
+        #expect(listing(s.data + "/exports").filter { $0.hasSuffix(".manifest.json") }.isEmpty)
+    }
+
+    @Test func aFlippedByteInAPackIsFoundByTheFullCheck() throws {
+        let s = try Self.setup()
+        defer { Self.cleanup(s) }
+        #expect(try maint(["export", "init", "--data-dir", s.data] + s.repoArgs).status == 0)
+        #expect(try maint(["export", "--data-dir", s.data] + s.repoArgs).status == 0)
+        #expect(try maint(["export", "check", "--read-data", "--data-dir", s.data] + s.repoArgs).status == 0)
+        // The largest pack holds the database copy's data: one byte flipped in its middle.
+        let packs = filesUnder(s.repo + "/data").map { s.repo + "/data/" + $0 }
+        let pack = try #require(packs.max { fileSize($0) < fileSize($1) })
+        chmod(pack, 0o600)
+        try flipByte(pack, at: UInt64(fileSize(pack) / 2))
+        let c = try maint(["export", "check", "--read-data", "--data-dir", s.data] + s.repoArgs)
+        #expect(c.status == 65 && c.stderr.contains("found damage"), "\(c.output)")
+    }
+}
