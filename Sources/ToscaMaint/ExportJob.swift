@@ -162,6 +162,10 @@ public struct ExportJob: Sendable {
 
         // A staging folder of hard links (same filesystem, nothing copied), fixed name.
         try LayoutFolder.make(folder.exports)
+        // Drill folders of runs that were killed (we hold .maint.lock: no other is running).
+        for n in listing(folder.exports) where n.hasPrefix(".drill-") {
+            try? FileManager.default.removeItem(atPath: folder.exports + "/" + n)
+        }
         let stage = folder.exports + "/" + Self.stage
         try? FileManager.default.removeItem(atPath: stage)
         defer { try? FileManager.default.removeItem(atPath: stage) }
@@ -169,9 +173,10 @@ public struct ExportJob: Sendable {
         try AtomicFile.makeDirectory(top + "/backups")
         try AtomicFile.makeDirectory(top + "/bundles")
         for s in sources {
-            guard link(s.path, top + "/" + s.snapshotPath) == 0 else {
-                throw ToolFailure(.ioError, "cannot stage \(s.path): \(String(cString: strerror(errno)))")
-            }
+            if link(s.path, top + "/" + s.snapshotPath) == 0 { continue }
+            // backups/ or bundles/ on another filesystem (a mount point): a copy instead.
+            guard errno == EXDEV else { throw ToolFailure(.ioError, "cannot stage \(s.path): \(String(cString: strerror(errno)))") }
+            try FileCopy.copy(from: s.path, to: top + "/" + s.snapshotPath)
         }
         let now = UTCTime.now()
         var manifest = ExportManifest(deviceID: try deviceID(), createdUTC: now.iso8601, toolVersion: toscaMaintVersion,
@@ -182,9 +187,12 @@ public struct ExportJob: Sendable {
         progress?("restic backup of \(total / 1_048_576) MiB to \(restic.repository.redacted)")
         let backup = try restic.run(["backup", "--json", "--host", manifest.deviceID, "--tag", "tosca-export", Self.root], in: stage)
         guard let summary = Self.jsonLines(backup.stdout).last(where: { $0["message_type"] as? String == "summary" }),
-              let snapshot = summary["snapshot_id"] as? String, !snapshot.isEmpty else {
+              let short = summary["snapshot_id"] as? String, !short.isEmpty else {
             throw ToolFailure(.ioError, "restic backup gave no snapshot id: nothing recorded as exported")
         }
+        // restic 0.14 prints the short id: the record keeps the whole one.
+        let listed = try restic.run(["snapshots", "--json", short])
+        let snapshot = ((try? JSONSerialization.jsonObject(with: listed.stdout)) as? [[String: Any]])?.first?["id"] as? String ?? short
 
         // Verified: a rotating subset of the packs read, then a sample restored and compared.
         let subset = try nextSubset()

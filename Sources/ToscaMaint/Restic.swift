@@ -110,16 +110,40 @@ public struct Restic: Sendable {
 
     /// Runs `restic -r REPO --password-file /dev/stdin [--cache-dir D] ARGS` in
     /// `directory`; a failure throws the mapped ``ToolFailure`` unless `check` is false.
+    /// A lock left by a restic run that died (its process gone: restic calls it stale) is
+    /// removed with `restic unlock`, which removes no other lock, and the command retried
+    /// once.
     @discardableResult
     public func run(_ args: [String], in directory: String? = nil, check: Bool = true) throws -> Output {
+        let first = try runOnce(args, in: directory)
+        guard first.status != 0, first.stderr.lowercased().contains("repository is already locked"), args.first != "unlock" else {
+            if check, first.status != 0 { throw Self.failure(first, repository: repository, command: args.first ?? "") }
+            return first
+        }
+        _ = try runOnce(["unlock"], in: directory)
+        let second = try runOnce(args, in: directory)
+        if check, second.status != 0 { throw Self.failure(second, repository: repository, command: args.first ?? "") }
+        return second
+    }
+
+    /// `setpriv --pdeathsig KILL` (util-linux): restic dies with us, so a killed export
+    /// leaves no restic behind still writing.
+    static let setpriv = FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") ? "/usr/bin/setpriv" : nil
+
+    func runOnce(_ args: [String], in directory: String?) throws -> Output {
         var full = ["-r", repository.location, "--password-file", "/dev/stdin"]
         if let cache = repository.cacheDir ?? ProcessInfo.processInfo.environment["CACHE_DIRECTORY"].flatMap({ $0.isEmpty ? nil : $0 }) {
             full += ["--cache-dir", cache]
         }
         full += args
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = full
+        if let setpriv = Self.setpriv {
+            p.executableURL = URL(fileURLWithPath: setpriv)
+            p.arguments = ["--pdeathsig", "KILL", "--", executable] + full
+        } else {
+            p.executableURL = URL(fileURLWithPath: executable)
+            p.arguments = full
+        }
         if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
         var env = ProcessInfo.processInfo.environment
         for k in ["RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND", "RESTIC_REPOSITORY", "RESTIC_REPOSITORY_FILE"] { env[k] = nil }
@@ -146,9 +170,7 @@ public struct Restic: Sendable {
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-        let result = Output(status: p.terminationReason == .uncaughtSignal ? 128 + p.terminationStatus : p.terminationStatus, stdout: stdout, stderr: stderr)
-        if check, result.status != 0 { throw Self.failure(result, repository: repository, command: args.first ?? "") }
-        return result
+        return Output(status: p.terminationReason == .uncaughtSignal ? 128 + p.terminationStatus : p.terminationStatus, stdout: stdout, stderr: stderr)
     }
 
     /// restic 0.14 exits 1 for nearly every failure: its messages say which.

@@ -7,44 +7,10 @@ import ToscaCore
 /// `export` and `import` (D19) with the real restic on real repositories; restic itself,
 /// sqlite3 and sha256 sums are the oracles.
 @Suite(.serialized) struct ExportTests {
-    struct Setup {
-        let dir: TempDir
-        let data: String
-        let repo: String
-        let password: String
-        let cache: String
-        var repoArgs: [String] { ["--repo", repo, "--password-file", password, "--cache-dir", cache] + (sameDevice ? ["--allow-same-device"] : []) }
-        let sameDevice: Bool
-    }
-
-    /// A data folder with two recorded sessions, a verified backup and their bundles; a
-    /// password file; a repository folder on another filesystem (/dev/shm, a tmpfs) when
-    /// there is one.
-    static func setup() throws -> Setup {
-        let dir = TempDir()
-        let data = dir.sub("data")
-        try simulatedData(data, sessions: 2)
-        #expect(try maint(["backup", "--data-dir", data]).status == 0)
-        #expect(try maint(["bundle", "--data-dir", data]).status == 0)
-        let password = dir.sub("export-pass")
-        try "correct horse battery staple\n".write(toFile: password, atomically: true, encoding: .utf8)
-        chmod(password, 0o600)
-        var shm = stat(), tmp = stat()
-        let other = stat("/dev/shm", &shm) == 0 && stat(dir.path, &tmp) == 0 && shm.st_dev != tmp.st_dev && access("/dev/shm", W_OK) == 0
-        let repo = other ? "/dev/shm/tosca-export-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))/repo" : dir.sub("repo")
-        if other { try AtomicFile.makeDirectory(PathName.parent(repo)) }
-        return Setup(dir: dir, data: data, repo: repo, password: password, cache: dir.sub("cache"), sameDevice: !other)
-    }
-
-    static func cleanup(_ s: Setup) {
-        if s.repo.hasPrefix("/dev/shm/") { try? FileManager.default.removeItem(atPath: PathName.parent(s.repo)) }
-    }
-
-    /// restic run by hand, as an oracle.
-    static func restic(_ s: Setup, _ args: [String]) throws -> ProcessResult {
-        try run(try #require(which("restic"), "restic is needed (apt-get install restic)"),
-                ["-r", s.repo, "--password-file", s.password, "--cache-dir", s.cache] + args)
-    }
+    typealias Setup = ExportSetup
+    static func setup() throws -> Setup { try ExportSetup.make() }
+    static func cleanup(_ s: Setup) { s.cleanup() }
+    static func restic(_ s: Setup, _ args: [String]) throws -> ProcessResult { try s.restic(args) }
 
     static func sha(_ path: String) throws -> String {
         String(try run("/usr/bin/sha256sum", [path]).stdout.prefix(64))

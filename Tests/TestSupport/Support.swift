@@ -305,3 +305,43 @@ public func ageKeypair(in dir: TempDir, name: String = "identity") throws -> Age
     try ("# the clinic\n" + recipient + "\n").write(toFile: recipients, atomically: true, encoding: .utf8)
     return AgeKeypair(identity: identity, recipients: recipients, recipient: recipient)
 }
+
+/// A data folder for export tests: two recorded sessions, a verified backup and their
+/// bundles; a password file; a repository folder on another filesystem (/dev/shm, a
+/// tmpfs) when there is one, else beside the data folder with --allow-same-device.
+public struct ExportSetup: Sendable {
+    public let dir: TempDir
+    public let data: String
+    public let repo: String
+    public let password: String
+    public let cache: String
+    public let sameDevice: Bool
+    public var repoArgs: [String] { ["--repo", repo, "--password-file", password, "--cache-dir", cache] + (sameDevice ? ["--allow-same-device"] : []) }
+
+    public static func make() throws -> ExportSetup {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 2)
+        guard try maint(["backup", "--data-dir", data]).status == 0, try maint(["bundle", "--data-dir", data]).status == 0 else {
+            throw OracleError(message: "backup or bundle failed in the export set-up")
+        }
+        let password = dir.sub("export-pass")
+        try "correct horse battery staple\n".write(toFile: password, atomically: true, encoding: .utf8)
+        chmod(password, 0o600)
+        var shm = stat(), tmp = stat()
+        let other = stat("/dev/shm", &shm) == 0 && stat(dir.path, &tmp) == 0 && shm.st_dev != tmp.st_dev && access("/dev/shm", W_OK) == 0
+        let repo = other ? "/dev/shm/tosca-export-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))/repo" : dir.sub("repo")
+        if other { try AtomicFile.makeDirectory(PathName.parent(repo)) }
+        return ExportSetup(dir: dir, data: data, repo: repo, password: password, cache: dir.sub("cache"), sameDevice: !other)
+    }
+
+    public func cleanup() {
+        if repo.hasPrefix("/dev/shm/") { try? FileManager.default.removeItem(atPath: PathName.parent(repo)) }
+    }
+
+    /// restic run by hand, as an oracle.
+    public func restic(_ args: [String]) throws -> ProcessResult {
+        guard let exe = which("restic") else { throw OracleError(message: "restic is needed (apt-get install restic)") }
+        return try run(exe, ["-r", repo, "--password-file", password, "--cache-dir", cache] + args)
+    }
+}
