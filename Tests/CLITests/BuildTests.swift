@@ -23,7 +23,7 @@ import TestSupport
     /// The bundle benchmark runs its baselines (bsdtar, age, sha256sum) and prints ratios.
     @Test func bundleBenchmarkRunsAndPrintsRatios() throws {
         let dir = TempDir()
-        let r = try run(executable("tosca-bench"), ["bundle", "--lines", "2000", "--media-mib", "1", "--runs", "1", "--no-drop-caches", "--latency-seconds", "1", "--work-dir", dir.path])
+        let r = try run(executable("tosca-bench"), ["bundle", "--lines", "2000", "--media-mib", "1", "--sessions", "2", "--session-lines", "2000", "--session-media-mib", "1", "--runs", "1", "--no-drop-caches", "--latency-seconds", "1", "--work-dir", dir.path])
         #expect(r.status == 0, "\(r.output)")
         for needle in ["bundle (write, fsync, read back)", "encrypted bundle", "extract", "bundle size vs bsdtar", "while bundling"] {
             #expect(r.stdout.contains(needle), "\(needle) missing: \(r.stdout)")
