@@ -8,14 +8,14 @@
 #   benchmark baseline) from the main suite; make (make install), systemd (systemd-analyze,
 #   journalctl: the unit and catalog tests), man-db (the man-page test), age (the oracle
 #   that reads and writes encrypted session bundles in the tests), python3 (its tarfile
-#   module builds the hostile archives of the bundle tests) and restic (the export engine,
-#   D19).
+#   module builds the hostile archives of the bundle tests), restic (the export engine,
+#   D19) and rclone (an append-only restic server on loopback for the export tests).
 set -euo pipefail
 
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 
-need_pkgs=(libarchive-dev libsystemd-dev sqlite3 zstd libarchive-tools pkg-config make systemd man-db age python3 restic)
+need_pkgs=(libarchive-dev libsystemd-dev sqlite3 zstd libarchive-tools pkg-config make systemd man-db age python3 restic rclone)
 bpo_pkgs=(libsqlcipher-dev sqlcipher)
 
 have_all() {

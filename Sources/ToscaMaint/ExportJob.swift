@@ -220,6 +220,26 @@ public struct ExportJob: Sendable {
         t.iso8601.replacingOccurrences(of: ":", with: "").replacingOccurrences(of: "-", with: "")
     }
 
+    // MARK: - forget
+
+    /// The clinic's retention: every export of the last `keepWithin` and one a month for
+    /// `keepMonthly` months, this device's snapshots only, then `prune`. On an
+    /// append-only server the removal is refused: 77, nothing lost.
+    public func forget(keepWithin: String = "3m", keepMonthly: Int = 120) throws -> String {
+        let r = try restic.run(["forget", "--tag", "tosca-export", "--host", try deviceID(), "--group-by", "host",
+                                "--keep-within", keepWithin, "--keep-monthly", String(keepMonthly), "--prune"], check: false)
+        if r.status != 0 {
+            let lower = r.stderr.lowercased()
+            if lower.contains("403") || lower.contains("forbidden") || lower.contains("append-only") || lower.contains("permission denied") && restic.repository.localPath == nil {
+                throw ToolFailure(.noPermission, "the repository is append-only: run forget where it is allowed (on the server, or with a key that may delete); nothing was removed",
+                                  hint: "run the same restic forget --prune on the server, or from a machine whose access may delete")
+            }
+            throw Restic.failure(r, repository: restic.repository, command: "forget")
+        }
+        Journal.shared.log(.notice, "applied the retention policy to \(restic.repository.redacted) (within \(keepWithin), \(keepMonthly) monthly)")
+        return String(decoding: r.stdout, as: UTF8.self)
+    }
+
     // MARK: - check
 
     /// `restic check`, reading the packs of `readDataSubset` ("N/T"), or all of them.

@@ -50,11 +50,18 @@ struct ExportCommand: ParsableCommand {
               tosca-maint export init --repo /media/tosca-backup/repo --password-file /etc/tosca-maint/export-pass
               tosca-maint export --repo /media/tosca-backup/repo --password-file /etc/tosca-maint/export-pass
               tosca-maint export check --read-data --repo rest:https://backup.clinic.example/tosca-dev1/
+              tosca-maint export --forget --repo /media/tosca-backup/repo --password-file /etc/tosca-maint/export-pass
+
+            --forget applies the clinic's retention instead of exporting: every export of the \
+            last 3 months (--keep-within) and one a month for 10 years (--keep-monthly 120), \
+            this device's snapshots only, then prune. An append-only server refuses it: 77, \
+            nothing removed; run it where deleting is allowed.
 
             Exit codes: 0 exported and verified, 64 usage, 65 the check or the drill found \
             damage, 66 no repository there (export init) or no verified backup, 74 I/O error \
-            or restic failed, 75 repository unreachable or locked, 77 wrong password or a \
-            password file that breaks the rules, 78 restic missing or not an off-device copy.
+            or restic failed, 75 repository unreachable or locked, 77 wrong password, a \
+            password file that breaks the rules or an append-only server refusing --forget, \
+            78 restic missing or not an off-device copy.
             """,
         subcommands: [Run.self, Init.self, Check.self],
         defaultSubcommand: Run.self)
@@ -64,9 +71,16 @@ struct ExportCommand: ParsableCommand {
         @OptionGroup var shared: SharedOptions
         @OptionGroup var repository: RepositoryOptions
         @Option(help: "T of --read-data-subset=N/T: every pack is read once every T exports.") var subsets = 12
+        @Flag(help: "Apply the retention policy instead of exporting: restic forget (this device's exports) and prune.") var forget = false
+        @Option(help: "With --forget: keep every export this recent (restic duration: 3m, 90d, 1y).") var keepWithin = "3m"
+        @Option(help: "With --forget: and one export a month for this many months.") var keepMonthly = 120
 
         func validate() throws {
             guard (1...1000).contains(subsets) else { throw ValidationError("--subsets must be 1 to 1000") }
+            guard keepMonthly >= 1 else { throw ValidationError("--keep-monthly must be at least 1") }
+            guard keepWithin.range(of: "^([0-9]+[ymdh])+$", options: .regularExpression) != nil else {
+                throw ValidationError("--keep-within takes a restic duration such as 3m, 90d or 1y2m")
+            }
         }
 
         func run() throws {
@@ -75,6 +89,10 @@ struct ExportCommand: ParsableCommand {
                 let (folder, lock) = try shared.beginMaintenance()
                 defer { lock.unlock() }
                 var job = ExportJob(folder: folder, restic: try Restic(repository: repo))
+                if forget {
+                    print(try job.forget(keepWithin: keepWithin, keepMonthly: keepMonthly), terminator: "")
+                    return 0
+                }
                 job.subsets = subsets
                 let o = try job.run { step in
                     if !shared.json { FileHandle.standardError.write(Data("tosca-maint: \(step)\n".utf8)) }

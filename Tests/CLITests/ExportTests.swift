@@ -110,4 +110,50 @@ import ToscaCore
         let c = try maint(["export", "check", "--read-data", "--data-dir", s.data] + s.repoArgs)
         #expect(c.status == 65 && c.stderr.contains("found damage"), "\(c.output)")
     }
+
+    /// `export --forget` keeps what the policy keeps and removes the rest (restic's listing
+    /// as the oracle); on an append-only server (rclone serve restic --append-only) it is
+    /// refused with 77 and nothing is removed; export and import work there.
+    @Test func forgetAppliesRetentionAndAnAppendOnlyServerRefusesIt() throws {
+        let s = try Self.setup()
+        defer { Self.cleanup(s) }
+        #expect(try maint(["export", "init", "--data-dir", s.data] + s.repoArgs).status == 0)
+        #expect(try maint(["export", "--data-dir", s.data] + s.repoArgs).status == 0)
+        func snapshots(_ extra: [String] = []) throws -> [[String: Any]] {
+            let out = try Self.restic(s, ["snapshots", "--json"] + extra).stdout
+            return (try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]]) ?? []
+        }
+        let host = try #require(try snapshots().first?["hostname"] as? String)
+        // An export from 2020 of this device, made by hand with restic's --time.
+        FileManager.default.createFile(atPath: s.dir.sub("old"), contents: Data("old".utf8))
+        #expect(try Self.restic(s, ["backup", "-q", "--time", "2020-01-15 00:00:00", "--host", host, "--tag", "tosca-export", s.dir.sub("old")]).status == 0)
+        #expect(try snapshots().count == 2)
+        let f = try maint(["export", "--forget", "--keep-within", "1d", "--keep-monthly", "1", "--data-dir", s.data] + s.repoArgs)
+        #expect(f.status == 0, "\(f.output)")
+        let left = try snapshots()
+        #expect(left.count == 1 && !(left.first?["time"] as? String ?? "").hasPrefix("2020"), "\(left)")
+
+        // The same against an append-only REST server on loopback.
+        let rclone = try #require(which("rclone"), "rclone is needed (apt-get install rclone)")
+        let served = s.dir.sub("served")
+        try AtomicFile.makeDirectory(served)
+        let port = Int.random(in: 20_000...40_000)
+        let server = try Spawned(rclone, ["serve", "restic", "--append-only", "--addr", "127.0.0.1:\(port)", served])
+        defer { server.signal(SIGTERM); _ = server.wait() }
+        let remote = ["--repo", "rest:http://127.0.0.1:\(port)/", "--password-file", s.password, "--cache-dir", s.cache]
+        #expect(waitUntil(timeout: 20) { (try? maint(["export", "init", "--data-dir", s.data] + remote).status) == 0 })
+        #expect(try maint(["export", "--data-dir", s.data] + remote).status == 0)
+        let oracle = ["-r", "rest:http://127.0.0.1:\(port)/", "--password-file", s.password, "--cache-dir", s.cache]
+        let restic = try #require(which("restic"))
+        #expect(try run(restic, oracle + ["backup", "-q", "--time", "2020-01-15 00:00:00", "--host", host, "--tag", "tosca-export", s.dir.sub("old")]).status == 0)
+        let refused = try maint(["export", "--forget", "--keep-within", "1d", "--keep-monthly", "1", "--data-dir", s.data] + remote)
+        #expect(refused.status == 77 && refused.stderr.contains("append-only"), "\(refused.output)")
+        let still = try run(restic, oracle + ["snapshots", "--json"]).stdout
+        #expect(((try JSONSerialization.jsonObject(with: Data(still.utf8)) as? [[String: Any]]) ?? []).count == 2, "\(still)")
+        // Import from the server into a new folder.
+        let new = s.dir.sub("from-server")
+        let i = try maint(["import", "--data-dir", new] + remote)
+        #expect(i.status == 0, "\(i.output)")
+        #expect(try sqlite3Value(new + "/tosca.db", "SELECT count(*) FROM sessions") == (try sqlite3Value(s.data + "/tosca.db", "SELECT count(*) FROM sessions")))
+    }
 }
