@@ -320,8 +320,8 @@ public struct ExportJob: Sendable {
     func listing(_ dir: String) -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() }
 
     /// The verified exports recorded in `exports/`, oldest first.
-    public func recorded() -> [ExportManifest] {
-        listing(folder.exports).filter { $0.hasSuffix(".manifest.json") }.compactMap {
+    public static func recordedExports(_ folder: DataFolder) -> [ExportManifest] {
+        (((try? FileManager.default.contentsOfDirectory(atPath: folder.exports)) ?? []).sorted()).filter { $0.hasSuffix(".manifest.json") }.compactMap {
             try? JSONDecoder().decode(ExportManifest.self, from: Data(contentsOf: URL(fileURLWithPath: folder.exports + "/" + $0)))
         }
     }

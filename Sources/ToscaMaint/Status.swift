@@ -41,6 +41,13 @@ public struct StatusReport: Codable, Sendable {
     public let unsealedSafetyRows: Int?
     public let oldestUnsealedTimestamp: String?
     public let oldestUnsealedAgeSeconds: Int64?
+    /// Off-device exports (D19): the last verified one recorded in exports/, and whether
+    /// exports are expected (configured, or one was ever recorded).
+    public let lastExportUTC: String?
+    public let lastExportAgeSeconds: Int64?
+    public let exportsRecorded: Int
+    public let exportExpected: Bool
+    public let maxExportAgeDays: Double
     public let verdict: String
     public let exitCode: Int32
 
@@ -54,9 +61,18 @@ public struct StatusReport: Codable, Sendable {
         case lastDrillUTC = "last_drill_utc", maxDrillAgeDays = "max_drill_age_days", catalogProblems = "catalog_problems"
         case bundledSessions = "bundled_sessions", bundleBytes = "bundle_bytes", failedBundles = "failed_bundles", unbundledSessions = "unbundled_sessions"
         case unsealedSafetyRows = "unsealed_safety_rows", oldestUnsealedTimestamp = "oldest_unsealed_timestamp", oldestUnsealedAgeSeconds = "oldest_unsealed_age_seconds"
+        case lastExportUTC = "last_export_utc", lastExportAgeSeconds = "last_export_age_seconds", exportsRecorded = "exports_recorded"
+        case exportExpected = "export_expected", maxExportAgeDays = "max_export_age_days"
     }
 
-    public static func make(_ folder: DataFolder, maxAgeHours: Double, maxDrillAgeDays: Double = 8,
+    /// Where an export repository is configured for the units (D19).
+    public static let exportConfig = "/etc/tosca-maint/export.conf"
+
+    /// `exportConfigured`: an export repository is set up (by default: the export
+    /// configuration file exists or `TOSCA_EXPORT_REPO` is set).
+    public static func make(_ folder: DataFolder, maxAgeHours: Double, maxDrillAgeDays: Double = 8, maxExportAgeDays: Double = 35,
+                            exportConfigured: Bool = FileManager.default.fileExists(atPath: StatusReport.exportConfig)
+                                || !(ProcessInfo.processInfo.environment["TOSCA_EXPORT_REPO"] ?? "").isEmpty,
                             now: UTCTime = .now()) throws -> StatusReport {
         let key = folder.key
         let catalog = try folder.scanCatalog()
@@ -88,6 +104,11 @@ public struct StatusReport: Codable, Sendable {
             }
         }
         let bundles = try BundleJob(folder: folder).census(now: now)
+        let exports = ExportJob.recordedExports(folder)
+        let lastExport = exports.map(\.createdUTC).max()
+        let exportAge = lastExport.flatMap { UTCTime(iso8601: $0) }.map { now.seconds - $0.seconds }
+        // A device that never exported and has no configuration is not stale.
+        let exportExpected = exportConfigured || !exports.isEmpty
         let verdict: String, code: Int32
         let failedBackup = catalog.backups.last { $0.manifest?.lastCheck?.ok == false }
         let suspect = catalog.entries.last { $0.kind == .suspect }
@@ -120,6 +141,13 @@ public struct StatusReport: Codable, Sendable {
         } else if !bundles.unbundled.isEmpty {
             verdict = "\(bundles.unbundled.count) finished session(s) older than 48 h have no bundle (first: session \(bundles.unbundled[0])): tosca-maint bundle"
             code = ExitStatus.unhealthy.rawValue
+        } else if exportExpected, lastExport == nil {
+            verdict = "an export repository is configured but no verified export is recorded yet: tosca-maint export"
+            code = ExitStatus.unhealthy.rawValue
+        } else if exportExpected, let exportAge, Double(exportAge) > maxExportAgeDays * 86_400 {
+            verdict = String(format: "the last verified export (%@) is %.0f days old, older than %.0f: is the drive plugged in, the server reachable?",
+                             lastExport ?? "?", Double(exportAge) / 86_400, maxExportAgeDays)
+            code = ExitStatus.unhealthy.rawValue
         } else {
             verdict = "ok"
             code = 0
@@ -133,7 +161,8 @@ public struct StatusReport: Codable, Sendable {
             quarantinedCount: catalog.quarantined.count, freeBytes: free, encrypted: encrypted, schemaVersion: version, schema: schema,
             lastDrillUTC: lastDrill, maxDrillAgeDays: maxDrillAgeDays, bundledSessions: bundles.bundledSessions, bundleBytes: bundles.bytes,
             failedBundles: bundles.failed, unbundledSessions: bundles.unbundled, catalogProblems: audit, unsealedSafetyRows: unsealed?.count, oldestUnsealedTimestamp: unsealed?.oldest, oldestUnsealedAgeSeconds: unsealedAge,
-            verdict: verdict, exitCode: code)
+            lastExportUTC: lastExport, lastExportAgeSeconds: exportAge, exportsRecorded: exports.count, exportExpected: exportExpected,
+            maxExportAgeDays: maxExportAgeDays, verdict: verdict, exitCode: code)
     }
 
     /// node_exporter textfile-collector format.
@@ -165,6 +194,10 @@ public struct StatusReport: Codable, Sendable {
         metric("tosca_bundle_failed", "Session bundles whose last check failed.", String(failedBundles.count))
         metric("tosca_unsealed_safety_rows", "Safety-log rows inserted without chain columns and not sealed yet.", unsealedSafetyRows.map(String.init))
         metric("tosca_oldest_unsealed_safety_row_age_seconds", "Age of the oldest unsealed safety-log row (its stamp read as legacy local time).", oldestUnsealedAgeSeconds.map(String.init))
+        metric("tosca_exports_recorded", "Verified exports recorded in exports/.", String(exportsRecorded))
+        metric("tosca_last_export_age_seconds", "Age of the last verified export.", lastExportAgeSeconds.map(String.init))
+        metric("tosca_last_export_timestamp_seconds", "Time of the last verified export (Unix seconds).",
+               lastExportUTC.flatMap { UTCTime(iso8601: $0) }.map { String($0.seconds) })
         metric("tosca_status_exit_code", "Exit code of tosca-maint status (0 ok, 1 unhealthy, 65 corruption).", String(exitCode))
         return lines.joined(separator: "\n") + "\n"
     }
@@ -179,6 +212,7 @@ public struct StatusReport: Codable, Sendable {
             Backups       \(backupCount), \(mib(backupBytes))
             Safety copies \(safetyCopyCount), \(mib(safetyCopyBytes))\(quarantinedCount > 0 ? "\nQuarantined   \(quarantinedCount) file(s) in backups/quarantine" : "")
             Bundles       \(bundledSessions) session(s), \(mib(bundleBytes))\(failedBundles.isEmpty ? "" : ", \(failedBundles.count) FAILED")\(unbundledSessions.isEmpty ? "" : ", \(unbundledSessions.count) finished session(s) older than 48 h not bundled")
+            Exports       \(lastExportUTC.map { "\(exportsRecorded) verified, the last at \($0) (\(String(format: "%.1f", Double(lastExportAgeSeconds ?? 0) / 86_400)) days old)" } ?? (exportExpected ? "none yet (configured)" : "none (not configured)"))
             Free space    \(freeBytes.map(mib) ?? "unknown")
             Database      \(encrypted.map { $0 ? "encrypted" : "plaintext" } ?? "missing"), schema \(schema ?? "unknown (give the key)")\((unsealedSafetyRows ?? 0) > 0 ? "\nUnsealed      \(unsealedSafetyRows ?? 0) safety-log row(s) not in the chain yet, oldest stamped \(oldestUnsealedTimestamp ?? "?")\(oldestUnsealedAgeSeconds.map { String(format: ", about %.1f h old", Double($0) / 3600) } ?? "") (warning: sealed by the recorder or the next maintenance run)" : "")
 

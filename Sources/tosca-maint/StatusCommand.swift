@@ -18,8 +18,14 @@ struct StatusCommand: ParsableCommand {
               tosca-maint status
               tosca-maint status --max-age 26 --prometheus /var/lib/prometheus/node-exporter/tosca.prom
 
-            Exit codes: 0 healthy, 1 no verified backup newer than --max-age hours or no passing \
-            restore drill within --max-drill-age days, 65 the most recent check failed, or a \
+            Once an export repository is configured (/etc/tosca-maint/export.conf or \
+            TOSCA_EXPORT_REPO) or an export was recorded, the last verified export must be \
+            newer than --max-export-age days; a device that never exported and has no \
+            configuration is not stale.
+
+            Exit codes: 0 healthy, 1 no verified backup newer than --max-age hours, no passing \
+            restore drill within --max-drill-age days, or no verified export within \
+            --max-export-age days where exports are expected, 65 the most recent check failed, or a \
             backup's last check failed, or a suspect copy (possible tampering) is in the catalog \
             (set failed and suspect copies aside with `tosca-maint quarantine --failed`), or the \
             catalog fails its own checks: a copy whose database file is lost (its manifest \
@@ -31,13 +37,17 @@ struct StatusCommand: ParsableCommand {
     @OptionGroup var shared: SharedOptions
     @Option(help: "Hours after which the newest verified backup counts as stale.") var maxAge: Double = 26
     @Option(help: "Days after which the last passing restore drill counts as stale.") var maxDrillAge: Double = 8
+    @Option(help: "Days after which the last verified export counts as stale (where exports are expected).") var maxExportAge: Double = 35
     @Option(help: "Also write the figures as a node_exporter textfile (written atomically).") var prometheus: String?
 
-    func validate() throws { guard maxAge > 0 else { throw ValidationError("--max-age must be positive") } }
+    func validate() throws {
+        guard maxAge > 0 else { throw ValidationError("--max-age must be positive") }
+        guard maxExportAge > 0 else { throw ValidationError("--max-export-age must be positive") }
+    }
 
     func run() throws {
         try runReporting {
-            let report = try StatusReport.make(try shared.folder(), maxAgeHours: maxAge, maxDrillAgeDays: maxDrillAge)
+            let report = try StatusReport.make(try shared.folder(), maxAgeHours: maxAge, maxDrillAgeDays: maxDrillAge, maxExportAgeDays: maxExportAge)
             if let prometheus {
                 do { try AtomicFile.write(Array(report.prometheus.utf8), to: prometheus, mode: 0o644) } catch let e as POSIXFailure {
                     throw ToolFailure(.cantCreate, "cannot write \(prometheus): \(e)")

@@ -156,4 +156,35 @@ import ToscaCore
         #expect(i.status == 0, "\(i.output)")
         #expect(try sqlite3Value(new + "/tosca.db", "SELECT count(*) FROM sessions") == (try sqlite3Value(s.data + "/tosca.db", "SELECT count(*) FROM sessions")))
     }
+
+    /// `status` and exports: not expected and not stale on a device that never exported;
+    /// expected once configured (TOSCA_EXPORT_REPO) or recorded; stale after
+    /// --max-export-age days; the Prometheus figures.
+    @Test func statusReportsTheLastVerifiedExport() throws {
+        let s = try Self.setup()
+        defer { Self.cleanup(s) }
+        #expect(try maint(["restore", "--drill", "--data-dir", s.data]).status == 0)
+        let plain = try maint(["status", "--data-dir", s.data])
+        #expect(plain.status == 0 && plain.stdout.contains("none (not configured)"), "\(plain.output)")
+        let configured = try maint(["status", "--data-dir", s.data], environment: ["TOSCA_EXPORT_REPO": s.repo])
+        #expect(configured.status == 1 && configured.stdout.contains("no verified export"), "\(configured.output)")
+        #expect(try maint(["export", "init", "--data-dir", s.data] + s.repoArgs).status == 0)
+        #expect(try maint(["export", "--data-dir", s.data] + s.repoArgs).status == 0)
+        let prom = s.dir.sub("tosca.prom")
+        let fresh = try maint(["status", "--prometheus", prom, "--data-dir", s.data])
+        #expect(fresh.status == 0 && fresh.stdout.contains("1 verified"), "\(fresh.output)")
+        let figures = try String(contentsOfFile: prom, encoding: .utf8)
+        #expect(figures.contains("tosca_exports_recorded 1") && figures.contains("tosca_last_export_age_seconds "), "\(figures)")
+        // A recorded export makes exports expected: 40 days without one is stale.
+        let record = try #require(listing(s.data + "/exports").first { $0.hasSuffix(".manifest.json") })
+        let path = s.data + "/exports/" + record
+        var text = try String(contentsOfFile: path, encoding: .utf8)
+        let old = UTCTime(seconds: UTCTime.now().seconds - 40 * 86_400, microseconds: 0).iso8601
+        let created = try #require(text.range(of: #""created_utc" : "[^"]*""#, options: .regularExpression))
+        text.replaceSubrange(created, with: "\"created_utc\" : \"\(old)\"")
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        let stale = try maint(["status", "--data-dir", s.data])
+        #expect(stale.status == 1 && stale.stdout.contains("days old, older than 35"), "\(stale.output)")
+        #expect(try maint(["status", "--max-export-age", "50", "--data-dir", s.data]).status == 0)
+    }
 }
