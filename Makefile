@@ -27,6 +27,7 @@ COMPLETIONDIR := $(PREFIX)/share/bash-completion/completions
 PROGRAMS := tosca-maint
 UNITS := tosca-maint-backup.service tosca-maint-backup.timer \
          tosca-maint-verify.service tosca-maint-verify.timer \
+         tosca-maint-export.service tosca-maint-export.timer \
          tosca-maint-failure@.service
 RUNBOOKS := $(notdir $(wildcard Runbooks/*.md))
 

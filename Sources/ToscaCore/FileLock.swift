@@ -34,12 +34,19 @@ public final class FileLock: @unchecked Sendable {
         return s.isEmpty ? nil : s
     }
 
-    /// Whether some process holds a `flock` on `path`, read from `/proc/locks` without
-    /// touching the lock (taking it even for an instant could make a recorder that starts
-    /// at that moment give up). `false` when the file or `/proc/locks` cannot be read.
-    public static func isHeld(path: String) -> Bool {
+    /// Whether some process holds a `flock` on `path`, found without touching the lock
+    /// (taking it even for an instant could make a recorder that starts at that moment give
+    /// up): from `/proc/locks`; where that is hidden (a unit with `ProcSubset=pid`), from
+    /// the holder's pid written in the file, alive or not (`kill(pid, 0)`). `false` when
+    /// the file cannot be read.
+    public static func isHeld(path: String, procLocks: String = "/proc/locks") -> Bool {
         var st = stat()
-        guard stat(path, &st) == 0, let text = try? String(contentsOfFile: "/proc/locks", encoding: .utf8) else { return false }
+        guard stat(path, &st) == 0 else { return false }
+        guard let text = try? String(contentsOfFile: procLocks, encoding: .utf8) else {
+            guard let data = FileManager.default.contents(atPath: path),
+                  let pid = Int32(String(decoding: data.prefix(32), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 else { return false }
+            return kill(pid, 0) == 0 || errno == EPERM
+        }
         // "1: FLOCK  ADVISORY  WRITE 1234 fe:01:5678 0 EOF": device as hex major:minor.
         // glibc's major(3)/minor(3), macros Swift does not see.
         let dev = UInt64(st.st_dev)

@@ -40,6 +40,10 @@ public struct ExportJob: Sendable {
     public let restic: Restic
     /// `check --read-data-subset=N/T`: every pack is read once every `subsets` exports.
     public var subsets = 12
+    /// A local repository that is not there gives 75 (retry) instead of 66 while the last
+    /// verified export is younger than `absentDriveGraceDays` (the unit's `--absent-drive-ok`).
+    public var absentDriveOK = false
+    public var absentDriveGraceDays = 35.0
 
     /// The name of the staging folder inside `exports/` (fixed, so restic finds the
     /// previous snapshot of the same paths as its parent and reads only changed files).
@@ -76,6 +80,12 @@ public struct ExportJob: Sendable {
             probe = parent
         }
         if probe != path && !(creating && probe == PathName.parent(path)) {
+            // The unit's --absent-drive-ok: a drive not plugged in is retried while the last
+            // verified export is recent; after that it fails like any other run.
+            if absentDriveOK, let last = Self.recordedExports(folder).map(\.createdUTC).max(), let t = UTCTime(iso8601: last),
+               Double(UTCTime.now().seconds - t.seconds) < absentDriveGraceDays * 86_400 {
+                throw ToolFailure(.tempFail, "\(path) is not there (the drive is not plugged in?); the last verified export, \(last), is younger than \(Int(absentDriveGraceDays)) days: retried next time")
+            }
             throw ToolFailure(.noInput, "\(path) does not exist\(creating ? "" : " (no repository there)"): is the drive plugged in and mounted?",
                               hint: creating ? "mount the drive (its fstab line), then retry" : "mount the drive, or create the repository with tosca-maint export init")
         }

@@ -74,6 +74,8 @@ struct ExportCommand: ParsableCommand {
         @Flag(help: "Apply the retention policy instead of exporting: restic forget (this device's exports) and prune.") var forget = false
         @Option(help: "With --forget: keep every export this recent (restic duration: 3m, 90d, 1y).") var keepWithin = "3m"
         @Option(help: "With --forget: and one export a month for this many months.") var keepMonthly = 120
+        @Flag(help: "A repository folder that is not there (a drive not plugged in) gives 75, retried, while the last verified export is younger than 35 days (what the monthly unit passes).")
+        var absentDriveOK = false
 
         func validate() throws {
             guard (1...1000).contains(subsets) else { throw ValidationError("--subsets must be 1 to 1000") }
@@ -94,6 +96,7 @@ struct ExportCommand: ParsableCommand {
                     return 0
                 }
                 job.subsets = subsets
+                job.absentDriveOK = absentDriveOK
                 let o = try job.run { step in
                     if !shared.json { FileHandle.standardError.write(Data("tosca-maint: \(step)\n".utf8)) }
                     Journal.shared.status(step)

@@ -173,6 +173,11 @@ import ToscaCore
         let prom = s.dir.sub("tosca.prom")
         let fresh = try maint(["status", "--prometheus", prom, "--data-dir", s.data])
         #expect(fresh.status == 0 && fresh.stdout.contains("1 verified"), "\(fresh.output)")
+        // The unit's --absent-drive-ok: a drive not plugged in is retried (75) while the last
+        // export is recent; 66 without the flag.
+        let absent = ["--repo", "/nonexistent-drive/repo", "--password-file", s.password, "--data-dir", s.data]
+        #expect(try maint(["export", "--absent-drive-ok"] + absent).status == 75)
+        #expect(try maint(["export"] + absent).status == 66)
         let figures = try String(contentsOfFile: prom, encoding: .utf8)
         #expect(figures.contains("tosca_exports_recorded 1") && figures.contains("tosca_last_export_age_seconds "), "\(figures)")
         // A recorded export makes exports expected: 40 days without one is stale.
@@ -186,5 +191,7 @@ import ToscaCore
         let stale = try maint(["status", "--data-dir", s.data])
         #expect(stale.status == 1 && stale.stdout.contains("days old, older than 35"), "\(stale.output)")
         #expect(try maint(["status", "--max-export-age", "50", "--data-dir", s.data]).status == 0)
+        // 40 days without an export: the absent drive fails the unit now.
+        #expect(try maint(["export", "--absent-drive-ok"] + absent).status == 66)
     }
 }

@@ -17,9 +17,15 @@ import TestSupport
         // Another file on the same filesystem is not confused with it.
         FileManager.default.createFile(atPath: dir.sub("other"), contents: Data())
         #expect(!FileLock.isHeld(path: dir.sub("other")))
+        // Where /proc/locks is hidden (a unit with ProcSubset=pid): the holder's pid.
+        #expect(FileLock.isHeld(path: path, procLocks: dir.sub("no-proc-locks")))
         lock.unlock()
         #expect(!FileLock.isHeld(path: path))
         // The probe left the file free: it can be taken.
-        _ = try FileLock(path: path)
+        let again = try FileLock(path: path)
+        again.unlock()
+        // A pid left in the file by a holder that is gone: not held.
+        try "999999999\n".write(toFile: path, atomically: false, encoding: .utf8)
+        #expect(!FileLock.isHeld(path: path, procLocks: dir.sub("no-proc-locks")))
     }
 }
