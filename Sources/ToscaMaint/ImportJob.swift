@@ -69,7 +69,11 @@ public struct ImportJob: Sendable {
             throw ToolFailure(.noInput, "no export snapshot \(snapshotID == "latest" ? "" : snapshotID + " ")in \(restic.repository.redacted)\(host.map { " for host \($0)" } ?? "")",
                               hint: "restic snapshots --tag tosca-export lists them")
         }
-        // Restore everything into a staging folder beside where it goes (same filesystem).
+        // Restore everything into a staging folder beside where it goes (same filesystem);
+        // those of imports that were killed go first (we hold .maint.lock).
+        for n in ((try? FileManager.default.contentsOfDirectory(atPath: folder.root)) ?? []) where n.hasPrefix(".import-") {
+            try? FileManager.default.removeItem(atPath: folder.root + "/" + n)
+        }
         let staging = folder.root + "/.import-\(getpid())"
         try? FileManager.default.removeItem(atPath: staging)
         try AtomicFile.makeDirectory(staging)

@@ -37,9 +37,13 @@ import ToscaCore
         #expect(!record.contains("correct horse"))
 
         // Import into a new folder: the copy, the bundles and the session folders come back.
+        // The staging folder of an import that was killed there is removed first.
         let new = s.dir.sub("new")
+        try AtomicFile.makeDirectory(new + "/.import-1")
+        FileManager.default.createFile(atPath: new + "/.import-1/left", contents: Data("x".utf8))
         let i = try maint(["import", "--extract-sessions", "--data-dir", new] + s.repoArgs)
         #expect(i.status == 0, "\(i.output)")
+        #expect(!listing(new).contains { $0.hasPrefix(".import-") }, "\(listing(new))")
         for n in listing(s.data + "/backups").filter({ $0.hasSuffix(".db") }) + listing(s.data + "/bundles").map({ "../bundles/" + $0 }) {
             #expect(try Self.sha(s.data + "/backups/" + n) == (try Self.sha(new + "/backups/" + n)), "\(n)")
         }
