@@ -47,7 +47,7 @@ import TestSupport
 
     static let runbooks = ["restore-after-disk-fault.md", "restore-drill.md", "pre-upgrade-migration.md",
                            "encryption-cutover.md", "failed-nightly-backup.md", "moving-to-a-new-machine.md",
-                           "tampering-reported.md", "recovering-a-session-folder.md"]
+                           "tampering-reported.md", "recovering-a-session-folder.md", "device-lost-or-disk-dead.md"]
 
     @Test func theRunbooksAreTheOnesTheDeviceNeeds() throws {
         #expect(Set(listing(packageRoot() + "/Runbooks").filter { $0.hasSuffix(".md") }) == Set(Self.runbooks))
@@ -62,6 +62,9 @@ import TestSupport
         var stubs: String { dir.sub("stubs") }
         var log: String { dir.sub("stub.log") }
         var pidFile: String { dir.sub("tosca.pid") }
+        /// The off-device repository and its password file, for the runbooks that use one.
+        var repo: String { dir.sub("repo") }
+        var pass: String { dir.sub("export-pass") }
         var recorder: Spawned?
         var transcript = ""
 
@@ -130,7 +133,7 @@ import TestSupport
             let path = "\(stubs):\(binDirectory()):\(ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")"
             for block in try RunbookTests.blocks(runbook) {
                 let r = try run("/bin/bash", ["--noprofile", "--norc", "-e", "-u", "-o", "pipefail", "-c", "cd \"$0\" && " + block.code, dir.path],
-                                environment: ["PATH": path, "DATA": data, "KEY": key, "SYSTEMD_PAGER": "", "PAGER": "cat"])
+                                environment: ["PATH": path, "DATA": data, "KEY": key, "REPO": repo, "PASS": pass, "SYSTEMD_PAGER": "", "PAGER": "cat"])
                 transcript += "$ \(block)\n\(r.output)"
                 if r.status != 0 {
                     failures.append("\(block) exited \(r.status):\n\(block.code)\n--- output ---\n\(r.output)")
@@ -265,6 +268,34 @@ import TestSupport
         #expect(try sqlite3Value(m.data + "/tosca.db", "PRAGMA integrity_check;") == "ok")
         #expect(try sqlite3Value(m.data + "/tosca.db", "SELECT count(*) FROM treatment_events;") == oldRows)
         #expect(m.calls.contains("systemctl enable --now tosca-maint-backup.timer tosca-maint-verify.timer"))
+    }
+
+    @Test func deviceLostOrDiskDead() throws {
+        let m = try Machine()
+        let old = m.dir.sub("old-machine")
+        try simulatedData(old, sessions: 3)
+        try Self.backup(old)
+        #expect(try maint(["bundle", "--data-dir", old]).status == 0)
+        try "the clinic's export password\n".write(toFile: m.pass, atomically: true, encoding: .utf8)
+        chmod(m.pass, 0o600)
+        let repoArgs = ["--repo", m.repo, "--password-file", m.pass, "--allow-same-device", "--cache-dir", m.dir.sub("cache")]
+        #expect(try maint(["export", "init", "--data-dir", old] + repoArgs).status == 0)
+        let e = try maint(["export", "--data-dir", old] + repoArgs)
+        #expect(e.status == 0, "\(e.output)")
+        let oldRows = try sqlite3Value(old + "/tosca.db", "SELECT count(*) FROM treatment_events;")
+        let sessionFiles = filesUnder(old + "/sessions")
+        let sums = try sessionFiles.map { try run("/usr/bin/sha256sum", [old + "/sessions/" + $0]).stdout.prefix(64) }
+        // The old machine is gone; the new one has an empty data folder.
+        try FileManager.default.removeItem(atPath: old)
+        try FileManager.default.createDirectory(atPath: m.data, withIntermediateDirectories: true)
+        try Self.expectPasses(m, "device-lost-or-disk-dead.md")
+        #expect(try sqlite3Value(m.data + "/tosca.db", "PRAGMA integrity_check;") == "ok")
+        #expect(try sqlite3Value(m.data + "/tosca.db", "SELECT count(*) FROM treatment_events;") == oldRows)
+        #expect(!sessionFiles.isEmpty)
+        for (rel, sum) in zip(sessionFiles, sums) {
+            #expect(try run("/usr/bin/sha256sum", [m.data + "/sessions/" + rel]).stdout.prefix(64) == sum, "\(rel)")
+        }
+        #expect(m.calls.contains("systemctl enable --now tosca-maint-backup.timer tosca-maint-verify.timer tosca-maint-export.timer"))
     }
 
     @Test func tamperingReported() throws {
