@@ -18,13 +18,16 @@ public struct ExportManifest: Codable, Sendable {
     public var createdUTC: String
     public var toolVersion: String
     public var databaseCopy: String
+    /// The safety-log chain head of the exported copy: what `verify --live --repo` checks
+    /// the live database extends, from outside the device.
+    public var chainHead: ChainHead?
     public var files: [ExportedFile]
     public var snapshotID: String?
     public var repository: String?
     public var checks: [ManifestCheck] = []
     enum CodingKeys: String, CodingKey {
         case format, deviceID = "device_id", createdUTC = "created_utc", toolVersion = "tool_version",
-             databaseCopy = "database_copy", files, snapshotID = "snapshot_id", repository, checks
+             databaseCopy = "database_copy", chainHead = "chain_head", files, snapshotID = "snapshot_id", repository, checks
     }
 
     func encoded() throws -> [UInt8] {
@@ -190,7 +193,7 @@ public struct ExportJob: Sendable {
         }
         let now = UTCTime.now()
         var manifest = ExportManifest(deviceID: try deviceID(), createdUTC: now.iso8601, toolVersion: toscaMaintVersion,
-                                      databaseCopy: "backups/" + copy.name, files: files)
+                                      databaseCopy: "backups/" + copy.name, chainHead: copy.manifest?.facts.chainHead ?? nil, files: files)
         try AtomicFile.write(try manifest.encoded(), to: top + "/export.json")
         let exportJSON = try FileDigest.sha256(path: top + "/export.json")
 
@@ -228,6 +231,33 @@ public struct ExportJob: Sendable {
 
     static func recordName(_ t: UTCTime) -> String {
         t.iso8601.replacingOccurrences(of: ":", with: "").replacingOccurrences(of: "-", with: "")
+    }
+
+    // MARK: - history anchored off the device
+
+    /// The chain head of this device's newest export in the repository (read from the
+    /// snapshot's own export.json), or nil when it has none.
+    public func newestExportedHead() throws -> (head: ChainHead, time: String, snapshot: String)? {
+        guard let last = try ImportJob(folder: folder, restic: restic).snapshots(host: try deviceID()).last else { return nil }
+        let r = try restic.run(["dump", last.id, "/" + Self.root + "/export.json"])
+        guard let m = try? JSONDecoder().decode(ExportManifest.self, from: r.stdout) else {
+            throw ToolFailure(.dataError, "the export.json of snapshot \(last.shortID) cannot be read")
+        }
+        return m.chainHead.map { ($0, m.createdUTC, last.shortID) }
+    }
+
+    /// Why the live database's safety log does not extend the newest exported head, or nil
+    /// when it does (or nothing was exported). Someone with the device alone can recompute
+    /// the keyless chain and every local manifest; not what the repository holds.
+    public func offDeviceAnchorProblem() throws -> String? {
+        guard let (head, time, snapshot) = try newestExportedHead() else { return nil }
+        let db = try Database(path: folder.database, options: .init(readOnly: true, key: folder.liveKey))
+        try db.execute("BEGIN")
+        defer { try? db.execute("COMMIT") }
+        if case .broken(let b) = try SafetyChain.verify(db, anchor: head) {
+            return "the live safety log does not extend the head exported in snapshot \(snapshot) at \(time) (\(head)): \(b.reason) (tampering, or a restore to a copy older than that export)"
+        }
+        return nil
     }
 
     // MARK: - forget

@@ -24,6 +24,11 @@ public struct VerifyJob: Sendable {
         public let copy: String
         public let ok: Bool
         public let problems: [String]
+        public init(copy: String, ok: Bool, problems: [String]) {
+            self.copy = copy
+            self.ok = ok
+            self.problems = problems
+        }
     }
 
     /// Verifies `targets`, then the live database when `live`. The caller holds

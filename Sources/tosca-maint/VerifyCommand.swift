@@ -14,6 +14,10 @@ struct VerifyCommand: ParsableCommand {
             against the manifest. The result is appended to the copy's manifest. With no copy \
             named, the newest backup is verified.
 
+            --live --repo REPO also checks the live safety log extends the head recorded in \
+            this device's newest export in that repository: history the device alone can no \
+            longer rewrite, even by recomputing the keyless chain and every local manifest.
+
             --live checks the live database without blocking the recorder: quick_check, the \
             chain from seq 1, and that the chain extends the head of the newest backup on its \
             timeline (after a restore: the restored copy or a later backup), and that the \
@@ -29,6 +33,7 @@ struct VerifyCommand: ParsableCommand {
               tosca-maint verify --all
               tosca-maint verify /var/lib/tosca/backups/tosca_20261129.db
               tosca-maint verify --live
+              tosca-maint verify --live --repo rest:https://backup.clinic.example/tosca-dev1/ --password-file pass
 
             Exit codes: 0 every copy holds, 65 a copy (or the live database) failed, each named, \
             66 nothing to verify (or no data folder), 73 a layout folder is a symbolic link, \
@@ -36,6 +41,7 @@ struct VerifyCommand: ParsableCommand {
             """)
 
     @OptionGroup var shared: SharedOptions
+    @OptionGroup(title: "Off-device anchor (with --live)") var repository: RepositoryOptions
 
     @Argument(help: "Copies to verify (database files in backups/, each with its manifest).")
     var paths: [String] = []
@@ -53,14 +59,21 @@ struct VerifyCommand: ParsableCommand {
         if [!paths.isEmpty, latest, all].filter({ $0 }).count > 1 {
             throw ValidationError("name copies, or --latest, or --all: one of them")
         }
+        if repository.repo != nil && !live { throw ValidationError("--repo goes with --live") }
     }
 
     func run() throws {
         try runReporting {
+            // --repo: the password is read before a root run switches users.
+            let repo = try repository.repo.map { _ in try repository.repository() }
             let (folder, lock) = try shared.beginMaintenance()
             defer { lock.unlock() }
             let targets: VerifyJob.Targets = all ? .all : !paths.isEmpty ? .paths(paths) : (latest || !live) ? .latest : .none
-            let outcomes = try VerifyJob(folder: folder).run(targets, live: live)
+            var outcomes = try VerifyJob(folder: folder).run(targets, live: live)
+            if let repo {
+                let problem = try ExportJob(folder: folder, restic: try Restic(repository: repo)).offDeviceAnchorProblem()
+                outcomes.append(VerifyJob.Outcome(copy: "live tosca.db against the newest export in \(repo.redacted)", ok: problem == nil, problems: problem.map { [$0] } ?? []))
+            }
             if shared.json {
                 try printJSON(outcomes)
             } else {

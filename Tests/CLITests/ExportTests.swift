@@ -198,4 +198,27 @@ import ToscaCore
         // 40 days without an export: the absent drive fails the unit now.
         #expect(try maint(["export", "--absent-drive-ok"] + absent).status == 66)
     }
+
+    /// History anchored off the device: the newest safety-log entries deleted on the device
+    /// and every local copy and manifest gone (the device's own checks have nothing left to
+    /// compare with) pass `verify --live`; `verify --live --repo` reports it (65).
+    @Test func aRewrittenHistoryIsCaughtByTheExportedHead() throws {
+        let s = try Self.setup()
+        defer { Self.cleanup(s) }
+        #expect(try maint(["export", "init", "--data-dir", s.data] + s.repoArgs).status == 0)
+        #expect(try maint(["export", "--data-dir", s.data] + s.repoArgs).status == 0)
+        let ok = try maint(["verify", "--live", "--data-dir", s.data] + s.repoArgs)
+        #expect(ok.status == 0 && ok.stdout.contains("against the newest export"), "\(ok.output)")
+        // The rewrite: the newest entry deleted past the append-only trigger, the copies gone.
+        let db = s.data + "/tosca.db"
+        try sqlite3Value(db, """
+            DROP TRIGGER safety_log_no_delete;
+            DELETE FROM safety_log WHERE seq = (SELECT max(seq) FROM safety_log);
+            """)
+        try FileManager.default.removeItem(atPath: s.data + "/backups")
+        let local = try maint(["verify", "--live", "--data-dir", s.data])
+        #expect(local.status == 0, "the device alone sees nothing: \(local.output)")
+        let off = try maint(["verify", "--live", "--data-dir", s.data] + s.repoArgs)
+        #expect(off.status == 65 && off.stdout.contains("does not extend the head exported"), "\(off.output)")
+    }
 }
