@@ -1,4 +1,5 @@
 import Foundation
+import ToscaBundle
 import ToscaCore
 
 /// One file of an export: its path inside the snapshot (`backups/...`, `bundles/...`),
@@ -132,6 +133,7 @@ public struct ExportJob: Sendable {
         public var bytes: Int64 = 0
         public var checkedSubset = ""
         public var recordedAt = ""
+        public var released: [String] = []
     }
 
     /// Exports the newest verified database copy, every published bundle with its sidecar
@@ -139,7 +141,7 @@ public struct ExportJob: Sendable {
     /// packs), restores a sample into a scratch folder and compares it (D12 on the
     /// database copy), and only then records the export in `exports/`. The caller holds
     /// `.maint.lock`.
-    public func run(progress: ((String) -> Void)? = nil) throws -> Outcome {
+    public func run(releaseSessionsOlderThanDays: Double? = nil, progress: ((String) -> Void)? = nil) throws -> Outcome {
         let catalog = try folder.scanCatalog()
         guard let copy = catalog.newestVerifiedBackup else {
             throw ToolFailure(.noInput, "no verified database backup to export", hint: "tosca-maint backup, then export")
@@ -226,11 +228,49 @@ public struct ExportJob: Sendable {
         try AtomicFile.write(try manifest.encoded(), to: record)
         Journal.shared.log(.notice, "exported snapshot \(snapshot) to \(restic.repository.redacted): \(files.count) files, \(total) bytes, verified",
                            id: .exportVerified, fields: ["TOSCA_SNAPSHOT": snapshot, "TOSCA_REPOSITORY": restic.repository.redacted])
-        return Outcome(snapshotID: snapshot, files: files, bytes: total, checkedSubset: subset, recordedAt: record)
+        var outcome = Outcome(snapshotID: snapshot, files: files, bytes: total, checkedSubset: subset, recordedAt: record)
+        if let days = releaseSessionsOlderThanDays {
+            progress?("releasing session folders older than \(days) days whose bundle is in this export")
+            outcome.released = try releaseSessions(olderThanDays: days, export: manifest)
+        }
+        return outcome
     }
 
     static func recordName(_ t: UTCTime) -> String {
         t.iso8601.replacingOccurrences(of: ":", with: "").replacingOccurrences(of: "-", with: "")
+    }
+
+    // MARK: - session folders off the device
+
+    /// After a verified export: removes the session folders that ended more than `days`
+    /// ago and whose bundle is in `export` (the same SHA-256 as its sidecar, its last check
+    /// passed) and still matches the folder by names and sizes. Never a folder without such
+    /// a bundle; the database rows stay, and `bundle extract --session ID --to-original`
+    /// brings a folder back. Returns the folders removed.
+    public func releaseSessions(olderThanDays days: Double, export: ExportManifest, now: UTCTime = .now()) throws -> [String] {
+        let bundles = try BundleJob(folder: folder).published()
+        let exported = Dictionary(export.files.map { ($0.path, $0.sha256) }, uniquingKeysWith: { a, _ in a })
+        let db = try Database(path: folder.database, options: .init(readOnly: true, key: folder.liveKey))
+        var released: [String] = []
+        for r in try db.rows("SELECT session_id, session_folder_path, COALESCE(end_time, start_time) FROM sessions WHERE status IN ('completed', 'aborted') ORDER BY session_id") {
+            guard let id = r[0].int64, let rel = r[1].string, rel.hasPrefix("sessions/"), !rel.split(separator: "/").contains(".."),
+                  let ended = r[2].string.flatMap({ UTCTime(sqlDateTime: $0) }), Double(now.seconds - ended.seconds) >= days * 86_400 else { continue }
+            let sessionFolder = folder.root + "/" + rel
+            guard FileManager.default.fileExists(atPath: sessionFolder) else { continue }
+            guard let b = bundles.first(where: { $0.sessionID == id }), let sidecar = b.sidecar, sidecar.checks.last?.ok == true,
+                  exported["bundles/" + PathName.name(b.path)] == sidecar.sha256,
+                  let now = try? SessionBundle.scan(folder: sessionFolder, hashing: false),
+                  SessionBundle.listingDigest(folders: now.folders, files: now.files) == sidecar.listingSHA256 else { continue }
+            // Out of the way in one rename, then removed.
+            let gone = folder.sessions + "/.released-\(id)-\(getpid())"
+            guard rename(sessionFolder, gone) == 0 else { throw ToolFailure(.ioError, "cannot release \(sessionFolder): \(String(cString: strerror(errno)))") }
+            try FileManager.default.removeItem(atPath: gone)
+            try? AtomicFile.syncDirectory(PathName.parent(sessionFolder))
+            released.append(sessionFolder)
+            Journal.shared.log(.notice, "released session \(id)'s folder \(rel): its bundle is in verified export \(export.snapshotID ?? "?")",
+                               fields: ["TOSCA_SESSION_ID": String(id), "TOSCA_SNAPSHOT": export.snapshotID ?? ""])
+        }
+        return released
     }
 
     // MARK: - history anchored off the device

@@ -74,12 +74,16 @@ struct ExportCommand: ParsableCommand {
         @Flag(help: "Apply the retention policy instead of exporting: restic forget (this device's exports) and prune.") var forget = false
         @Option(help: "With --forget: keep every export this recent (restic duration: 3m, 90d, 1y).") var keepWithin = "3m"
         @Option(help: "With --forget: and one export a month for this many months.") var keepMonthly = 120
+        @Option(help: "After the verified export, remove session folders that ended more than DAYS ago and whose bundle is in it (the rows stay; bundle extract --to-original brings one back). Off by default.")
+        var releaseSessionsOlderThan: Double?
         @Flag(help: "A repository folder that is not there (a drive not plugged in) gives 75, retried, while the last verified export is younger than 35 days (what the monthly unit passes).")
         var absentDriveOK = false
 
         func validate() throws {
             guard (1...1000).contains(subsets) else { throw ValidationError("--subsets must be 1 to 1000") }
             guard keepMonthly >= 1 else { throw ValidationError("--keep-monthly must be at least 1") }
+            if let d = releaseSessionsOlderThan, !(d >= 0 && d.isFinite) { throw ValidationError("--release-sessions-older-than takes a number of days (0 or more)") }
+            if forget && releaseSessionsOlderThan != nil { throw ValidationError("--release-sessions-older-than goes with an export, not --forget") }
             guard keepWithin.range(of: "^([0-9]+[ymdh])+$", options: .regularExpression) != nil else {
                 throw ValidationError("--keep-within takes a restic duration such as 3m, 90d or 1y2m")
             }
@@ -97,7 +101,7 @@ struct ExportCommand: ParsableCommand {
                 }
                 job.subsets = subsets
                 job.absentDriveOK = absentDriveOK
-                let o = try job.run { step in
+                let o = try job.run(releaseSessionsOlderThanDays: releaseSessionsOlderThan) { step in
                     if !shared.json { FileHandle.standardError.write(Data("tosca-maint: \(step)\n".utf8)) }
                     Journal.shared.status(step)
                 }
@@ -107,6 +111,7 @@ struct ExportCommand: ParsableCommand {
                 } else {
                     print("exported snapshot \(o.snapshotID): \(o.files.count) files, \(o.bytes) bytes; check of subset \(o.checkedSubset) and the drill passed")
                     print("recorded: \(o.recordedAt)")
+                    if releaseSessionsOlderThan != nil { print("released \(o.released.count) session folder(s): their bundles are in this export") }
                 }
                 return 0
             }

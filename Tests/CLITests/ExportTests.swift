@@ -221,4 +221,31 @@ import ToscaCore
         let off = try maint(["verify", "--live", "--data-dir", s.data] + s.repoArgs)
         #expect(off.status == 65 && off.stdout.contains("does not extend the head exported"), "\(off.output)")
     }
+
+    /// `--release-sessions-older-than`: only folders whose bundle is in the verified export
+    /// and still matches them go; `bundle extract --to-original` brings one back byte for
+    /// byte; a folder changed after it was bundled, and one with no bundle, stay.
+    @Test func releasedSessionFoldersComeBackFromTheirBundles() throws {
+        let s = try Self.setup()
+        defer { Self.cleanup(s) }
+        #expect(try maint(["export", "init", "--data-dir", s.data] + s.repoArgs).status == 0)
+        // A third session, recorded after the bundles: no bundle, so it must stay.
+        #expect(try run(executable("tosca-sim"), ["--data-dir", s.data, "--sessions", "1", "--duration", "0.2", "--seed", "8"]).status == 0)
+        let folders = try sqlite3Value(s.data + "/tosca.db", "SELECT group_concat(session_folder_path, ' ') FROM sessions ORDER BY session_id").split(separator: " ").map(String.init)
+        #expect(folders.count == 3)
+        // Session 2's folder changed after it was bundled: it must stay too.
+        FileManager.default.createFile(atPath: s.data + "/" + folders[1] + "/media/added-later.bin", contents: Data("late".utf8))
+        let sums = try filesUnder(s.data + "/" + folders[0]).map { try Self.sha(s.data + "/" + folders[0] + "/" + $0) }
+        let e = try maint(["export", "--release-sessions-older-than", "0", "--data-dir", s.data] + s.repoArgs)
+        #expect(e.status == 0 && e.stdout.contains("released 1 session folder"), "\(e.output)")
+        #expect(!FileManager.default.fileExists(atPath: s.data + "/" + folders[0]))
+        #expect(FileManager.default.fileExists(atPath: s.data + "/" + folders[1] + "/session.json"))
+        #expect(FileManager.default.fileExists(atPath: s.data + "/" + folders[2] + "/session.json"))
+        // The rows stay, and the folder comes back from its bundle.
+        #expect(try sqlite3Value(s.data + "/tosca.db", "SELECT count(*) FROM sessions") == "3")
+        let x = try maint(["bundle", "extract", "--session", "1", "--to-original", "--data-dir", s.data])
+        #expect(x.status == 0, "\(x.output)")
+        let back = try filesUnder(s.data + "/" + folders[0]).map { try Self.sha(s.data + "/" + folders[0] + "/" + $0) }
+        #expect(back == sums && !sums.isEmpty)
+    }
 }
