@@ -452,10 +452,12 @@ public struct BundleJob: Sendable {
 
     /// The folder the database names for `sessionID` (to extract a lost folder back into
     /// place): inside the data folder, its layout folders real ones (created when missing).
-    public func originalFolder(of sessionID: Int64) throws -> String {
-        let db = try Database(path: folder.database, options: .init(readOnly: true, key: folder.liveKey))
+    /// `database`: read the folder path from this file (e.g. a copy) instead of tosca.db.
+    public func originalFolder(of sessionID: Int64, database: String? = nil) throws -> String {
+        let path = database ?? folder.database
+        let db = try Database(path: path, options: .init(readOnly: true, key: database.map { folder.key(forFileAt: $0) } ?? folder.liveKey))
         guard let rel = try db.scalar("SELECT session_folder_path FROM sessions WHERE session_id = ?", [.integer(sessionID)])?.string else {
-            throw ToolFailure(.noInput, "no session \(sessionID) in \(folder.database)", hint: "tosca-maint inspect")
+            throw ToolFailure(.noInput, "no session \(sessionID) in \(path)", hint: "tosca-maint inspect")
         }
         guard !rel.hasPrefix("/"), !rel.split(separator: "/").contains(".."), rel.hasPrefix("sessions/") else {
             throw ToolFailure(.dataError, "session \(sessionID)'s folder path \(rel) leaves the data folder")

@@ -122,17 +122,14 @@ public struct ImportJob: Sendable {
         try AtomicFile.syncDirectory(folder.bundles)
         var outcome = Outcome(snapshot: snap)
         outcome.bundles = manifest.files.filter { $0.path.hasPrefix("bundles/") && !$0.path.hasSuffix(".manifest.json") }.count
-        // The database: a verified restore of the copy (D12, WAL mode, the restore recorded).
-        lock?.unlock()
-        lock = nil
-        say("restoring \(manifest.databaseCopy) into \(folder.database)")
         let copy = folder.root + "/" + manifest.databaseCopy
-        _ = try RestoreJob(folder: folder).run(RestoreRequest(selection: .path(copy)), show: { _ in }, confirm: { true }, say: say)
-        outcome.database = folder.database
+        // The session folders before the database (their paths read from the copy): a
+        // killed import leaves no tosca.db, so a re-run finishes it. An extract is staged
+        // and renamed whole, so a folder that is there is complete.
         if extractSessions {
             let job = BundleJob(folder: folder)
             for b in try job.published() {
-                let target = try job.originalFolder(of: b.sessionID)
+                let target = try job.originalFolder(of: b.sessionID, database: copy)
                 guard !FileManager.default.fileExists(atPath: target) else { continue }
                 say("extracting session \(b.sessionID) into \(target)")
                 do { _ = try SessionBundle.extract(path: b.path, to: target, identities: identities) } catch let e as BundleError {
@@ -144,6 +141,13 @@ public struct ImportJob: Sendable {
                 outcome.sessionsExtracted.append(target)
             }
         }
+        // The database last: a verified restore of the copy (D12, WAL mode, the restore
+        // recorded), which takes its own locks.
+        lock?.unlock()
+        lock = nil
+        say("restoring \(manifest.databaseCopy) into \(folder.database)")
+        _ = try RestoreJob(folder: folder).run(RestoreRequest(selection: .path(copy)), show: { _ in }, confirm: { true }, say: say)
+        outcome.database = folder.database
         Journal.shared.log(.notice, "imported snapshot \(snap.shortID) of \(restic.repository.redacted) into \(folder.root)",
                            id: .restored, fields: ["TOSCA_SNAPSHOT": snap.id, "TOSCA_REPOSITORY": restic.repository.redacted])
         return outcome

@@ -50,6 +50,87 @@ import ToscaCore
         }
     }
 
+    /// `import --extract-sessions` killed at random moments: no tosca.db until the import
+    /// is complete, and a re-run into the same folder finishes it.
+    @Test func sigkillDuringImportLeavesNoDatabaseAndTheRerunFinishes() throws {
+        let s = try ExportSetup.make()
+        defer { s.cleanup() }
+        #expect(try maint(["export", "init", "--data-dir", s.data] + s.repoArgs).status == 0)
+        #expect(try maint(["export", "--data-dir", s.data] + s.repoArgs).status == 0)
+        let t0 = Date()
+        let probe = s.dir.sub("probe")
+        #expect(try maint(["import", "--extract-sessions", "--data-dir", probe] + s.repoArgs).status == 0)
+        let duration = max(Date().timeIntervalSince(t0), 0.2)
+        for trial in 0..<4 {
+            let new = s.dir.sub("new-\(trial)")
+            let p = try Spawned(executable("tosca-maint"), ["import", "--extract-sessions", "--data-dir", new] + s.repoArgs)
+            Thread.sleep(forTimeInterval: Double.random(in: 0.02...(duration * 0.9)))
+            let children = Self.children(of: p.pid)
+            p.signal(SIGKILL)
+            let r = p.wait()
+            for child in children { _ = waitUntil(timeout: 30) { !FileManager.default.fileExists(atPath: "/proc/\(child)") } }
+            if r.status == 137 {
+                // Killed before the restore finished: no database, and the re-run finishes;
+                // killed after it: a whole database, with every session folder already back
+                // (they come first).
+                if FileManager.default.fileExists(atPath: new + "/tosca.db") {
+                    #expect(try sqlite3Value(new + "/tosca.db", "PRAGMA integrity_check") == "ok", "trial \(trial)")
+                } else {
+                    let again = try maint(["import", "--extract-sessions", "--data-dir", new] + s.repoArgs)
+                    #expect(again.status == 0, "trial \(trial): \(again.output)")
+                }
+            } else {
+                #expect(r.status == 0, "trial \(trial): \(r.output)")
+            }
+            // Every session file back, whichever run finished it.
+            for rel in filesUnder(s.data + "/sessions") {
+                #expect(fileSHA256(new + "/sessions/" + rel) == fileSHA256(s.data + "/sessions/" + rel), "trial \(trial): \(rel)")
+            }
+        }
+    }
+
+    /// Bad input to export, import and verify --repo: exit codes, nothing changed, never a
+    /// signal.
+    @Test func badInputGivesExitCodesAndChangesNothing() throws {
+        let s = try ExportSetup.make()
+        defer { s.cleanup() }
+        #expect(try maint(["export", "init", "--data-dir", s.data] + s.repoArgs).status == 0)
+        let fifo = s.dir.sub("fifo")
+        mkfifo(fifo, 0o600)
+        let empty = s.dir.sub("empty-pass"), two = s.dir.sub("two-lines")
+        FileManager.default.createFile(atPath: empty, contents: Data())
+        FileManager.default.createFile(atPath: two, contents: Data("one\ntwo\n".utf8))
+        chmod(empty, 0o600); chmod(two, 0o600)
+        symlink(s.password, s.dir.sub("pass-link"))
+        func repo(_ pass: String) -> [String] { ["--repo", s.repo, "--password-file", pass, "--cache-dir", s.cache] + (s.sameDevice ? ["--allow-same-device"] : []) }
+        let before = listing(s.data + "/exports") + listing(s.data + "/backups") + listing(s.data + "/bundles")
+        let cases: [([String], Int32)] = [
+            (["export", "--subsets", "0"] + s.repoArgs, 64),
+            (["export", "--forget", "--keep-within", "soon"] + s.repoArgs, 64),
+            (["export", "--forget", "--release-sessions-older-than", "3"] + s.repoArgs, 64),
+            (["export", "--release-sessions-older-than", "-1"] + s.repoArgs, 64),
+            (["export", "--password-file", s.password], 64),                 // no repository
+            (["verify", "--repo", s.repo, "--password-file", s.password], 64), // --repo without --live
+            (["export"] + repo(fifo), 77),
+            (["export"] + repo(empty), 77),
+            (["export"] + repo(two), 77),
+            (["export"] + repo(s.dir.sub("pass-link")), 77),
+            (["export"] + repo(s.dir.sub("no-such-file")), 77),
+            (["import", "--snapshot", "ffffffff"] + s.repoArgs, 66),
+            (["import"] + s.repoArgs, 73),                                    // into a folder with a database
+            (["export", "check"] + repo(s.dir.sub("no-such-file")), 77),
+        ]
+        for (args, code) in cases {
+            let dataArgs = args.first == "import" && args.contains("--snapshot") ? ["--data-dir", s.dir.sub("import-new")] : ["--data-dir", s.data]
+            let r = try maint(args + dataArgs)
+            #expect(r.status == code, "\(args): \(r.status) \(r.output)")
+            #expect(!r.stderr.contains("Fatal error") && r.status < 128, "\(args)")
+        }
+        #expect(listing(s.data + "/exports") + listing(s.data + "/backups") + listing(s.data + "/bundles") == before)
+        #expect(!FileManager.default.fileExists(atPath: s.dir.sub("import-new/tosca.db")))
+        #expect(try s.restic(["snapshots", "--json"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "[]")
+    }
+
     /// The processes whose parent is `pid` (from /proc/<pid>/stat).
     static func children(of pid: Int32) -> [Int32] {
         listing("/proc").compactMap { Int32($0) }.filter { p in
