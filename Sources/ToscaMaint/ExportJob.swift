@@ -278,7 +278,7 @@ public struct ExportJob: Sendable {
     /// The chain head of this device's newest export in the repository (read from the
     /// snapshot's own export.json), or nil when it has none.
     public func newestExportedHead() throws -> (head: ChainHead, time: String, snapshot: String)? {
-        guard let last = try ImportJob(folder: folder, restic: restic).snapshots(host: try deviceID()).last else { return nil }
+        guard let last = try restic.exportSnapshots(host: try deviceID()).last else { return nil }
         let r = try restic.run(["dump", last.id, "/" + Self.root + "/export.json"])
         guard let m = try? JSONDecoder().decode(ExportManifest.self, from: r.stdout) else {
             throw ToolFailure(.dataError, "the export.json of snapshot \(last.shortID) cannot be read")

@@ -15,31 +15,8 @@ public struct ImportJob: Sendable {
         self.restic = restic
     }
 
-    public struct Snapshot: Sendable {
-        public let id: String
-        public let shortID: String
-        public let host: String
-        public let time: String
-    }
-
-    /// The export snapshots of the repository (tag `tosca-export`), oldest first; `host`
-    /// keeps one device's.
-    public func snapshots(host: String? = nil) throws -> [Snapshot] {
-        var args = ["snapshots", "--json", "--tag", "tosca-export"]
-        if let host { args += ["--host", host] }
-        let r = try restic.run(args)
-        guard let list = try? JSONSerialization.jsonObject(with: r.stdout) as? [[String: Any]] else {
-            throw ToolFailure(.ioError, "restic snapshots gave no list")
-        }
-        return list.compactMap { s in
-            guard let id = s["id"] as? String else { return nil }
-            return Snapshot(id: id, shortID: s["short_id"] as? String ?? String(id.prefix(8)),
-                            host: s["hostname"] as? String ?? "", time: s["time"] as? String ?? "")
-        }.sorted { $0.time < $1.time }
-    }
-
     public struct Outcome: Sendable {
-        public var snapshot: Snapshot
+        public var snapshot: Restic.Snapshot
         public var database = ""
         public var bundles = 0
         public var sessionsExtracted: [String] = []
@@ -56,8 +33,8 @@ public struct ImportJob: Sendable {
             throw ToolFailure(.cantCreate, "\(folder.database) exists: import never writes into a data folder that holds a database",
                               hint: "import into a new, empty --data-dir")
         }
-        let all = try snapshots(host: host)
-        let chosen: Snapshot?
+        let all = try restic.exportSnapshots(host: host)
+        let chosen: Restic.Snapshot?
         if snapshotID == "latest" {
             chosen = all.last
         } else {

@@ -173,6 +173,29 @@ public struct Restic: Sendable {
         return Output(status: p.terminationReason == .uncaughtSignal ? 128 + p.terminationStatus : p.terminationStatus, stdout: stdout, stderr: stderr)
     }
 
+    public struct Snapshot: Sendable {
+        public let id: String
+        public let shortID: String
+        public let host: String
+        public let time: String
+    }
+
+    /// The export snapshots of the repository (tag `tosca-export`), oldest first; `host`
+    /// keeps one device's.
+    public func exportSnapshots(host: String? = nil) throws -> [Snapshot] {
+        var args = ["snapshots", "--json", "--tag", "tosca-export"]
+        if let host { args += ["--host", host] }
+        let r = try run(args)
+        guard let list = try? JSONSerialization.jsonObject(with: r.stdout) as? [[String: Any]] else {
+            throw ToolFailure(.ioError, "restic snapshots gave no list")
+        }
+        return list.compactMap { s in
+            guard let id = s["id"] as? String else { return nil }
+            return Snapshot(id: id, shortID: s["short_id"] as? String ?? String(id.prefix(8)),
+                            host: s["hostname"] as? String ?? "", time: s["time"] as? String ?? "")
+        }.sorted { $0.time < $1.time }
+    }
+
     /// restic 0.14 exits 1 for nearly every failure: its messages say which.
     public static func failure(_ r: Output, repository: ExportRepository, command: String) -> ToolFailure {
         let text = r.stderr

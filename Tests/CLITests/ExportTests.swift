@@ -12,10 +12,6 @@ import ToscaCore
     static func cleanup(_ s: Setup) { s.cleanup() }
     static func restic(_ s: Setup, _ args: [String]) throws -> ProcessResult { try s.restic(args) }
 
-    static func sha(_ path: String) throws -> String {
-        String(try run("/usr/bin/sha256sum", [path]).stdout.prefix(64))
-    }
-
     @Test func exportThenImportGivesEveryFileBackByteForByte() throws {
         let s = try Self.setup()
         defer { Self.cleanup(s) }
@@ -45,12 +41,12 @@ import ToscaCore
         #expect(i.status == 0, "\(i.output)")
         #expect(!listing(new).contains { $0.hasPrefix(".import-") }, "\(listing(new))")
         for n in listing(s.data + "/backups").filter({ $0.hasSuffix(".db") }) + listing(s.data + "/bundles").map({ "../bundles/" + $0 }) {
-            #expect(try Self.sha(s.data + "/backups/" + n) == (try Self.sha(new + "/backups/" + n)), "\(n)")
+            #expect(try stockSHA256(s.data + "/backups/" + n) == (try stockSHA256(new + "/backups/" + n)), "\(n)")
         }
         let sessionFiles = filesUnder(s.data + "/sessions")
         #expect(!sessionFiles.isEmpty)
         for rel in sessionFiles {
-            #expect(try Self.sha(s.data + "/sessions/" + rel) == (try Self.sha(new + "/sessions/" + rel)), "\(rel)")
+            #expect(try stockSHA256(s.data + "/sessions/" + rel) == (try stockSHA256(new + "/sessions/" + rel)), "\(rel)")
         }
         // The database: WAL mode, the same sessions and events (sqlite3 as the oracle),
         // and verify --live finds its anchor.
@@ -235,7 +231,7 @@ import ToscaCore
         #expect(folders.count == 3)
         // Session 2's folder changed after it was bundled: it must stay too.
         FileManager.default.createFile(atPath: s.data + "/" + folders[1] + "/media/added-later.bin", contents: Data("late".utf8))
-        let sums = try filesUnder(s.data + "/" + folders[0]).map { try Self.sha(s.data + "/" + folders[0] + "/" + $0) }
+        let sums = try filesUnder(s.data + "/" + folders[0]).map { try stockSHA256(s.data + "/" + folders[0] + "/" + $0) }
         let e = try maint(["export", "--release-sessions-older-than", "0", "--data-dir", s.data] + s.repoArgs)
         #expect(e.status == 0 && e.stdout.contains("released 1 session folder"), "\(e.output)")
         #expect(!FileManager.default.fileExists(atPath: s.data + "/" + folders[0]))
@@ -245,7 +241,7 @@ import ToscaCore
         #expect(try sqlite3Value(s.data + "/tosca.db", "SELECT count(*) FROM sessions") == "3")
         let x = try maint(["bundle", "extract", "--session", "1", "--to-original", "--data-dir", s.data])
         #expect(x.status == 0, "\(x.output)")
-        let back = try filesUnder(s.data + "/" + folders[0]).map { try Self.sha(s.data + "/" + folders[0] + "/" + $0) }
+        let back = try filesUnder(s.data + "/" + folders[0]).map { try stockSHA256(s.data + "/" + folders[0] + "/" + $0) }
         #expect(back == sums && !sums.isEmpty)
     }
 }

@@ -284,7 +284,7 @@ import TestSupport
         #expect(e.status == 0, "\(e.output)")
         let oldRows = try sqlite3Value(old + "/tosca.db", "SELECT count(*) FROM treatment_events;")
         let sessionFiles = filesUnder(old + "/sessions")
-        let sums = try sessionFiles.map { try run("/usr/bin/sha256sum", [old + "/sessions/" + $0]).stdout.prefix(64) }
+        let sums = try sessionFiles.map { try stockSHA256(old + "/sessions/" + $0) }
         // The old machine is gone; the new one has an empty data folder.
         try FileManager.default.removeItem(atPath: old)
         try FileManager.default.createDirectory(atPath: m.data, withIntermediateDirectories: true)
@@ -293,7 +293,7 @@ import TestSupport
         #expect(try sqlite3Value(m.data + "/tosca.db", "SELECT count(*) FROM treatment_events;") == oldRows)
         #expect(!sessionFiles.isEmpty)
         for (rel, sum) in zip(sessionFiles, sums) {
-            #expect(try run("/usr/bin/sha256sum", [m.data + "/sessions/" + rel]).stdout.prefix(64) == sum, "\(rel)")
+            #expect(try stockSHA256(m.data + "/sessions/" + rel) == sum, "\(rel)")
         }
         #expect(m.calls.contains("systemctl enable --now tosca-maint-backup.timer tosca-maint-verify.timer tosca-maint-export.timer"))
     }

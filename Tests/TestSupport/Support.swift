@@ -345,3 +345,8 @@ public struct ExportSetup: Sendable {
         return try run(exe, ["-r", repo, "--password-file", password, "--cache-dir", cache] + args)
     }
 }
+
+/// sha256sum's digest of a file (the stock tool as the oracle).
+public func stockSHA256(_ path: String) throws -> String {
+    String(try run("/usr/bin/sha256sum", [path]).stdout.prefix(64))
+}

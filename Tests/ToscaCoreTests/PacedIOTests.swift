@@ -63,12 +63,6 @@ import TestSupport
     }
 }
 
-/// sha256sum's digest of a file (the stock tool as the oracle).
-func stockSHA256(_ path: String) throws -> String {
-    let r = try run("/usr/bin/sha256sum", [path])
-    return String(r.stdout.prefix(64))
-}
-
 /// Test bytes: xorshift64*, seeded.
 struct Xorshift {
     var state: UInt64
