@@ -46,9 +46,11 @@ extension Database {
 extension Database {
     /// Row count and SHA-256 of a table's rows in rowid order, over `columns`: each value
     /// as a type tag and its bytes (the encoding of D7, without a chain), read straight
-    /// from SQLite's buffers so that a million-row table hashes at disk speed.
-    public func contentHash(table: String, columns: [String]) throws -> (rows: Int, sha256: String) {
-        let stmt = try prepare("SELECT \(columns.map(quoteIdentifier).joined(separator: ", ")) FROM \(quoteIdentifier(table)) ORDER BY rowid")
+    /// from SQLite's buffers so that a million-row table hashes at disk speed. With
+    /// `firstRows`, only that many rows (the prefix an append-only table keeps).
+    public func contentHash(table: String, columns: [String], firstRows: Int? = nil) throws -> (rows: Int, sha256: String) {
+        let limit = firstRows.map { " LIMIT \(max(0, $0))" } ?? ""
+        let stmt = try prepare("SELECT \(columns.map(quoteIdentifier).joined(separator: ", ")) FROM \(quoteIdentifier(table)) ORDER BY rowid\(limit)")
         var hasher = SHA256()
         var buf = [UInt8]()
         buf.reserveCapacity(1 << 16)

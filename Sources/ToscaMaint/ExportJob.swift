@@ -11,6 +11,25 @@ public struct ExportedFile: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey { case path, sizeBytes = "size_bytes", sha256 }
 }
 
+/// One table of an exported database copy: its columns, row count and content hash
+/// (``Database/contentHash(table:columns:firstRows:)``).
+public struct TableDigest: Codable, Sendable, Equatable {
+    public var columns: [String]
+    public var rows: Int
+    public var sha256: String
+
+    /// Every table of `db`.
+    public static func of(_ db: Database) throws -> [String: TableDigest] {
+        var out: [String: TableDigest] = [:]
+        for t in try db.tableNames() {
+            let columns = try db.columnNames(of: t)
+            let h = try db.contentHash(table: t, columns: columns)
+            out[t] = TableDigest(columns: columns, rows: h.rows, sha256: h.sha256)
+        }
+        return out
+    }
+}
+
 /// The export manifest (D19): inside the snapshot as `export.json`, and, once the export
 /// is verified, in `exports/<UTC time>.manifest.json` with the snapshot id and checks.
 public struct ExportManifest: Codable, Sendable {
@@ -22,13 +41,16 @@ public struct ExportManifest: Codable, Sendable {
     /// The safety-log chain head of the exported copy: what `verify --live --repo` checks
     /// the live database extends, from outside the device.
     public var chainHead: ChainHead?
+    /// The per-table content hashes of the exported copy: an append-only table's rows
+    /// (``ExportJob/appendOnlyTables``) must still begin the live table.
+    public var tables: [String: TableDigest]?
     public var files: [ExportedFile]
     public var snapshotID: String?
     public var repository: String?
     public var checks: [ManifestCheck] = []
     enum CodingKeys: String, CodingKey {
         case format, deviceID = "device_id", createdUTC = "created_utc", toolVersion = "tool_version",
-             databaseCopy = "database_copy", chainHead = "chain_head", files, snapshotID = "snapshot_id", repository, checks
+             databaseCopy = "database_copy", chainHead = "chain_head", tables, files, snapshotID = "snapshot_id", repository, checks
     }
 
     func encoded() throws -> [UInt8] {
@@ -157,12 +179,25 @@ public struct ExportJob: Sendable {
             sources.append(("bundles/" + PathName.name(BundleSidecar.path(for: b.path)), BundleSidecar.path(for: b.path)))
         }
         // The copy and the bundles must still be what their manifests say before they go.
-        progress?("hashing \(sources.count) files")
-        var files: [ExportedFile] = []
-        for s in sources {
-            let (hex, size) = try FileDigest.sha256(path: s.path)
-            files.append(ExportedFile(path: s.snapshotPath, sizeBytes: size, sha256: hex))
+        // The copy's table hashes (decryption is the slow part) on a second thread.
+        progress?("hashing \(sources.count) files and the copy's tables")
+        let copyPath = copy.path, copyKey = folder.key(for: copy)
+        let tableDigests = OwnThread { () -> [String: TableDigest] in
+            let db = try Database(path: copyPath, options: .init(readOnly: true, key: copyKey))
+            return try TableDigest.of(db)
         }
+        var files: [ExportedFile] = []
+        let hashed = Result {
+            for s in sources {
+                let (hex, size) = try FileDigest.sha256(path: s.path)
+                files.append(ExportedFile(path: s.snapshotPath, sizeBytes: size, sha256: hex))
+            }
+        }
+        let tables: [String: TableDigest]
+        do { tables = try tableDigests.wait() } catch {
+            throw ToolFailure(.dataError, "\(copy.name) cannot be read table by table: not exported (\(error))", hint: "tosca-maint verify --all")
+        }
+        try hashed.get()
         if let facts = copy.manifest?.facts, let f = files.first, f.sha256 != facts.sha256 || f.sizeBytes != facts.sizeBytes {
             throw ToolFailure(.dataError, "\(copy.name) no longer matches its manifest: not exported", hint: "tosca-maint verify --all")
         }
@@ -195,7 +230,8 @@ public struct ExportJob: Sendable {
         }
         let now = UTCTime.now()
         var manifest = ExportManifest(deviceID: try deviceID(), createdUTC: now.iso8601, toolVersion: toscaMaintVersion,
-                                      databaseCopy: "backups/" + copy.name, chainHead: copy.manifest?.facts.chainHead ?? nil, files: files)
+                                      databaseCopy: "backups/" + copy.name, chainHead: copy.manifest?.facts.chainHead ?? nil,
+                                      tables: tables, files: files)
         try AtomicFile.write(try manifest.encoded(), to: top + "/export.json")
         let exportJSON = try FileDigest.sha256(path: top + "/export.json")
 
@@ -275,29 +311,54 @@ public struct ExportJob: Sendable {
 
     // MARK: - history anchored off the device
 
-    /// The chain head of this device's newest export in the repository (read from the
-    /// snapshot's own export.json), or nil when it has none.
-    public func newestExportedHead() throws -> (head: ChainHead, time: String, snapshot: String)? {
+    /// Tables whose rows are never changed or deleted (triggers, D6): the rows an export
+    /// holds must still be the first rows of the live table.
+    public static let appendOnlyTables = ["treatment_events"]
+
+    /// This device's newest export in the repository, as its snapshot's own export.json
+    /// says, or nil when it has none.
+    public func newestExport() throws -> (manifest: ExportManifest, snapshot: String)? {
         guard let last = try restic.exportSnapshots(host: try deviceID()).last else { return nil }
         let r = try restic.run(["dump", last.id, "/" + Self.root + "/export.json"])
         guard let m = try? JSONDecoder().decode(ExportManifest.self, from: r.stdout) else {
             throw ToolFailure(.dataError, "the export.json of snapshot \(last.shortID) cannot be read")
         }
-        return m.chainHead.map { ($0, m.createdUTC, last.shortID) }
+        return (m, last.shortID)
     }
 
-    /// Why the live database's safety log does not extend the newest exported head, or nil
-    /// when it does (or nothing was exported). Someone with the device alone can recompute
-    /// the keyless chain and every local manifest; not what the repository holds.
+    /// Why the live database does not extend this device's newest export, or nil when it
+    /// does (or nothing was exported): its safety log must extend the exported chain head,
+    /// and each append-only table must still begin with the exported rows (same count,
+    /// same content hash). Someone with the device alone can recompute the keyless chain
+    /// and every local manifest; not what the repository holds.
     public func offDeviceAnchorProblem() throws -> String? {
-        guard let (head, time, snapshot) = try newestExportedHead() else { return nil }
+        guard let (m, snapshot) = try newestExport() else { return nil }
         let db = try Database(path: folder.database, options: .init(readOnly: true, key: folder.liveKey))
         try db.execute("BEGIN")
         defer { try? db.execute("COMMIT") }
-        if case .broken(let b) = try SafetyChain.verify(db, anchor: head) {
-            return "the live safety log does not extend the head exported in snapshot \(snapshot) at \(time) (\(head)): \(b.reason) (tampering, or a restore to a copy older than that export)"
+        var problems: [String] = []
+        if let head = m.chainHead, case .broken(let b) = try SafetyChain.verify(db, anchor: head) {
+            problems.append("the live safety log does not extend the head exported in snapshot \(snapshot) at \(m.createdUTC) (\(head)): \(b.reason)")
         }
-        return nil
+        let live = Set(try db.tableNames())
+        for t in Self.appendOnlyTables {
+            guard let exported = m.tables?[t] else { continue }
+            guard live.contains(t) else { problems.append("table \(t), exported with \(exported.rows) rows in snapshot \(snapshot), is gone"); continue }
+            let columns = Set(try db.columnNames(of: t))
+            // A later migration that dropped a column: the exported hash cannot be recomputed.
+            guard exported.columns.allSatisfy(columns.contains) else {
+                Journal.shared.log(.warning, "table \(t) no longer has the columns of snapshot \(snapshot): its exported rows are not compared")
+                continue
+            }
+            let h = try db.contentHash(table: t, columns: exported.columns, firstRows: exported.rows)
+            if h.rows < exported.rows {
+                problems.append("table \(t) has \(h.rows) rows, snapshot \(snapshot) of \(m.createdUTC) exported \(exported.rows)")
+            } else if h.sha256 != exported.sha256 {
+                problems.append("the first \(exported.rows) rows of table \(t) differ from those exported in snapshot \(snapshot) at \(m.createdUTC)")
+            }
+        }
+        guard !problems.isEmpty else { return nil }
+        return problems.joined(separator: "; ") + " (tampering, or a restore to a copy older than that export)"
     }
 
     // MARK: - forget

@@ -218,6 +218,50 @@ import ToscaCore
         #expect(off.status == 65 && off.stdout.contains("does not extend the head exported"), "\(off.output)")
     }
 
+    /// The exported copy's per-table content hashes, also off the device: export.json
+    /// counts every table's rows as sqlite3 does; an event of a session still in progress
+    /// at the export, changed past the append-only trigger before the session was sealed
+    /// (so the seal and the chain both cover the changed row), passes the device's own
+    /// checks and fails `verify --live --repo` (65).
+    @Test func aChangedEventIsCaughtByTheExportedTableHashes() throws {
+        let s = try Self.setup()
+        defer { Self.cleanup(s) }
+        let db = s.data + "/tosca.db"
+        // A third session, killed mid-way: in progress, no seal yet.
+        let sim = try Spawned(executable("tosca-sim"), ["--data-dir", s.data, "--until-signal", "--event-rate", "200", "--seed", "5"])
+        #expect(waitUntil(timeout: 60) { (Int((try? sqlite3Value(db, "SELECT count(*) FROM treatment_events WHERE session_id = 3")) ?? "") ?? 0) >= 10 })
+        sim.signal(SIGKILL)
+        _ = sim.wait()
+        #expect(try maint(["backup", "--data-dir", s.data]).status == 0)
+        #expect(try maint(["export", "init", "--data-dir", s.data] + s.repoArgs).status == 0)
+        let e = try maint(["export", "--data-dir", s.data] + s.repoArgs)
+        #expect(e.status == 0, "\(e.output)")
+        let dumped = try Self.restic(s, ["dump", "latest", "/tosca-export/export.json"])
+        let exported = try JSONDecoder().decode(ExportManifest.self, from: Data(dumped.stdout.utf8))
+        let tables = try #require(exported.tables)
+        let copy = s.data + "/" + exported.databaseCopy
+        let names = try sqlite3Value(copy, "SELECT group_concat(name) FROM (SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name)")
+        #expect(tables.keys.sorted().joined(separator: ",") == names)
+        for (t, d) in tables {
+            #expect(String(d.rows) == (try sqlite3Value(copy, "SELECT count(*) FROM \"\(t)\"")), "\(t)")
+        }
+        #expect((tables["treatment_events"]?.rows ?? 0) > 0)
+        // The change, the trigger put back, then the recorder recovers and seals session 3.
+        try sqlite3Value(db, """
+            DROP TRIGGER treatment_events_no_update;
+            UPDATE treatment_events SET laser_power_actual_watts = 0.5 WHERE event_id = (SELECT min(event_id) FROM treatment_events WHERE session_id = 3);
+            CREATE TRIGGER treatment_events_no_update BEFORE UPDATE ON treatment_events
+            BEGIN SELECT RAISE(ABORT, 'treatment_events is append-only'); END;
+            """)
+        let rec = try Recorder(dataDirectory: s.data)
+        #expect(rec.recovery.abortedSessions == [3])
+        try rec.close()
+        let local = try maint(["verify", "--live", "--data-dir", s.data])
+        #expect(local.status == 0, "the device alone sees nothing: \(local.output)")
+        let off = try maint(["verify", "--live", "--data-dir", s.data] + s.repoArgs)
+        #expect(off.status == 65 && off.stdout.contains("rows of table treatment_events differ"), "\(off.output)")
+    }
+
     /// `--release-sessions-older-than`: only folders whose bundle is in the verified export
     /// and still matches them go; `bundle extract --to-original` brings one back byte for
     /// byte; a folder changed after it was bundled, and one with no bundle, stay.
