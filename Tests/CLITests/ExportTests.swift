@@ -111,6 +111,45 @@ import ToscaCore
         #expect(c.status == 65 && c.stderr.contains("found damage"), "\(c.output)")
     }
 
+    /// The rotating subsets: one byte flipped in a pack that no export drill of this device
+    /// restores (it holds another device's export, in the same repository) is found by
+    /// this device's exports, through their own `check --read-data-subset=N/T`, within T
+    /// exports: that export gives 65 and is not recorded; the ones before it pass.
+    @Test func theRotatingSubsetsFindAFlippedByteWithinTExports() throws {
+        let s = try Self.setup()
+        defer { Self.cleanup(s) }
+        #expect(try maint(["export", "init", "--data-dir", s.data] + s.repoArgs).status == 0)
+        // The other device: one session with 12 MiB of media, exported first.
+        let other = s.dir.sub("other")
+        let sim = try run(executable("tosca-sim"), ["--data-dir", other, "--sessions", "1", "--duration", "0.2", "--media-mib", "12", "--seed", "7"])
+        #expect(sim.status == 0, "\(sim.output)")
+        #expect(try maint(["backup", "--data-dir", other]).status == 0)
+        #expect(try maint(["bundle", "--data-dir", other]).status == 0)
+        let theirs = try maint(["export", "--data-dir", other] + s.repoArgs)
+        #expect(theirs.status == 0, "\(theirs.output)")
+        let packs = filesUnder(s.repo + "/data").map { s.repo + "/data/" + $0 }
+        let pack = try #require(packs.max { fileSize($0) < fileSize($1) })
+        let held = try Self.restic(s, ["find", "--pack", PathName.name(pack)]).stdout
+        #expect(held.contains("session_1_"), "the largest pack holds the other device's bundle: \(held)")
+        chmod(pack, 0o600)
+        try flipByte(pack, at: UInt64(fileSize(pack) / 2))
+        // This device's exports, T subsets: one of the first T finds the damage.
+        let t = 4
+        func records() -> [String] { listing(s.data + "/exports").filter { $0.hasSuffix(".manifest.json") } }
+        var statuses: [Int32] = []
+        for _ in 1...t {
+            let e = try maint(["export", "--subsets", "\(t)", "--data-dir", s.data] + s.repoArgs)
+            statuses.append(e.status)
+            if e.status != 0 {
+                #expect(e.status == 65 && e.stderr.contains("restic check found damage"), "\(e.output)")
+                break
+            }
+        }
+        #expect(statuses.last == 65, "\(statuses)")
+        #expect(statuses.dropLast().allSatisfy { $0 == 0 }, "\(statuses)")
+        #expect(records().count == statuses.count - 1, "the export that found the damage is not recorded: \(records())")
+    }
+
     /// `export --forget` keeps what the policy keeps and removes the rest (restic's listing
     /// as the oracle); on an append-only server (rclone serve restic --append-only) it is
     /// refused with 77 and nothing is removed; export and import work there.
