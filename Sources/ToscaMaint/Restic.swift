@@ -167,8 +167,16 @@ public struct Restic: Sendable {
         // At most 4 KiB: the pipe holds it all, restic reads it when it opens the repository.
         try? input.fileHandleForWriting.write(contentsOf: Data(repository.password + [10]))
         try? input.fileHandleForWriting.close()
+        let watch = DriveWatch(repository: repository, child: p.processIdentifier)
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
+        if let gone = watch?.stop() {
+            var message = "the drive holding \(repository.redacted) went away during restic \(args.first ?? ""): \(gone); restic was stopped, nothing is recorded as exported"
+            if let beneath = DriveWatch.writtenBeneath(repository) {
+                message += "; restic may have written into \(beneath) on the disk beneath the mount point: remove it before the drive is mounted again"
+            }
+            throw ToolFailure(.ioError, message, hint: "plug the drive in, mount it, and run the export again")
+        }
         let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
         return Output(status: p.terminationReason == .uncaughtSignal ? 128 + p.terminationStatus : p.terminationStatus, stdout: stdout, stderr: stderr)
     }
@@ -223,5 +231,83 @@ public struct Restic: Sendable {
             return ToolFailure(.ioError, "restic \(command) could not read every file: the snapshot is incomplete (\(last))")
         }
         return ToolFailure(.ioError, "restic \(command) failed (exit \(r.status)): \(last)")
+    }
+}
+
+/// A local repository's drive, watched while restic runs: when the folder stops being on
+/// the filesystem it was on (the drive pulled out, or unmounted), restic is stopped at
+/// once. Left alone it retries for a minute or more and may then write into the empty
+/// mount point, on the device's own disk.
+final class DriveWatch: @unchecked Sendable {
+    private let path: String
+    private let device: dev_t
+    private let child: pid_t
+    private let lock = NSLock()
+    private var done = false
+    private var gone: String?
+    private let finished = DispatchSemaphore(value: 0)
+
+    /// Watches the repository folder (or, before `init`, the folder it goes in); nil for a
+    /// remote repository.
+    init?(repository: ExportRepository, child: pid_t) {
+        guard let local = repository.localPath else { return nil }
+        var st = stat()
+        if stat(local, &st) == 0 {
+            path = local
+        } else if stat(PathName.parent(local), &st) == 0 {
+            path = PathName.parent(local)
+        } else {
+            return nil
+        }
+        device = st.st_dev
+        self.child = child
+        let t = Thread { [self] in self.loop() }
+        t.start()
+    }
+
+    private func loop() {
+        defer { finished.signal() }
+        while true {
+            usleep(200_000)
+            lock.lock()
+            let stop = done
+            lock.unlock()
+            if stop { return }
+            guard let reason = absence() else { continue }
+            lock.lock()
+            gone = reason
+            lock.unlock()
+            kill(child, SIGTERM)
+            // restic's cleanup may itself wait on the missing drive.
+            for _ in 0..<20 where kill(child, 0) == 0 { usleep(100_000) }
+            kill(child, SIGKILL)
+            return
+        }
+    }
+
+    /// Why the folder is no longer on the drive, or nil while it is.
+    private func absence() -> String? {
+        var st = stat()
+        if stat(path, &st) != 0 { return "\(path): \(String(cString: strerror(errno)))" }
+        return st.st_dev != device ? "\(path) is no longer on the drive's filesystem" : nil
+    }
+
+    /// Ends the watch once restic has exited; why the drive went away, if it did (also
+    /// when restic, failing faster than the watch looks, gave up on its own first).
+    func stop() -> String? {
+        lock.lock()
+        done = true
+        lock.unlock()
+        finished.wait()
+        lock.lock()
+        defer { lock.unlock() }
+        return gone ?? absence()
+    }
+
+    /// The repository folder when it now exists on the disk beneath the drive's mount point
+    /// (restic creates missing folders as it writes).
+    static func writtenBeneath(_ repository: ExportRepository) -> String? {
+        guard let local = repository.localPath else { return nil }
+        return FileManager.default.fileExists(atPath: local) ? local : nil
     }
 }

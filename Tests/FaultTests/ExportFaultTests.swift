@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 import ToscaCore
+import ToscaMaint
 
 /// `export` killed with SIGKILL at random moments: nothing is recorded as exported unless
 /// the export finished, restic dies with it, and a re-run completes with a sound repository.
@@ -132,6 +133,57 @@ import ToscaCore
     }
 
     /// The processes whose parent is `pid` (from /proc/<pid>/stat).
+    /// The drive unplugged mid-export: the repository's filesystem (a loop-mounted ext4
+    /// image) lazily unmounted at a random moment of an export, as when a USB drive goes.
+    /// Nothing is recorded unless the export had finished, the failure says the drive went
+    /// away (restic stopped at once); with the drive back, a re-run completes and
+    /// `restic check --read-data` finds the repository sound.
+    @Test(.enabled(if: LoopDrive.available, "needs root and loop devices (mount -o loop)"))
+    func theDriveUnmountedMidExportRecordsNothingAndTheNextRunCompletes() throws {
+        let s = try ExportSetup.make()
+        defer { s.cleanup() }
+        let drive = try LoopDrive(image: s.dir.sub("drive.img"), mountPoint: s.dir.sub("drive"))
+        defer { drive.detach() }
+        let repo = drive.mountPoint + "/repo"
+        let args = ["--repo", repo, "--password-file", s.password, "--cache-dir", s.cache]
+        #expect(try maint(["export", "init", "--data-dir", s.data] + args).status == 0)
+        let t0 = Date()
+        #expect(try maint(["export", "--data-dir", s.data] + args).status == 0)
+        let duration = max(Date().timeIntervalSince(t0), 0.2)
+        func records() -> [String] { listing(s.data + "/exports").filter { $0.hasSuffix(".manifest.json") } }
+        for trial in 0..<5 {
+            let before = records().count
+            let p = try Spawned(executable("tosca-maint"), ["export", "--data-dir", s.data] + args)
+            Thread.sleep(forTimeInterval: Double.random(in: 0.02...(duration * 0.9)))
+            try drive.unplug()
+            let r = p.wait()
+            let after = records().count
+            if r.status == 0 {
+                #expect(after == before + 1, "trial \(trial)")
+            } else {
+                #expect(after == before, "trial \(trial): recorded although it failed: \(r.output)")
+                // Said as such, at once: restic is stopped, not left to retry for a minute.
+                #expect(r.status == 74 && r.stderr.contains("went away") || r.status == 66 && r.stderr.contains("mounted"), "trial \(trial): \(r.output)")
+            }
+            // What restic may have written beneath the mount point once the drive was gone
+            // goes before the drive comes back (it would be hidden under it).
+            try? FileManager.default.removeItem(atPath: repo)
+            try drive.plug()
+        }
+        let again = try maint(["export", "--data-dir", s.data] + args)
+        #expect(again.status == 0, "\(again.output)")
+        let resticExe = try #require(which("restic"))
+        func restic(_ a: [String]) throws -> ProcessResult { try run(resticExe, ["-r", repo, "--password-file", s.password, "--cache-dir", s.cache] + a) }
+        let check = try restic(["check", "--read-data"])
+        #expect(check.status == 0, "\(check.output)")
+        // Every recorded export names a snapshot restic has.
+        let snaps = try restic(["snapshots", "--json"]).stdout
+        for name in records() {
+            let record = try JSONDecoder().decode(ExportManifest.self, from: Data(contentsOf: URL(fileURLWithPath: s.data + "/exports/" + name)))
+            #expect(snaps.contains(record.snapshotID ?? "-"), "\(name) names a snapshot restic does not list")
+        }
+    }
+
     static func children(of pid: Int32) -> [Int32] {
         listing("/proc").compactMap { Int32($0) }.filter { p in
             guard let stat = try? String(contentsOfFile: "/proc/\(p)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }

@@ -350,3 +350,49 @@ public struct ExportSetup: Sendable {
 public func stockSHA256(_ path: String) throws -> String {
     String(try run("/usr/bin/sha256sum", [path]).stdout.prefix(64))
 }
+
+/// A filesystem of its own for a test, like a USB drive: an ext4 image, loop-mounted (root
+/// and loop devices needed: see ``available``). `unplug` unmounts it lazily, as a drive
+/// pulled out from under a running program; `plug` mounts it again.
+public struct LoopDrive: Sendable {
+    public let image: String
+    public let mountPoint: String
+
+    public init(image: String, mountPoint: String, sizeMiB: Int = 256) throws {
+        self.image = image
+        self.mountPoint = mountPoint
+        guard FileManager.default.createFile(atPath: image, contents: nil), truncate(image, off_t(sizeMiB) << 20) == 0 else {
+            throw OracleError(message: "cannot make \(image)")
+        }
+        let mkfs = try run("/usr/sbin/mkfs.ext4", ["-q", "-F", image])
+        guard mkfs.status == 0 else { throw OracleError(message: "mkfs.ext4: \(mkfs.output)") }
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        try plug()
+    }
+
+    public func plug() throws {
+        // The image is never mounted twice: the lazily unmounted instance lets go first.
+        guard waitUntil(timeout: 30, { ((try? run("/usr/sbin/losetup", ["-j", image]).stdout) ?? "x").isEmpty }) else {
+            throw OracleError(message: "\(image) is still attached to a loop device")
+        }
+        let r = try run("/usr/bin/mount", ["-o", "loop", image, mountPoint])
+        guard r.status == 0 else { throw OracleError(message: "mount \(image): \(r.output)") }
+    }
+
+    public func unplug() throws {
+        let r = try run("/usr/bin/umount", ["-l", mountPoint])
+        guard r.status == 0 else { throw OracleError(message: "umount \(mountPoint): \(r.output)") }
+    }
+
+    /// Unmounted for good (the test's end).
+    public func detach() { _ = try? run("/usr/bin/umount", ["-l", mountPoint]) }
+
+    /// Whether this machine lets a test loop-mount an image.
+    public static let available: Bool = {
+        guard geteuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/sbin/mkfs.ext4") else { return false }
+        let dir = TempDir()
+        guard let d = try? LoopDrive(image: dir.sub("probe.img"), mountPoint: dir.sub("probe"), sizeMiB: 16) else { return false }
+        d.detach()
+        return true
+    }()
+}
