@@ -76,14 +76,30 @@ public struct ImportJob: Sendable {
                 throw ToolFailure(.dataError, "\(f.path) in snapshot \(snap.shortID) differs from export.json (size or SHA-256): nothing imported")
             }
         }
-        // Placed: backups/ and bundles/ (renames inside one filesystem).
+        // Placed: backups/ and bundles/ (renames inside one filesystem). The manifests of
+        // older copies, exported without their database file, go to exports/imported/<id>/:
+        // in backups/ they would stand for copies that were lost.
         try LayoutFolder.make(folder.backups)
         try LayoutFolder.make(folder.bundles)
+        let exportedPaths = Set(manifest.files.map(\.path))
+        let historyFolder = folder.exports + "/imported/" + snap.shortID
+        func destination(_ path: String) -> String {
+            let suffix = ".manifest.json"
+            if path.hasPrefix("backups/"), path.hasSuffix(suffix), !exportedPaths.contains(String(path.dropLast(suffix.count))) {
+                return historyFolder + "/" + PathName.name(path)
+            }
+            return folder.root + "/" + path
+        }
+        if manifest.files.contains(where: { destination($0.path).hasPrefix(historyFolder + "/") }) {
+            try LayoutFolder.make(folder.exports)
+            try AtomicFile.makeDirectory(folder.exports + "/imported")
+            try AtomicFile.makeDirectory(historyFolder)
+        }
         // A file already there (an import interrupted before its restore) must be the same
         // file; anything else is never overwritten.
         var present = Set<String>()
         for f in manifest.files {
-            let dest = folder.root + "/" + f.path
+            let dest = destination(f.path)
             guard FileManager.default.fileExists(atPath: dest) else { continue }
             guard let (hex, size) = try? FileDigest.sha256(path: dest), hex == f.sha256, size == f.sizeBytes else {
                 throw ToolFailure(.cantCreate, "\(dest) exists and differs from the snapshot's: import never overwrites", hint: "import into a new, empty --data-dir")
@@ -91,7 +107,7 @@ public struct ImportJob: Sendable {
             present.insert(f.path)
         }
         for f in manifest.files where !present.contains(f.path) {
-            guard rename(base + "/" + f.path, folder.root + "/" + f.path) == 0 else {
+            guard rename(base + "/" + f.path, destination(f.path)) == 0 else {
                 throw ToolFailure(.ioError, "cannot place \(f.path): \(String(cString: strerror(errno)))")
             }
         }

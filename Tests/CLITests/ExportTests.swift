@@ -17,6 +17,9 @@ import ToscaCore
         defer { Self.cleanup(s) }
         let initialized = try maint(["export", "init", "--data-dir", s.data] + s.repoArgs)
         #expect(initialized.status == 0, "\(initialized.output)")
+        // A second copy: the export takes the newest, and the older one's manifest only.
+        let older = try #require(listing(s.data + "/backups").first { $0.hasSuffix(".db") })
+        #expect(try maint(["backup", "--data-dir", s.data]).status == 0)
         let e = try maint(["export", "--data-dir", s.data] + s.repoArgs)
         #expect(e.status == 0, "\(e.output)")
         // restic sees one snapshot, our host and tag.
@@ -40,9 +43,15 @@ import ToscaCore
         let i = try maint(["import", "--extract-sessions", "--data-dir", new] + s.repoArgs)
         #expect(i.status == 0, "\(i.output)")
         #expect(!listing(new).contains { $0.hasPrefix(".import-") }, "\(listing(new))")
-        for n in listing(s.data + "/backups").filter({ $0.hasSuffix(".db") }) + listing(s.data + "/bundles").map({ "../bundles/" + $0 }) {
+        let newest = try #require(listing(s.data + "/backups").last { $0.hasSuffix(".db") && $0 != older })
+        for n in [newest] + listing(s.data + "/bundles").map({ "../bundles/" + $0 }) {
             #expect(try stockSHA256(s.data + "/backups/" + n) == (try stockSHA256(new + "/backups/" + n)), "\(n)")
         }
+        // The older copy's manifest is kept as history, not in backups/ where it would stand
+        // for a lost copy: the new folder's catalog passes its checks (a backup succeeds).
+        #expect(!listing(new + "/backups").contains { $0.hasPrefix(older) }, "\(listing(new + "/backups"))")
+        let history = filesUnder(new + "/exports/imported")
+        #expect(history.count == 1 && history.first?.hasSuffix("/" + older + ".manifest.json") == true, "\(history)")
         let sessionFiles = filesUnder(s.data + "/sessions")
         #expect(!sessionFiles.isEmpty)
         for rel in sessionFiles {
@@ -57,6 +66,8 @@ import ToscaCore
         }
         let live = try maint(["verify", "--live", "--data-dir", new])
         #expect(live.status == 0, "\(live.output)")
+        let next = try maint(["backup", "--data-dir", new])
+        #expect(next.status == 0, "\(next.output)")
         // Never into a data folder that holds a database.
         let again = try maint(["import", "--data-dir", new] + s.repoArgs)
         #expect(again.status == 73, "\(again.output)")

@@ -46,7 +46,7 @@ import TestSupport
     }
 
     static let runbooks = ["restore-after-disk-fault.md", "restore-drill.md", "pre-upgrade-migration.md",
-                           "encryption-cutover.md", "failed-nightly-backup.md", "moving-to-a-new-machine.md",
+                           "encryption-cutover.md", "failed-nightly-backup.md", "moving-to-a-new-machine.md", "moving-from-a-copy-of-backups.md",
                            "tampering-reported.md", "recovering-a-session-folder.md", "device-lost-or-disk-dead.md"]
 
     @Test func theRunbooksAreTheOnesTheDeviceNeeds() throws {
@@ -65,6 +65,8 @@ import TestSupport
         /// The off-device repository and its password file, for the runbooks that use one.
         var repo: String { dir.sub("repo") }
         var pass: String { dir.sub("export-pass") }
+        /// The old device's data folder, for the runbook that moves from it.
+        var old: String { dir.sub("old-machine") }
         var recorder: Spawned?
         var transcript = ""
 
@@ -133,7 +135,7 @@ import TestSupport
             let path = "\(stubs):\(binDirectory()):\(ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")"
             for block in try RunbookTests.blocks(runbook) {
                 let r = try run("/bin/bash", ["--noprofile", "--norc", "-e", "-u", "-o", "pipefail", "-c", "cd \"$0\" && " + block.code, dir.path],
-                                environment: ["PATH": path, "DATA": data, "KEY": key, "REPO": repo, "PASS": pass, "SYSTEMD_PAGER": "", "PAGER": "cat"])
+                                environment: ["PATH": path, "DATA": data, "KEY": key, "REPO": repo, "PASS": pass, "OLD": old, "SYSTEMD_PAGER": "", "PAGER": "cat"])
                 transcript += "$ \(block)\n\(r.output)"
                 if r.status != 0 {
                     failures.append("\(block) exited \(r.status):\n\(block.code)\n--- output ---\n\(r.output)")
@@ -253,9 +255,9 @@ import TestSupport
         #expect(v.status == 0, "\(v.output)")
     }
 
-    @Test func movingToANewMachine() throws {
+    @Test func movingFromACopyOfBackups() throws {
         let m = try Machine()
-        let old = m.dir.sub("old-machine")
+        let old = m.old
         try simulatedData(old, sessions: 3)
         try Self.backup(old)
         let oldRows = try sqlite3Value(old + "/tosca.db", "SELECT count(*) FROM treatment_events;")
@@ -264,10 +266,42 @@ import TestSupport
         let cp = try run("/bin/cp", ["-a", old + "/backups", m.data + "/backups"])
         try #require(cp.status == 0)
         try? FileManager.default.removeItem(atPath: m.data + "/backups/.maint.lock")
-        try Self.expectPasses(m, "moving-to-a-new-machine.md")
+        try Self.expectPasses(m, "moving-from-a-copy-of-backups.md")
         #expect(try sqlite3Value(m.data + "/tosca.db", "PRAGMA integrity_check;") == "ok")
         #expect(try sqlite3Value(m.data + "/tosca.db", "SELECT count(*) FROM treatment_events;") == oldRows)
         #expect(m.calls.contains("systemctl enable --now tosca-maint-backup.timer tosca-maint-verify.timer"))
+    }
+
+    /// The old device still runs: a last export from it, an import on the new machine.
+    @Test func movingToANewMachine() throws {
+        let m = try Machine()
+        try simulatedData(m.old, sessions: 3)
+        try Self.backup(m.old)
+        try "the clinic's export password\n".write(toFile: m.pass, atomically: true, encoding: .utf8)
+        chmod(m.pass, 0o600)
+        #expect(try maint(["export", "init", "--data-dir", m.old, "--repo", m.repo, "--password-file", m.pass, "--allow-same-device"]).status == 0)
+        // A session recorded after the last nightly run: only the runbook's last export has it.
+        try simulatedData(m.old, sessions: 1)
+        // The test's repository shares the old device's filesystem (a drive on a device).
+        try FileManager.default.createDirectory(atPath: m.data, withIntermediateDirectories: true)
+        let wrapper = m.stubs + "/tosca-maint"
+        try m.write(wrapper, """
+            #!/bin/bash
+            # The test's repository is on the data folder's filesystem: allowed for the test only.
+            for a in "$@"; do [[ $a == --repo ]] && exec '\(binDirectory())/tosca-maint' "$@" --allow-same-device; done
+            exec '\(binDirectory())/tosca-maint' "$@"
+            """)
+        try Self.expectPasses(m, "moving-to-a-new-machine.md")
+        let q = "SELECT count(*) FROM treatment_events;"
+        #expect(try sqlite3Value(m.data + "/tosca.db", "PRAGMA integrity_check;") == "ok")
+        #expect(try sqlite3Value(m.data + "/tosca.db", q) == (try sqlite3Value(m.old + "/tosca.db", q)))
+        let sessionFiles = filesUnder(m.old + "/sessions")
+        #expect(!sessionFiles.isEmpty)
+        for rel in sessionFiles {
+            #expect(try stockSHA256(m.data + "/sessions/" + rel) == (try stockSHA256(m.old + "/sessions/" + rel)), "\(rel)")
+        }
+        #expect(m.calls.first == "systemctl stop tosca.service")
+        #expect(m.calls.contains("systemctl enable --now tosca-maint-backup.timer tosca-maint-verify.timer tosca-maint-export.timer"))
     }
 
     @Test func deviceLostOrDiskDead() throws {
