@@ -15,11 +15,20 @@ public struct ExportRepository: Sendable {
     /// The systemd credential that holds the repository password.
     public static let credentialName = "tosca-export-pass"
 
+    /// A relative local folder (and cache folder) is taken from the current folder now:
+    /// restic runs in other folders (the export's staging folder).
     public init(location: String, password: [UInt8], allowSameDevice: Bool = false, cacheDir: String? = nil) {
         self.location = location
         self.password = password
         self.allowSameDevice = allowSameDevice
-        self.cacheDir = cacheDir
+        self.cacheDir = cacheDir.map(Self.absolute)
+        if let local = localPath, !local.hasPrefix("/") {
+            self.location = (location.hasPrefix("local:") ? "local:" : "") + Self.absolute(local)
+        }
+    }
+
+    static func absolute(_ path: String) -> String {
+        path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
     }
 
     /// The folder of a local repository (`/media/x/repo`, `local:/media/x/repo`), or nil for

@@ -8,7 +8,7 @@ struct ToscaBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tosca-bench",
         abstract: "Benchmarks that print ratios against baselines run side by side.",
-        subcommands: [RecorderBench.self, BackupBench.self, CutoverBench.self, BundleBench.self],
+        subcommands: [RecorderBench.self, BackupBench.self, CutoverBench.self, BundleBench.self, ExportBench.self],
         defaultSubcommand: RecorderBench.self)
 }
 

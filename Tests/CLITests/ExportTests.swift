@@ -122,6 +122,24 @@ import ToscaCore
         #expect(c.status == 65 && c.stderr.contains("found damage"), "\(c.output)")
     }
 
+    /// A relative repository (and cache) folder is the one in the current folder, although
+    /// restic runs in the export's staging folder.
+    @Test func aRelativeRepositoryFolderIsTakenFromTheCurrentFolder() throws {
+        let s = try Self.setup()
+        defer { Self.cleanup(s) }
+        func inRepoParent(_ args: [String]) throws -> ProcessResult {
+            try run("/bin/sh", ["-c", "cd \"$0\" && exec \"$@\"", PathName.parent(s.repo), executable("tosca-maint")] + args)
+        }
+        let rel = ["--repo", PathName.name(s.repo), "--password-file", s.password, "--cache-dir", "cache-rel"] + (s.sameDevice ? ["--allow-same-device"] : [])
+        let i = try inRepoParent(["export", "init", "--data-dir", s.data] + rel)
+        #expect(i.status == 0, "\(i.output)")
+        let e = try inRepoParent(["export", "--data-dir", s.data] + rel)
+        #expect(e.status == 0, "\(e.output)")
+        #expect(try Self.restic(s, ["snapshots", "--json"]).stdout.contains("tosca-export"))
+        #expect(FileManager.default.fileExists(atPath: PathName.parent(s.repo) + "/cache-rel"))
+        #expect(!FileManager.default.fileExists(atPath: s.data + "/exports/.stage"))
+    }
+
     /// The rotating subsets: one byte flipped in a pack that no export drill of this device
     /// restores (it holds another device's export, in the same repository) is found by
     /// this device's exports, through their own `check --read-data-subset=N/T`, within T
