@@ -30,6 +30,42 @@ public struct TableDigest: Codable, Sendable, Equatable {
     }
 }
 
+/// A file as restic tells it unchanged: device, inode, size, modification time.
+struct FileIdentity: Codable, Equatable, Sendable {
+    var device: UInt64
+    var inode: UInt64
+    var size: Int64
+    var mtimeNanoseconds: Int64
+
+    static func of(_ path: String) -> FileIdentity? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: Int64(st.st_size),
+                            mtimeNanoseconds: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec))
+    }
+}
+
+/// What the last verified export hashed (`exports/file-cache.json`): each source file's
+/// identity and SHA-256, the copy's table hashes, and the snapshot the next export gives
+/// restic as its parent, so that both skip the same unchanged files.
+struct ExportFileCache: Codable, Sendable {
+    static let name = "file-cache.json"
+    struct Entry: Codable, Equatable, Sendable {
+        var identity: FileIdentity
+        var sha256: String
+        init(_ identity: FileIdentity, sha256: String) { self.identity = identity; self.sha256 = sha256 }
+    }
+    var snapshot: String
+    var files: [String: Entry]
+    var tables: [String: TableDigest]?
+
+    func encoded() throws -> [UInt8] {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        return Array(try enc.encode(self)) + [10]
+    }
+}
+
 /// The export manifest (D19): inside the snapshot as `export.json`, and, once the export
 /// is verified, in `exports/<UTC time>.manifest.json` with the snapshot id and checks.
 public struct ExportManifest: Codable, Sendable {
@@ -180,15 +216,28 @@ public struct ExportJob: Sendable {
         }
         // The copy and the bundles must still be what their manifests say before they go.
         // The copy's table hashes (decryption is the slow part) on a second thread.
-        progress?("hashing \(sources.count) files and the copy's tables")
+        // Files unchanged since the last verified export (same device, inode, size and
+        // mtime: what restic compares against that export's snapshot, its parent below)
+        // keep their hashes; restic reads none of them either.
+        let cache = try usableCache()
+        let identities = sources.map { FileIdentity.of($0.path) }
+        let copyUnchanged = identities[0] != nil && cache?.files[copy.path]?.identity == identities[0]
+        let rehash = zip(sources, identities).filter { s, id in id == nil || cache?.files[s.path]?.identity != id }.count
+        progress?("hashing \(rehash) of \(sources.count) files\(copyUnchanged && cache?.tables != nil ? "" : " and the copy's tables")")
         let copyPath = copy.path, copyKey = folder.key(for: copy)
+        let cachedTables = copyUnchanged ? cache?.tables : nil
         let tableDigests = OwnThread { () -> [String: TableDigest] in
+            if let cachedTables { return cachedTables }
             let db = try Database(path: copyPath, options: .init(readOnly: true, key: copyKey))
             return try TableDigest.of(db)
         }
         var files: [ExportedFile] = []
         let hashed = Result {
-            for s in sources {
+            for (s, id) in zip(sources, identities) {
+                if let id, let known = cache?.files[s.path], known.identity == id {
+                    files.append(ExportedFile(path: s.snapshotPath, sizeBytes: id.size, sha256: known.sha256))
+                    continue
+                }
                 let (hex, size) = try FileDigest.sha256(path: s.path)
                 files.append(ExportedFile(path: s.snapshotPath, sizeBytes: size, sha256: hex))
             }
@@ -236,14 +285,25 @@ public struct ExportJob: Sendable {
         let exportJSON = try FileDigest.sha256(path: top + "/export.json")
 
         progress?("restic backup of \(total / 1_048_576) MiB to \(restic.repository.redacted)")
-        let backup = try restic.run(["backup", "--json", "--host", manifest.deviceID, "--tag", "tosca-export", Self.root], in: stage)
+        // Hard links change a file's ctime: restic compares device, inode, size and mtime.
+        var backupArgs = ["backup", "--json", "--ignore-ctime", "--host", manifest.deviceID, "--tag", "tosca-export"]
+        if let cache { backupArgs += ["--parent", cache.snapshot] }
+        let backup = try restic.run(backupArgs + [Self.root], in: stage)
         guard let summary = Self.jsonLines(backup.stdout).last(where: { $0["message_type"] as? String == "summary" }),
               let short = summary["snapshot_id"] as? String, !short.isEmpty else {
             throw ToolFailure(.ioError, "restic backup gave no snapshot id: nothing recorded as exported")
         }
-        // restic 0.14 prints the short id: the record keeps the whole one.
-        let listed = try restic.run(["snapshots", "--json", short])
-        let snapshot = ((try? JSONSerialization.jsonObject(with: listed.stdout)) as? [[String: Any]])?.first?["id"] as? String ?? short
+        // restic 0.14 prints the short id: the record keeps the whole one (a local
+        // repository names its snapshot files by it; each restic run costs its key
+        // derivation, most of a second).
+        let snapshot: String
+        let matching = localSnapshotIDs().filter { $0.hasPrefix(short) }
+        if matching.count == 1 {
+            snapshot = matching[0]
+        } else {
+            let listed = try restic.run(["snapshots", "--json", short])
+            snapshot = ((try? JSONSerialization.jsonObject(with: listed.stdout)) as? [[String: Any]])?.first?["id"] as? String ?? short
+        }
 
         // Verified: a rotating subset of the packs read, then a sample restored and compared.
         let subset = try nextSubset()
@@ -262,6 +322,11 @@ public struct ExportJob: Sendable {
                            ManifestCheck(level: "export drill", ok: true, problems: [])]
         let record = folder.exports + "/" + Self.recordName(now) + ".manifest.json"
         try AtomicFile.write(try manifest.encoded(), to: record)
+        var entries: [String: ExportFileCache.Entry] = [:]
+        for (i, s) in sources.enumerated() {
+            if let id = identities[i], FileIdentity.of(s.path) == id { entries[s.path] = ExportFileCache.Entry(id, sha256: files[i].sha256) }
+        }
+        try? AtomicFile.write(try ExportFileCache(snapshot: snapshot, files: entries, tables: tables).encoded(), to: folder.exports + "/" + ExportFileCache.name)
         Journal.shared.log(.notice, "exported snapshot \(snapshot) to \(restic.repository.redacted): \(files.count) files, \(total) bytes, verified",
                            id: .exportVerified, fields: ["TOSCA_SNAPSHOT": snapshot, "TOSCA_REPOSITORY": restic.repository.redacted])
         var outcome = Outcome(snapshotID: snapshot, files: files, bytes: total, checkedSubset: subset, recordedAt: record)
@@ -270,6 +335,22 @@ public struct ExportJob: Sendable {
             outcome.released = try releaseSessions(olderThanDays: days, export: manifest)
         }
         return outcome
+    }
+
+    /// The cache of the last verified export, when its snapshot is still this device's in
+    /// the repository (restic compares against it as the parent); nil otherwise.
+    func usableCache() throws -> ExportFileCache? {
+        guard let data = FileManager.default.contents(atPath: folder.exports + "/" + ExportFileCache.name),
+              let cache = try? JSONDecoder().decode(ExportFileCache.self, from: data) else { return nil }
+        if restic.repository.localPath != nil { return localSnapshotIDs().contains(cache.snapshot) ? cache : nil }
+        return try restic.exportSnapshots(host: try deviceID()).contains { $0.id == cache.snapshot } ? cache : nil
+    }
+
+    /// The snapshot ids of a local repository (its `snapshots/` folder), without running
+    /// restic; empty for a remote one.
+    func localSnapshotIDs() -> [String] {
+        guard let local = restic.repository.localPath else { return [] }
+        return ((try? FileManager.default.contentsOfDirectory(atPath: local + "/snapshots")) ?? []).filter { $0.count == 64 }
     }
 
     static func recordName(_ t: UTCTime) -> String {

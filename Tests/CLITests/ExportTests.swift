@@ -122,6 +122,42 @@ import ToscaCore
         #expect(c.status == 65 && c.stderr.contains("found damage"), "\(c.output)")
     }
 
+    /// A second export reads again only what changed: a file whose device, inode, size and
+    /// mtime are those of the last verified export keeps its hash, and restic (given that
+    /// export as its parent) keeps its blobs, so what export.json says is always what the
+    /// snapshot holds, even for a byte changed under a forged mtime (the local damage is
+    /// `bundle verify`'s to find). A bundle changed with a new mtime is hashed again and
+    /// refused (65).
+    @Test func aSecondExportSkipsUnchangedFilesAndStillSaysWhatTheSnapshotHolds() throws {
+        let s = try Self.setup()
+        defer { Self.cleanup(s) }
+        #expect(try maint(["export", "init", "--data-dir", s.data] + s.repoArgs).status == 0)
+        #expect(try maint(["export", "--data-dir", s.data] + s.repoArgs).status == 0)
+        let bundle = try #require(listing(s.data + "/bundles").first { $0.hasSuffix(".tar.zst") })
+        let path = s.data + "/bundles/" + bundle
+        let original = try stockSHA256(path)
+        // One byte changed, the mtime put back: the same identity as at the last export.
+        var st = stat()
+        stat(path, &st)
+        chmod(path, 0o600)
+        try flipByte(path, at: UInt64(fileSize(path) / 2))
+        var times = [st.st_atim, st.st_mtim]
+        #expect(utimensat(AT_FDCWD, path, &times, 0) == 0)
+        let second = try maint(["export", "--data-dir", s.data] + s.repoArgs)
+        #expect(second.status == 0 && second.stderr.contains("hashing 0 of"), "\(second.output)")
+        let dumped = try Self.restic(s, ["dump", "latest", "/tosca-export/export.json"])
+        let exported = try JSONDecoder().decode(ExportManifest.self, from: Data(dumped.stdout.utf8))
+        #expect(exported.files.first { $0.path == "bundles/" + bundle }?.sha256 == original)
+        let restored = s.dir.sub("restored")
+        #expect(try Self.restic(s, ["restore", "latest", "--target", restored, "--include", "/tosca-export/bundles/" + bundle]).status == 0)
+        #expect(try stockSHA256(restored + "/tosca-export/bundles/" + bundle) == original, "the snapshot holds what export.json says")
+        #expect(try maint(["bundle", "verify", "--all", "--data-dir", s.data]).status == 65, "the local damage is found locally")
+        // A new mtime: hashed again, and the damage refused.
+        #expect(utimensat(AT_FDCWD, path, nil, 0) == 0)
+        let third = try maint(["export", "--data-dir", s.data] + s.repoArgs)
+        #expect(third.status == 65 && third.stderr.contains("no longer matches its sidecar"), "\(third.output)")
+    }
+
     /// A relative repository (and cache) folder is the one in the current folder, although
     /// restic runs in the export's staging folder.
     @Test func aRelativeRepositoryFolderIsTakenFromTheCurrentFolder() throws {
