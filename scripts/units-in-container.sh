@@ -4,7 +4,9 @@
 # systemd-nspawn, and let a check unit drive the units as a device would:
 #   plaintext device (no sealed key: the SetCredential fallback) -> backup, verify + drill;
 #   a damaged copy -> the verify unit fails -> tosca-maint-failure@ writes its alert;
-#   the key sealed with systemd-creds, the cutover run as root -> backup, verify + drill.
+#   the key sealed with systemd-creds, the cutover run as root -> backup, verify + drill;
+#   an export repository on a "drive" (a tmpfs of its own) with the password sealed and
+#   the drive drop-in -> the monthly export unit exports and verifies.
 # Needs root, network access to a Debian mirror, and `make` run first (release build).
 # Not part of the test suite (it downloads ~100 MB and needs container privileges).
 #
@@ -24,6 +26,8 @@ if [[ ! -x $ROOTFS/lib/systemd/systemd ]]; then
 fi
 # SQLCipher 4.6 comes from bookworm-backports on the host: the same library goes in.
 cp -a /lib/x86_64-linux-gnu/libsqlcipher.so.1* "$ROOTFS/usr/lib/x86_64-linux-gnu/"
+# restic (a static binary) likewise: the export engine.
+install -m 0755 "$(command -v restic)" "$ROOTFS/usr/bin/restic"
 make install DESTDIR="$ROOTFS" >/dev/null
 install -m 0755 .build/release/tosca-sim "$ROOTFS/usr/local/bin/tosca-sim"
 rm -rf "$ROOTFS/var/lib/tosca" "$ROOTFS/var/lib/prometheus" "$ROOTFS/etc/credstore.encrypted" \
@@ -60,6 +64,20 @@ systemctl start tosca-maint-backup.service; r encrypted_backup $?
 systemctl start tosca-maint-verify.service; r encrypted_verify $?
 journalctl -t tosca-maint --no-pager | grep -c "Failed to set thread priority"; r dispatch_noise "$(journalctl -t tosca-maint --no-pager | grep -c 'Failed to set thread priority')"
 r exposure "$(systemd-analyze security tosca-maint-backup.service --no-pager | sed -n 's/.*exposure level for [^:]*: \([0-9.]*\).*/\1/p')"
+# The export unit, as the README sets up a drive: the repository password sealed, the
+# repository made once by hand, export.conf, the drop-in for the drive's mount point.
+chown tosca:tosca /media/tosca-backup
+printf 'correct horse battery staple\n' > /root/export-pass; chmod 0600 /root/export-pass
+systemd-creds encrypt --name=tosca-export-pass /root/export-pass /etc/credstore.encrypted/tosca-export-pass.cred; r export_seal $?
+tosca-maint export init --repo /media/tosca-backup/repo --password-file /root/export-pass --data-dir /var/lib/tosca; r export_init $?
+install -d -m 0755 /etc/tosca-maint /etc/systemd/system/tosca-maint-export.service.d
+echo 'TOSCA_EXPORT_REPO=/media/tosca-backup/repo' > /etc/tosca-maint/export.conf
+printf '[Unit]\nRequiresMountsFor=/media/tosca-backup\n[Service]\nReadWritePaths=/media/tosca-backup\n' > /etc/systemd/system/tosca-maint-export.service.d/drive.conf
+systemctl daemon-reload
+systemctl start tosca-maint-export.service; r export $?
+journalctl -t tosca-maint -o verbose --no-pager | grep -q MESSAGE_ID=08e3cb24d401417284b246d8f5567164; r export_journal $?
+runuser -u tosca -- tosca-maint status --data-dir /var/lib/tosca | grep -q '^Exports *1 verified'; r export_status $?
+r export_exposure_ok "$(systemd-analyze security tosca-maint-export.service --no-pager | sed -n 's/.*exposure level for [^:]*: \([0-9.]*\).*/\1/p' | awk '{print ($1 <= 2.0) ? "yes" : "no " $1}')"
 systemctl poweroff
 EOF
 chmod 0755 "$ROOTFS/usr/local/bin/tosca-units-check"
@@ -75,11 +93,12 @@ WantedBy=multi-user.target
 EOF
 chroot "$ROOTFS" systemctl enable tosca-units-check.service >/dev/null 2>&1
 echo tosca-units-ct > "$ROOTFS/etc/hostname"
-timeout 600 systemd-nspawn -D "$ROOTFS" --boot --register=no --keep-unit -q >/dev/null 2>&1 || true
+# /media/tosca-backup: the export's "drive", a filesystem of its own.
+timeout 600 systemd-nspawn -D "$ROOTFS" --boot --register=no --keep-unit -q --tmpfs=/media/tosca-backup >/dev/null 2>&1 || true
 
 [[ -f $ROOTFS/root/results ]] || { echo "Error: the container did not run the check (see systemd-nspawn -D $ROOTFS --boot)" >&2; exit 70; }
 cat "$ROOTFS/root/results"
-expect="backup=0 verify=0 metrics=0 owner=tosca damaged_verify=1 alert=0 alert_explained=0 seal=0 encrypt=65 owner_after_root_cutover=tosca encrypted_backup=0 encrypted_verify=0 dispatch_noise=0"
+expect="backup=0 verify=0 metrics=0 owner=tosca damaged_verify=1 alert=0 alert_explained=0 seal=0 encrypt=65 owner_after_root_cutover=tosca encrypted_backup=0 encrypted_verify=0 dispatch_noise=0 export_seal=0 export_init=0 export=0 export_journal=0 export_status=0 export_exposure_ok=yes"
 fail=0
 for e in $expect; do grep -qx "$e" "$ROOTFS/root/results" || { echo "UNEXPECTED: wanted $e" >&2; fail=1; }; done
 (( fail == 0 )) && echo "units: every expected result (log: $ROOTFS/root/check.log)"
