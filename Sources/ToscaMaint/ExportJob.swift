@@ -257,7 +257,12 @@ public struct ExportJob: Sendable {
             }
         }
         let total = files.reduce(Int64(0)) { $0 + $1.sizeBytes }
-        try checkDestination(bytes: total)
+        // Room for what restic may add: the files it will read (unchanged ones add nothing).
+        let changed = zip(sources, identities).enumerated().reduce(Int64(0)) { sum, e in
+            let (i, (s, id)) = e
+            return id != nil && cache?.files[s.path]?.identity == id ? sum : sum + files[i].sizeBytes
+        }
+        try checkDestination(bytes: changed)
 
         // A staging folder of hard links (same filesystem, nothing copied), fixed name.
         try LayoutFolder.make(folder.exports)
@@ -519,14 +524,19 @@ public struct ExportJob: Sendable {
         try restic.run(args)
         var problems: [String] = []
         let base = scratch + "/" + Self.root + "/"
-        for s in sample {
+        for s in sample where s != manifest.databaseCopy {
             let expected = s == "export.json" ? exportJSON : manifest.files.first(where: { $0.path == s })?.sha256
             guard let got = try? FileDigest.sha256(path: base + s) else { problems.append("\(s) was not restored"); continue }
             if got.hex != expected { problems.append("\(s) restored with another SHA-256") }
         }
-        // D12 on the restored database copy, against its own (restored) manifest.
+        // D12 on the restored database copy, against its own (restored, and just compared)
+        // manifest, whose SHA-256 is the exported copy's: D12's first step hashes the copy.
         let copyPath = base + manifest.databaseCopy
+        let exportedCopy = manifest.files.first { $0.path == manifest.databaseCopy }
         if let (m, digestOK) = try? Manifest.read(path: Manifest.path(for: copyPath)) {
+            if m.facts.sha256 != exportedCopy?.sha256 || m.facts.sizeBytes != exportedCopy?.sizeBytes {
+                problems.append("the restored copy's manifest names another file than the exported copy")
+            }
             let entry = CatalogEntry(name: PathName.name(copyPath), path: copyPath, manifest: m, digestMatches: digestOK, manifestError: nil)
             problems += try Verification.problems(of: entry, key: folder.key(for: entry)).map { "restored copy: \($0)" }
         } else {

@@ -184,6 +184,37 @@ import ToscaMaint
         }
     }
 
+    /// A drive that is almost full or mounted read-only: 74, nothing recorded, restic not
+    /// even started; with room again, the export runs.
+    @Test(.enabled(if: LoopDrive.available, "needs root and loop devices (mount -o loop)"))
+    func aFullOrReadOnlyDriveIsRefusedAndNothingIsRecorded() throws {
+        let s = try ExportSetup.make()
+        defer { s.cleanup() }
+        let drive = try LoopDrive(image: s.dir.sub("drive.img"), mountPoint: s.dir.sub("drive"), sizeMiB: 128)
+        defer { drive.detach() }
+        let args = ["--repo", drive.mountPoint + "/repo", "--password-file", s.password, "--cache-dir", s.cache]
+        #expect(try maint(["export", "init", "--data-dir", s.data] + args).status == 0)
+        func records() -> Int { listing(s.data + "/exports").filter { $0.hasSuffix(".manifest.json") }.count }
+        // Filled to within 32 MiB: less than an export's margin.
+        var vfs = statvfs()
+        statvfs(drive.mountPoint, &vfs)
+        let fill = Int64(vfs.f_bavail) * Int64(vfs.f_frsize) - (32 << 20)
+        let filler = drive.mountPoint + "/filler"
+        #expect(try run("/usr/bin/fallocate", ["-l", String(fill), filler]).status == 0)
+        let full = try maint(["export", "--data-dir", s.data] + args)
+        #expect(full.status == 74 && full.stderr.contains("MiB free"), "\(full.output)")
+        #expect(records() == 0)
+        try FileManager.default.removeItem(atPath: filler)
+        #expect(try maint(["export", "--data-dir", s.data] + args).status == 0)
+        #expect(records() == 1)
+        // Read-only (as a drive with errors is remounted).
+        #expect(try run("/usr/bin/mount", ["-o", "remount,ro", drive.mountPoint]).status == 0)
+        let ro = try maint(["export", "--data-dir", s.data] + args)
+        #expect(ro.status == 74 && ro.stderr.contains("read-only"), "\(ro.output)")
+        #expect(records() == 1)
+        #expect(try run("/usr/bin/mount", ["-o", "remount,rw", drive.mountPoint]).status == 0)
+    }
+
     static func children(of pid: Int32) -> [Int32] {
         listing("/proc").compactMap { Int32($0) }.filter { p in
             guard let stat = try? String(contentsOfFile: "/proc/\(p)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
