@@ -24,6 +24,8 @@ let package = Package(
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd",
                        providers: [.apt(["libsystemd-dev"])]),
         .systemLibrary(name: "CLinux"),
+        // fork + exec of restic without Foundation's Process (its run loop).
+        .target(name: "CSpawn"),
         .target(name: "ToscaCore", dependencies: [
             "CSQLCipher", "CLinux",
             .product(name: "Crypto", package: "swift-crypto"),
@@ -34,7 +36,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "ToscaMaint", dependencies: [
-            "ToscaCore", "ToscaBundle", "CSystemd",
+            "ToscaCore", "ToscaBundle", "CSystemd", "CSpawn",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "tosca-maint", dependencies: [

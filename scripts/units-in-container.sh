@@ -16,7 +16,7 @@ ROOTFS=${1:-/var/tmp/tosca-units-ct}
 [[ $(id -u) -eq 0 ]] || { echo "Error: run as root (debootstrap and systemd-nspawn need it)" >&2; exit 77; }
 [[ -x .build/release/tosca-maint && -x .build/release/tosca-sim ]] || { echo "Error: no release build" >&2; echo "Try: make" >&2; exit 66; }
 need=()
-for p in debootstrap systemd-container; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p"); done
+for p in debootstrap systemd-container age; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p"); done
 if (( ${#need[@]} )); then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
 
 if [[ ! -x $ROOTFS/lib/systemd/systemd ]]; then
@@ -31,7 +31,12 @@ install -m 0755 "$(command -v restic)" "$ROOTFS/usr/bin/restic"
 make install DESTDIR="$ROOTFS" >/dev/null
 install -m 0755 .build/release/tosca-sim "$ROOTFS/usr/local/bin/tosca-sim"
 rm -rf "$ROOTFS/var/lib/tosca" "$ROOTFS/var/lib/prometheus" "$ROOTFS/etc/credstore.encrypted" \
-  "$ROOTFS/root/tosca.key" "$ROOTFS/root/results" "$ROOTFS/var/log/journal"
+  "$ROOTFS/root/tosca.key" "$ROOTFS/root/results" "$ROOTFS/var/log/journal" "$ROOTFS/etc/tosca-maint" \
+  "$ROOTFS/etc/systemd/system/tosca-maint-export.service.d" "$ROOTFS/root/export-pass"
+# The clinic's age recipient for the bundles (its identity stays on the host).
+age-keygen -o "$ROOTFS/root/bundle-identity" 2>/dev/null
+age-keygen -y "$ROOTFS/root/bundle-identity" > "$ROOTFS/root/bundle-recipients"
+rm -f "$ROOTFS/root/bundle-identity"
 
 cat > "$ROOTFS/usr/local/bin/tosca-units-check" <<'EOF'
 #!/bin/bash
@@ -54,6 +59,9 @@ sleep 2
 journalctl -t tosca-maint -p crit -o verbose --no-pager | grep -q MESSAGE_ID=fa6ae65e826447c581e91da6298e5e56; r alert $?
 journalctl -x -t tosca-maint -p crit --no-pager | grep -q "Subject: TOSCA maintenance unit failed"; r alert_explained $?
 runuser -u tosca -- tosca-maint quarantine --failed --data-dir /var/lib/tosca
+# The cutover encrypts the plaintext bundles too: to the clinic's age recipient.
+install -d -m 0755 /etc/tosca-maint
+cp /root/bundle-recipients /etc/tosca-maint/bundle-recipients
 tosca-maint keygen --out /root/tosca.key
 install -d -m 0700 /etc/credstore.encrypted
 systemd-creds encrypt --name=tosca-db-key /root/tosca.key /etc/credstore.encrypted/tosca-db-key.cred; r seal $?
@@ -70,14 +78,16 @@ chown tosca:tosca /media/tosca-backup
 printf 'correct horse battery staple\n' > /root/export-pass; chmod 0600 /root/export-pass
 systemd-creds encrypt --name=tosca-export-pass /root/export-pass /etc/credstore.encrypted/tosca-export-pass.cred; r export_seal $?
 tosca-maint export init --repo /media/tosca-backup/repo --password-file /root/export-pass --data-dir /var/lib/tosca; r export_init $?
-install -d -m 0755 /etc/tosca-maint /etc/systemd/system/tosca-maint-export.service.d
+install -d -m 0755 /etc/systemd/system/tosca-maint-export.service.d
 echo 'TOSCA_EXPORT_REPO=/media/tosca-backup/repo' > /etc/tosca-maint/export.conf
 printf '[Unit]\nRequiresMountsFor=/media/tosca-backup\n[Service]\nReadWritePaths=/media/tosca-backup\n' > /etc/systemd/system/tosca-maint-export.service.d/drive.conf
 systemctl daemon-reload
 systemctl start tosca-maint-export.service; r export $?
 journalctl -t tosca-maint -o verbose --no-pager | grep -q MESSAGE_ID=08e3cb24d401417284b246d8f5567164; r export_journal $?
 runuser -u tosca -- tosca-maint status --data-dir /var/lib/tosca | grep -q '^Exports *1 verified'; r export_status $?
-r export_exposure_ok "$(systemd-analyze security tosca-maint-export.service --no-pager | sed -n 's/.*exposure level for [^:]*: \([0-9.]*\).*/\1/p' | awk '{print ($1 <= 2.0) ? "yes" : "no " $1}')"
+e=$(systemd-analyze security tosca-maint-export.service --no-pager | sed -n 's/.*exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+r export_exposure "$e"
+r export_exposure_ok "$(echo "$e" | awk '{print ($1 != "" && $1 <= 2.0) ? "yes" : "no"}')"
 systemctl poweroff
 EOF
 chmod 0755 "$ROOTFS/usr/local/bin/tosca-units-check"

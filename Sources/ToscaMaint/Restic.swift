@@ -1,3 +1,4 @@
+import CSpawn
 import Foundation
 import ToscaCore
 
@@ -135,50 +136,57 @@ public struct Restic: Sendable {
         return second
     }
 
-    /// `setpriv --pdeathsig KILL` (util-linux): restic dies with us, so a killed export
-    /// leaves no restic behind still writing.
-    static let setpriv = FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") ? "/usr/bin/setpriv" : nil
-
     func runOnce(_ args: [String], in directory: String?) throws -> Output {
         var full = ["-r", repository.location, "--password-file", "/dev/stdin"]
         if let cache = repository.cacheDir ?? ProcessInfo.processInfo.environment["CACHE_DIRECTORY"].flatMap({ $0.isEmpty ? nil : $0 }) {
             full += ["--cache-dir", cache]
         }
         full += args
-        let p = Process()
-        if let setpriv = Self.setpriv {
-            p.executableURL = URL(fileURLWithPath: setpriv)
-            p.arguments = ["--pdeathsig", "KILL", "--", executable] + full
-        } else {
-            p.executableURL = URL(fileURLWithPath: executable)
-            p.arguments = full
-        }
-        if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
         var env = ProcessInfo.processInfo.environment
         for k in ["RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND", "RESTIC_REPOSITORY", "RESTIC_REPOSITORY_FILE"] { env[k] = nil }
-        p.environment = env
         // stderr to a file (restic may write much while stdout is read to its end).
         let errPath = NSTemporaryDirectory() + "/tosca-restic-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).err"
-        guard FileManager.default.createFile(atPath: errPath, contents: nil, attributes: [.posixPermissions: 0o600]),
-              let errHandle = FileHandle(forWritingAtPath: errPath) else {
-            throw ToolFailure(.ioError, "cannot create a scratch file for restic's messages in \(NSTemporaryDirectory())")
+        let errFD = open(errPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard errFD >= 0 else {
+            throw ToolFailure(.ioError, "cannot create a scratch file for restic's messages in \(NSTemporaryDirectory()): \(String(cString: strerror(errno)))")
         }
-        defer { try? errHandle.close(); unlink(errPath) }
-        let out = Pipe(), input = Pipe()
-        p.standardOutput = out
-        p.standardError = errHandle
-        p.standardInput = input
-        do { try p.run() } catch {
-            throw ToolFailure(.config, "restic could not be started (\(executable)): \(error)", hint: "apt-get install restic")
+        defer { close(errFD); unlink(errPath) }
+        var inPipe: [Int32] = [-1, -1], outPipe: [Int32] = [-1, -1]
+        // The child closes every descriptor but its three (close_range in tosca_spawn).
+        guard pipe(&inPipe) == 0 else { throw ToolFailure(.ioError, "pipe: \(String(cString: strerror(errno)))") }
+        guard pipe(&outPipe) == 0 else {
+            close(inPipe[0]); close(inPipe[1])
+            throw ToolFailure(.ioError, "pipe: \(String(cString: strerror(errno)))")
+        }
+        for fd in inPipe + outPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        // restic dies with us (SIGKILL when we die), so a killed export leaves no restic
+        // behind still writing.
+        let pid = Self.spawn(executable, [executable] + full, environment: env, directory: directory,
+                             stdin: inPipe[0], stdout: outPipe[1], stderr: errFD)
+        close(inPipe[0])
+        close(outPipe[1])
+        guard pid > 0 else {
+            close(inPipe[1]); close(outPipe[0])
+            throw ToolFailure(.config, "restic could not be started (\(executable)): \(String(cString: strerror(errno)))", hint: "apt-get install restic")
         }
         // restic gone before it read its password must give an error, not kill us.
         signal(SIGPIPE, SIG_IGN)
         // At most 4 KiB: the pipe holds it all, restic reads it when it opens the repository.
-        try? input.fileHandleForWriting.write(contentsOf: Data(repository.password + [10]))
-        try? input.fileHandleForWriting.close()
-        let watch = DriveWatch(repository: repository, child: p.processIdentifier)
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
+        let secret = repository.password + [10]
+        _ = secret.withUnsafeBytes { write(inPipe[1], $0.baseAddress, $0.count) }
+        close(inPipe[1])
+        let watch = DriveWatch(repository: repository, child: pid)
+        var stdout = Data()
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(outPipe[0], $0.baseAddress, $0.count) }
+            if n > 0 { stdout.append(contentsOf: buffer[0..<n]); continue }
+            if n < 0 && errno == EINTR { continue }
+            break
+        }
+        close(outPipe[0])
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         if let gone = watch?.stop() {
             var message = "the drive holding \(repository.redacted) went away during restic \(args.first ?? ""): \(gone); restic was stopped, nothing is recorded as exported"
             if let beneath = DriveWatch.writtenBeneath(repository) {
@@ -187,7 +195,32 @@ public struct Restic: Sendable {
             throw ToolFailure(.ioError, message, hint: "plug the drive in, mount it, and run the export again")
         }
         let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-        return Output(status: p.terminationReason == .uncaughtSignal ? 128 + p.terminationStatus : p.terminationStatus, stdout: stdout, stderr: stderr)
+        // Exited: its code; killed by a signal: 128 + the signal.
+        let code = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        if code == 127 && stderr.isEmpty {
+            throw ToolFailure(.config, "restic could not be started (\(executable)) in \(directory ?? "the current folder")", hint: "apt-get install restic")
+        }
+        return Output(status: code, stdout: stdout, stderr: stderr)
+    }
+
+    /// fork + exec through `tosca_spawn` (CSpawn): Foundation's Process needs a
+    /// socket pair for its run loop, which the hardened units do not always grant.
+    static func spawn(_ path: String, _ argv: [String], environment: [String: String], directory: String?,
+                      stdin: Int32, stdout: Int32, stderr: Int32) -> pid_t {
+        let cArgs = argv.map { strdup($0) } + [nil]
+        let cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            for p in cArgs { free(p) }
+            for p in cEnv { free(p) }
+        }
+        return cArgs.withUnsafeBufferPointer { a in
+            cEnv.withUnsafeBufferPointer { e in
+                if let directory {
+                    return directory.withCString { tosca_spawn(path, a.baseAddress, e.baseAddress, $0, stdin, stdout, stderr) }
+                }
+                return tosca_spawn(path, a.baseAddress, e.baseAddress, nil, stdin, stdout, stderr)
+            }
+        }
     }
 
     public struct Snapshot: Sendable {

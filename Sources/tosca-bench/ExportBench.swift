@@ -142,7 +142,7 @@ struct ExportBench: ParsableCommand {
         try shell(maint, ["backup", "--data-dir", data])
         try shell(maint, ["bundle", "--data-dir", data])
         try shell(maint, ["prune", "--data-dir", data])
-        FileManager.default.createFile(atPath: done, contents: nil)
+        _ = FileManager.default.createFile(atPath: done, contents: nil)
     }
 
     /// The paths (relative to the data folder) that an export takes.
