@@ -82,12 +82,9 @@ struct BundleBench: ParsableCommand {
         }
     }
 
-    var canDrop: Bool { dropCaches && FileManager.default.isWritableFile(atPath: "/proc/sys/vm/drop_caches") }
+    var canDrop: Bool { canDropPageCache(dropCaches) }
 
-    func flushAndDrop() throws {
-        try shell("/bin/sync", [])
-        if canDrop { try "1\n".write(toFile: "/proc/sys/vm/drop_caches", atomically: false, encoding: .utf8) }
-    }
+    func flushAndDrop() throws { try flushAndDropPageCache(canDrop) }
 
     func sessionFolders(_ data: String) throws -> [String] {
         let db = try Database(path: data + "/tosca.db", options: .init(readOnly: true))
@@ -212,25 +209,8 @@ struct BundleBench: ParsableCommand {
         return names.sorted { id($0) < id($1) }.map { dir + "/" + $0 }
     }
 
-    /// Runs a program; its failure stops the benchmark (a baseline that failed would make
-    /// a ratio meaningless). Returns its standard output.
     @discardableResult
-    func shell(_ exe: String, _ args: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            throw ValidationError("\(PathName.name(exe)) \(args.prefix(3).joined(separator: " ")) failed (\(p.terminationStatus)): \(String(decoding: e, as: UTF8.self))")
-        }
-        return String(decoding: data, as: UTF8.self)
-    }
+    func shell(_ exe: String, _ args: [String]) throws -> String { try checkedShell(exe, args) }
 
     func timed(reset: () throws -> Void = {}, _ body: () throws -> Void) throws -> Double {
         try medianTime(runs: runs, reset: reset, body)

@@ -161,35 +161,16 @@ struct ExportBench: ParsableCommand {
         guard out == "ok" else { throw ValidationError("integrity_check of \(db): \(out)") }
     }
 
-    var canDrop: Bool { dropCaches && FileManager.default.isWritableFile(atPath: "/proc/sys/vm/drop_caches") }
+    var canDrop: Bool { canDropPageCache(dropCaches) }
 
-    func flushAndDrop() throws {
-        try shell("/bin/sync", [])
-        if canDrop { try "1\n".write(toFile: "/proc/sys/vm/drop_caches", atomically: false, encoding: .utf8) }
-    }
+    func flushAndDrop() throws { try flushAndDropPageCache(canDrop) }
 
     func fresh(_ paths: String...) throws {
         for p in paths { try? FileManager.default.removeItem(atPath: p) }
     }
 
-    /// Runs a program; its failure stops the benchmark. Returns its standard output.
     @discardableResult
-    func shell(_ exe: String, _ args: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            throw ValidationError("\(PathName.name(exe)) \(args.prefix(3).joined(separator: " ")) failed (\(p.terminationStatus)): \(String(decoding: e, as: UTF8.self))")
-        }
-        return String(decoding: data, as: UTF8.self)
-    }
+    func shell(_ exe: String, _ args: [String]) throws -> String { try checkedShell(exe, args) }
 
     func timed(reset: () throws -> Void = {}, _ body: () throws -> Void) throws -> Double {
         try medianTime(runs: runs, reset: reset, body)

@@ -199,6 +199,37 @@ func shell(_ exe: String, _ args: [String]) throws -> String {
         return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
 }
 
+/// Runs a program; its failure stops the benchmark (a baseline that failed would make a
+/// ratio meaningless). Returns its standard output.
+@discardableResult
+func checkedShell(_ exe: String, _ args: [String]) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: exe)
+    p.arguments = args
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else {
+        throw ValidationError("\(PathName.name(exe)) \(args.prefix(3).joined(separator: " ")) failed (\(p.terminationStatus)): \(String(decoding: e, as: UTF8.self))")
+    }
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// Whether the page cache can be dropped here (root), when the benchmark asks to.
+func canDropPageCache(_ wanted: Bool) -> Bool {
+    wanted && FileManager.default.isWritableFile(atPath: "/proc/sys/vm/drop_caches")
+}
+
+/// Writes everything back, then drops the page cache when `drop`.
+func flushAndDropPageCache(_ drop: Bool) throws {
+    try checkedShell("/bin/sync", [])
+    if drop { try "1\n".write(toFile: "/proc/sys/vm/drop_caches", atomically: false, encoding: .utf8) }
+}
+
 func filesystemType(_ path: String) throws -> String {
     (try? shell("/usr/bin/stat", ["-f", "-c", "%T", path])) ?? "unknown filesystem"
 }
