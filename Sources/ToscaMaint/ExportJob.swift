@@ -215,10 +215,10 @@ public struct ExportJob: Sendable {
             sources.append(("bundles/" + PathName.name(BundleSidecar.path(for: b.path)), BundleSidecar.path(for: b.path)))
         }
         // The copy and the bundles must still be what their manifests say before they go.
-        // The copy's table hashes (decryption is the slow part) on a second thread.
         // Files unchanged since the last verified export (same device, inode, size and
         // mtime: what restic compares against that export's snapshot, its parent below)
-        // keep their hashes; restic reads none of them either.
+        // keep their hashes; restic reads none of them either. The copy's table hashes
+        // (decryption is the slow part) on a second thread.
         let cache = try usableCache()
         let identities = sources.map { FileIdentity.of($0.path) }
         let copyUnchanged = identities[0] != nil && cache?.files[copy.path]?.identity == identities[0]
