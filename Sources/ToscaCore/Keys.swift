@@ -70,6 +70,44 @@ public enum KeyFileError: Error, CustomStringConvertible, Sendable, Equatable {
     }
 }
 
+/// A secret file read by the D8 rules (a key file, the export repository's password):
+/// opened without following a link and without blocking (a FIFO or a device named as the
+/// file must not hang the open), then, on the open descriptor, a regular file owned by
+/// this user or root, with none of `forbiddenModeBits`; at most `limit` bytes are read.
+public enum SecretFile {
+    public static func read(path: String, limit: Int, forbiddenModeBits: mode_t) throws -> (bytes: [UInt8], mode: mode_t) {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        if fd < 0 {
+            let e = errno
+            if e == ELOOP { throw KeyFileError.notRegularFile(path: path) }
+            throw KeyFileError.unreadable(path: path, reason: String(cString: strerror(e)))
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw KeyFileError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw KeyFileError.notRegularFile(path: path) }
+        guard st.st_uid == geteuid() || st.st_uid == 0 else { throw KeyFileError.badOwner(path: path, uid: st.st_uid) }
+        guard st.st_mode & forbiddenModeBits == 0 else { throw KeyFileError.tooOpen(path: path, mode: UInt32(st.st_mode)) }
+        var buf = [UInt8](repeating: 0, count: limit)
+        var total = 0
+        while total < buf.count {
+            let n = buf.withUnsafeMutableBytes { raw -> Int in
+                guard let base = raw.baseAddress else { return 0 }
+                return Glibc.read(fd, base + total, raw.count - total)
+            }
+            if n < 0 {
+                zeroize(&buf)
+                throw KeyFileError.unreadable(path: path, reason: String(cString: strerror(errno)))
+            }
+            if n == 0 { break }
+            total += n
+        }
+        let bytes = Array(buf[0..<total])
+        zeroize(&buf)
+        return (bytes, st.st_mode & 0o7777)
+    }
+}
+
 /// Where keys come from (D8).
 public enum KeySource {
     /// The systemd credential name the units load.
@@ -103,32 +141,9 @@ public enum KeySource {
     /// shows the ACL mask as group read: allowed there, never for a key file named on the
     /// command line.
     static func read(path: String, markerMeansAbsent: Bool, isCredential: Bool = false) throws -> DatabaseKey? {
-        // O_NONBLOCK: a FIFO (or a device) named as the key must not block the open; fstat
-        // below then refuses anything that is not a regular file.
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        if fd < 0 {
-            let e = errno
-            if e == ELOOP { throw KeyFileError.notRegularFile(path: path) }
-            throw KeyFileError.unreadable(path: path, reason: String(cString: strerror(e)))
-        }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw KeyFileError.unreadable(path: path, reason: String(cString: strerror(errno))) }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw KeyFileError.notRegularFile(path: path) }
-        guard st.st_uid == geteuid() || st.st_uid == 0 else { throw KeyFileError.badOwner(path: path, uid: st.st_uid) }
-        guard st.st_mode & (isCredential ? 0o037 : 0o077) == 0 else { throw KeyFileError.tooOpen(path: path, mode: UInt32(st.st_mode)) }
-        var buf = [UInt8](repeating: 0, count: 80)
+        var buf = try SecretFile.read(path: path, limit: 80, forbiddenModeBits: isCredential ? 0o037 : 0o077).bytes
         defer { zeroize(&buf) }
-        var total = 0
-        while total < buf.count {
-            let n = buf.withUnsafeMutableBytes { raw -> Int in
-                guard let base = raw.baseAddress else { return 0 }
-                return Glibc.read(fd, base + total, raw.count - total)
-            }
-            if n < 0 { throw KeyFileError.unreadable(path: path, reason: String(cString: strerror(errno))) }
-            if n == 0 { break }
-            total += n
-        }
+        let total = buf.count
         var length = total
         // The marker is 4 bytes: a key (64 or 65 bytes) is never copied here.
         if markerMeansAbsent && total <= noCredentialMarker.utf8.count + 1 {

@@ -65,20 +65,30 @@ public struct ExportRepository: Sendable {
             throw ToolFailure(.config, "no repository password: give --password-file FILE or the systemd credential \(credentialName)",
                               hint: "a file of one line, mode 0600, readable by the service user only")
         }
-        var st = stat()
-        guard lstat(path, &st) == 0 else { throw ToolFailure(.noPermission, "the password file \(path) cannot be read: \(String(cString: strerror(errno)))") }
-        guard st.st_mode & S_IFMT == S_IFREG else {
-            throw ToolFailure(.noPermission, "the password file \(path) is not a regular file (a link, folder or FIFO)", hint: "a regular file, mode 0400 or 0600")
+        // The D8 file rules, shared with key files: no link, no FIFO, owner, no group or
+        // other bits, read from the descriptor that was checked.
+        let read: (bytes: [UInt8], mode: mode_t)
+        do { read = try SecretFile.read(path: path, limit: 4097, forbiddenModeBits: 0o077) } catch let e as KeyFileError {
+            switch e {
+            case .notRegularFile:
+                throw ToolFailure(.noPermission, "the password file \(path) is not a regular file (a link, folder or FIFO)", hint: "a regular file, mode 0400 or 0600")
+            case .badOwner(_, let uid):
+                throw ToolFailure(.noPermission, "the password file \(path) belongs to another user (uid \(uid))", hint: "chown it to the service user or root")
+            case .tooOpen(_, let mode):
+                throw ToolFailure(.noPermission, "the password file \(path) has mode \(String(mode & 0o777, radix: 8)): others could read the repository password",
+                                  hint: "chmod 600 \(path)")
+            case .unreadable(_, let reason):
+                throw ToolFailure(.noPermission, "the password file \(path) cannot be read: \(reason)")
+            case .badFormat:
+                throw ToolFailure(.noPermission, "the password file \(path) cannot be read")
+            }
         }
-        guard st.st_uid == getuid() || st.st_uid == 0 else {
-            throw ToolFailure(.noPermission, "the password file \(path) belongs to another user (uid \(st.st_uid))", hint: "chown it to the service user or root")
-        }
-        let mode = st.st_mode & 0o777
-        guard mode == 0o400 || mode == 0o600 else {
-            throw ToolFailure(.noPermission, "the password file \(path) has mode \(String(mode, radix: 8)): others could read the repository password",
+        guard read.mode & 0o777 == 0o400 || read.mode & 0o777 == 0o600 else {
+            throw ToolFailure(.noPermission, "the password file \(path) has mode \(String(read.mode & 0o777, radix: 8)): a password file is 0400 or 0600",
                               hint: "chmod 600 \(path)")
         }
-        guard st.st_size > 0, st.st_size <= 4096, let text = FileManager.default.contents(atPath: path) else {
+        let text = read.bytes
+        guard !text.isEmpty, text.count <= 4096 else {
             throw ToolFailure(.noPermission, "the password file \(path) is empty or too large (one line expected)")
         }
         var lines = text.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
