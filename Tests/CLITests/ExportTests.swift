@@ -12,6 +12,14 @@ import ToscaCore
     static func cleanup(_ s: Setup) { s.cleanup() }
     static func restic(_ s: Setup, _ args: [String]) throws -> ProcessResult { try s.restic(args) }
 
+    /// `verify --live` on the device passes; against the repository it gives 65, saying `why`.
+    static func expectOnlyTheRepositoryCatches(_ s: Setup, _ why: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let local = try maint(["verify", "--live", "--data-dir", s.data])
+        #expect(local.status == 0, "the device alone sees nothing: \(local.output)", sourceLocation: sourceLocation)
+        let off = try maint(["verify", "--live", "--data-dir", s.data] + s.repoArgs)
+        #expect(off.status == 65 && off.stdout.contains(why), "\(off.output)", sourceLocation: sourceLocation)
+    }
+
     @Test func exportThenImportGivesEveryFileBackByteForByte() throws {
         let s = try Self.setup()
         defer { Self.cleanup(s) }
@@ -316,10 +324,7 @@ import ToscaCore
             DELETE FROM safety_log WHERE seq = (SELECT max(seq) FROM safety_log);
             """)
         try FileManager.default.removeItem(atPath: s.data + "/backups")
-        let local = try maint(["verify", "--live", "--data-dir", s.data])
-        #expect(local.status == 0, "the device alone sees nothing: \(local.output)")
-        let off = try maint(["verify", "--live", "--data-dir", s.data] + s.repoArgs)
-        #expect(off.status == 65 && off.stdout.contains("does not extend the head exported"), "\(off.output)")
+        try Self.expectOnlyTheRepositoryCatches(s, "does not extend the head exported")
     }
 
     /// The exported copy's per-table content hashes, also off the device: export.json
@@ -360,10 +365,7 @@ import ToscaCore
         let rec = try Recorder(dataDirectory: s.data)
         #expect(rec.recovery.abortedSessions == [3])
         try rec.close()
-        let local = try maint(["verify", "--live", "--data-dir", s.data])
-        #expect(local.status == 0, "the device alone sees nothing: \(local.output)")
-        let off = try maint(["verify", "--live", "--data-dir", s.data] + s.repoArgs)
-        #expect(off.status == 65 && off.stdout.contains("rows of table treatment_events differ"), "\(off.output)")
+        try Self.expectOnlyTheRepositoryCatches(s, "rows of table treatment_events differ")
     }
 
     /// `--release-sessions-older-than`: only folders whose bundle is in the verified export
