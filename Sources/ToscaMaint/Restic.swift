@@ -198,7 +198,7 @@ public struct Restic: Sendable {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         if let gone = watch?.stop() {
-            var message = "the drive holding \(repository.redacted) went away during restic \(args.first ?? ""): \(gone); restic was stopped, nothing is recorded as exported"
+            var message = "the drive holding \(repository.redacted) went away during restic \(args.first ?? ""): \(gone); restic was stopped (an export is not recorded, an import places nothing)"
             if let beneath = DriveWatch.writtenBeneath(repository) {
                 message += "; restic may have written into \(beneath) on the disk beneath the mount point: remove it before the drive is mounted again"
             }
