@@ -5,6 +5,8 @@ import ToscaCore
 public struct PublishedCopy: Sendable {
     public let path: String
     public let manifest: Manifest
+    /// How the copy was made (raw pages or the backup API, and why the fallback ran).
+    public var copy: CopyOutcome? = nil
 }
 
 /// Makes verified, published copies of the live database: backups (`daily`, `manual`)
@@ -18,6 +20,8 @@ public struct CopyJob: Sendable {
     public var fromVersion: String?
     public var toVersion: String?
     public var showProgress = true
+    /// `auto`: the raw page copy when the snapshot allows it, else the backup API (D3).
+    public var copyMethod: CopyMethod = .auto
     /// `backup --new-timeline REASON`: a live safety log that does not extend the last
     /// backup's head is accepted as a new timeline (the copy verified, the reason recorded).
     public var newTimelineReason: String?
@@ -72,8 +76,8 @@ public struct CopyJob: Sendable {
         // Mapped reads of the source (D3's lever; SQLCipher ignores it for encrypted files).
         try source.execute("PRAGMA mmap_size = 4294967296")
         // Pin a snapshot: every read below and the copy see the same state (D3).
-        try source.execute("BEGIN")
-        defer { try? source.execute("COMMIT") }
+        let pin = try PinnedSnapshot.begin(source, path: databasePath)
+        defer { pin.end() }
         let sourcePages = try source.scalar("PRAGMA page_count")?.int ?? 0
         let sourceStatus = try Migrator().status(source)
         let sourceHead = sourceStatus.kind == .versioned ? try SafetyChain.head(source) : nil
@@ -112,13 +116,32 @@ public struct CopyJob: Sendable {
         defer { if !published { removeDatabaseFiles(partial) } }
         let bar = showProgress ? Progress("copying \(name)") : nil
         Journal.shared.status("copying \(databasePath) to \(name)")
+        // The source's row counts under the same snapshot, counted while the copy runs (a
+        // raw copy is disk work and leaves the second core free): the copy must hold them.
+        let counting = OwnThread { try pin.rowCounts() }
+        let outcome: CopyOutcome
         do {
-            try OnlineBackup.copy(source: source, destinationPath: partial, key: key) { done, total in bar?.update(done, of: total) }
+            outcome = try DatabaseCopy.copy(pin, to: partial, key: key, method: copyMethod) { done, total in bar?.update(done, of: total) }
         } catch let e as SQLiteError where e.isAny(of: .full, .ioerr) {
             bar?.finish()
+            _ = try? counting.wait()
             throw ToolFailure(.ioError, "copy to \(partial) failed: \(e.message)", hint: "free space in \(backupsDirectory); older backups are untouched")
+        } catch let e as RawCopyRefused {
+            bar?.finish()
+            _ = try? counting.wait()
+            throw ToolFailure(.tempFail, e.description, hint: "leave out --copy-method raw to let the online-backup API copy it")
+        } catch {
+            bar?.finish()
+            _ = try? counting.wait()
+            throw error
         }
         bar?.finish()
+        let sourceRows = try counting.wait()
+        if let reason = outcome.fallbackReason {
+            Journal.shared.log(.notice, "copied \(databasePath) with the online-backup API: \(reason)", fields: ["TOSCA_DATABASE": databasePath])
+        } else if outcome.method == .raw {
+            Journal.shared.status("copied \(pin.pageCount) pages as they are (\(outcome.walPages) from the WAL, up to frame \(outcome.walFrames))")
+        }
         try FileDigest.fsyncFile(partial)
         if key != nil, try FileHeader.classify(path: partial) == .plaintext {
             throw ToolFailure(.dataError, "the copy of an encrypted database came out plaintext; not published")
@@ -126,7 +149,7 @@ public struct CopyJob: Sendable {
         // Verify the copy (D12 steps 2-3) and measure its facts, hashing in parallel.
         Journal.shared.status("verifying \(name)")
         let (measurement, digest) = try Measurement.withDigest(path: partial, key: key)
-        let problems = Verification.steps2and3(measurement, expected: .init(source: "the source snapshot", chainHead: .some(sourceHead), pageCount: sourcePages))
+        let problems = Verification.steps2and3(measurement, expected: .init(source: "the source snapshot", chainHead: .some(sourceHead), pageCount: sourcePages, rowCounts: sourceRows))
         guard problems.isEmpty else {
             Journal.shared.log(.err, "backup of \(databasePath) failed verification, nothing published: \(problems.joined(separator: "; "))",
                                id: .backupFailed, fields: ["TOSCA_DATABASE": databasePath])
@@ -192,7 +215,7 @@ public struct CopyJob: Sendable {
                                   hint: "follow the runbook tampering-reported.md; only when the change is known and legitimate (an undone migration migrated again), accept it: tosca-maint backup --new-timeline REASON, then tosca-maint quarantine --failed")
             }
         }
-        return PublishedCopy(path: finalPath, manifest: manifest)
+        return PublishedCopy(path: finalPath, manifest: manifest, copy: outcome)
     }
 
 }

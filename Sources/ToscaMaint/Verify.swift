@@ -42,7 +42,7 @@ public struct Measurement: Sendable {
         defer { try? db.execute("COMMIT") }
         m.integrity = try db.integrityCheck()
         if key != nil && sideChecks { m.cipherIntegrity = try db.rows("PRAGMA cipher_integrity_check").map { $0.values.map(\.description).joined(separator: " ") } }
-        m.pageSize = try db.scalar("PRAGMA page_size")?.int ?? 0
+        m.pageSize = try db.integerPragma("page_size") ?? 0
         m.pageCount = try db.scalar("PRAGMA page_count")?.int ?? 0
         for t in try db.tableNames() { m.rowCounts[t] = try db.scalar("SELECT count(*) FROM \(quoteIdentifier(t))")?.int ?? 0 }
         if sideChecks { m.foreignKeyViolations = try db.rows("PRAGMA foreign_key_check").count }

@@ -190,6 +190,15 @@ public final class Database {
     }
 
     /// Names of the user tables, sorted.
+    /// An integer PRAGMA's value. SQLCipher answers some (`page_size`) as text.
+    public func integerPragma(_ name: String) throws -> Int? {
+        switch try scalar("PRAGMA \(name)") {
+        case .integer(let v)?: return Int(v)
+        case .text(let t)?: return Int(t)
+        default: return nil
+        }
+    }
+
     public func tableNames() throws -> [String] {
         try rows("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
             .compactMap { $0[0].string }
