@@ -55,7 +55,8 @@ public final class PinnedSnapshot: @unchecked Sendable {
     public let pageCount: Int
     /// Why a raw copy is not possible (nil: it is).
     public let rawRefusal: String?
-    let fileFD: Int32
+    /// The connection's own main database file (valid while `database` is open).
+    let file: UnsafeMutablePointer<sqlite3_file>?
     let walFD: Int32
     /// Page number → offset of the page's bytes in the WAL, for the pages whose last frame
     /// in the snapshot is in the WAL (not yet in the database file).
@@ -67,28 +68,29 @@ public final class PinnedSnapshot: @unchecked Sendable {
 
     /// Begins a read transaction on `database` (opened on `path`) and works out its snapshot.
     public static func begin(_ database: Database, path: String) throws -> PinnedSnapshot {
-        // Our own descriptor, opened before the snapshot: checked below to be the file the
-        // connection reads.
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        var refusal: String? = fd < 0 ? "cannot open \(path): \(String(cString: strerror(errno)))" : nil
+        // The database file and the WAL index are read through the connection's own open
+        // file (see tosca_main_file): a descriptor of ours, once closed, would drop the
+        // connection's locks.
+        let file = tosca_main_file(database.handle)
+        var refusal: String? = file == nil ? "the connection's database file is not reachable" : nil
         let walMode = (try database.scalar("PRAGMA journal_mode")?.string ?? "").lowercased() == "wal"
         var header: WALIndexHeader? = nil
-        var shm: Int32 = -1
-        if walMode && refusal == nil {
-            shm = open(path + "-shm", O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-            if shm < 0 { refusal = "cannot read the WAL index \(path)-shm: \(String(cString: strerror(errno)))" }
-        }
-        defer { if shm >= 0 { close(shm) } }
         var began = false
         do {
-            if walMode && shm >= 0 {
+            if walMode, let file {
+                // A first read transaction opens the WAL and maps its index.
+                try database.execute("BEGIN")
+                began = true
+                _ = try database.scalar("SELECT count(*) FROM sqlite_schema")
+                try database.execute("COMMIT")
+                began = false
                 // Sandwich the start of the read transaction between two identical headers.
                 for attempt in 0..<50 {
-                    let before = WALIndexHeader.read(shm)
+                    let before = WALIndexHeader.read(file)
                     try database.execute("BEGIN")
                     began = true
                     _ = try database.scalar("SELECT count(*) FROM sqlite_schema")
-                    let after = WALIndexHeader.read(shm)
+                    let after = WALIndexHeader.read(file)
                     if let before, let after, before.header == after.header {
                         header = after
                         break
@@ -116,17 +118,12 @@ public final class PinnedSnapshot: @unchecked Sendable {
             var walFrames = 0
             var walSalt: [UInt8] = []
             var walFD: Int32 = -1
-            if refusal == nil, fd >= 0 {
-                var ours = stat(), theirs = stat()
-                if fstat(fd, &ours) != 0 || stat(path, &theirs) != 0 || ours.st_dev != theirs.st_dev || ours.st_ino != theirs.st_ino {
-                    refusal = "\(path) was replaced while the snapshot was taken"
-                }
-            }
             if refusal == nil, let header {
                 if header.pageSize != pageSize {
                     refusal = "the WAL index says page size \(header.pageSize), the database \(pageSize)"
                 } else if header.backfilled < header.maxFrame {
                     // Frames not yet in the database file belong to the snapshot: read them.
+                    // (SQLite takes no lock on the -wal file itself: our own descriptor is safe.)
                     walFD = open(path + "-wal", O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
                     if walFD < 0 {
                         refusal = "cannot read \(path)-wal: \(String(cString: strerror(errno)))"
@@ -147,24 +144,27 @@ public final class PinnedSnapshot: @unchecked Sendable {
                 if walFD >= 0 { close(walFD) }
                 walFD = -1
                 walPages = [:]
+            } else {
+                // The copy reads the file through the connection's xRead while another
+                // thread may use the connection: no memory map to be remapped under it.
+                try database.execute("PRAGMA mmap_size = 0")
             }
             return PinnedSnapshot(database: database, path: path, pageSize: pageSize, pageCount: pageCount, rawRefusal: refusal,
-                                  fileFD: fd, walFD: walFD, walPages: walPages, walFrames: walFrames, walSalt: walSalt, walMode: walMode)
+                                  file: file, walFD: walFD, walPages: walPages, walFrames: walFrames, walSalt: walSalt, walMode: walMode)
         } catch {
             if began { try? database.execute("COMMIT") }
-            if fd >= 0 { close(fd) }
             throw error
         }
     }
 
-    init(database: Database, path: String, pageSize: Int, pageCount: Int, rawRefusal: String?, fileFD: Int32, walFD: Int32,
+    init(database: Database, path: String, pageSize: Int, pageCount: Int, rawRefusal: String?, file: UnsafeMutablePointer<sqlite3_file>?, walFD: Int32,
          walPages: [UInt32: Int64], walFrames: Int, walSalt: [UInt8], walMode: Bool) {
         self.database = database
         self.path = path
         self.pageSize = pageSize
         self.pageCount = pageCount
         self.rawRefusal = rawRefusal
-        self.fileFD = fileFD
+        self.file = file
         self.walFD = walFD
         self.walPages = walPages
         self.walFrames = walFrames
@@ -189,7 +189,6 @@ public final class PinnedSnapshot: @unchecked Sendable {
 
     deinit {
         end()
-        if fileFD >= 0 { close(fileFD) }
         if walFD >= 0 { close(walFD) }
     }
 }
@@ -205,11 +204,15 @@ struct WALIndexHeader {
     let salt: [UInt8]
     let backfilled: UInt32
 
-    static func read(_ fd: Int32) -> WALIndexHeader? {
+    static func read(_ file: UnsafeMutablePointer<sqlite3_file>) -> WALIndexHeader? {
         var b = [UInt8](repeating: 0, count: 136)
-        let n = b.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 136, 0) }
-        guard n == 136 else { return nil }
-        // A writer updates the second copy, then the first: equal copies are a whole header.
+        guard b.withUnsafeMutableBytes({ tosca_shm_read(file, $0.baseAddress, 136) }) == 0 else { return nil }
+        return parse(b)
+    }
+
+    /// From a copy of the index's first 136 bytes (tests read a still copy of a `-shm`).
+    static func parse(_ b: [UInt8]) -> WALIndexHeader? {
+        guard b.count >= 136 else { return nil }
         guard Array(b[0..<48]) == Array(b[48..<96]), b[12] == 1 else { return nil }
         func u32(_ o: Int) -> UInt32 { b.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: o, as: UInt32.self) } }
         let sz = Int(b.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 14, as: UInt16.self) })
@@ -346,12 +349,13 @@ public enum DatabaseCopy {
         defer { close(out) }
         let total = Int64(pin.pageCount) * Int64(pageSize)
         _ = tosca_preallocate(out, total)
-        _ = posix_fadvise(pin.fileFD, 0, 0, Int32(POSIX_FADV_SEQUENTIAL))
         let chunkPages = max(1, chunkBytes / pageSize)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkPages * pageSize, alignment: 4096)
         defer { buffer.deallocate() }
-        var fileSize = stat()
-        guard fstat(pin.fileFD, &fileSize) == 0 else { throw POSIXFailure(operation: "stat \(pin.path)", code: errno) }
+        guard let file = pin.file else { throw RawCopyRefused(reason: "the connection's database file is not reachable") }
+        var fileSize: sqlite3_int64 = 0
+        let src = tosca_file_size(file, &fileSize)
+        guard src == SQLITE_OK else { throw SQLiteError(code: src, message: "size of \(pin.path)") }
         var fromWAL = 0
         var first = 0
         while first < pin.pageCount {
@@ -359,8 +363,13 @@ public enum DatabaseCopy {
             let offset = Int64(first) * Int64(pageSize)
             let want = count * pageSize
             // Read what the file has of this range; pages past its end must be in the WAL.
-            let inFile = Int(max(0, min(Int64(want), Int64(fileSize.st_size) - offset)))
-            try readFully(pin.fileFD, into: buffer.baseAddress!, count: inFile, at: offset, what: pin.path)
+            let inFile = Int(max(0, min(Int64(want), Int64(fileSize) - offset)))
+            if inFile > 0 {
+                let rrc = tosca_file_read(file, buffer.baseAddress!, Int32(inFile), offset)
+                // SQLITE_IOERR_SHORT_READ: the file is shorter than it was a moment ago.
+                if rrc == SQLITE_IOERR | (2 << 8) { throw RawCopyRefused(reason: "\(pin.path) ended before \(offset + Int64(inFile)) bytes") }
+                guard rrc == SQLITE_OK else { throw SQLiteError(code: rrc, message: "read \(pin.path)") }
+            }
             for p in first..<(first + count) {
                 let pgno = UInt32(p + 1)
                 let slot = buffer.baseAddress! + (p - first) * pageSize

@@ -70,6 +70,71 @@ import ToscaCore
     }
 }
 
+/// The raw page copy (D3) forced against a live encrypted database: the recorder writes at
+/// 1 kHz while another process checkpoints the WAL every 50 ms.
+@Suite(.serialized) struct RawCopyFaultTests {
+    @Test func rawCopiesMeetCheckpointsWhileTheRecorderWritesAt1kHz() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data)
+        try growDatabase(data + "/tosca.db", events: 150_000)
+        let keyHex = try writeKeyFile(dir.sub("key"))
+        let cut = try maint(["encrypt", "--key-file", dir.sub("key"), "--yes", "--data-dir", data])
+        #expect(cut.status == 0, "\(cut.output)")
+        let db = data + "/tosca.db"
+        let sim = try Spawned(executable("tosca-sim"), ["--data-dir", data, "--key-file", dir.sub("key"), "--until-signal", "--sample-rate", "1000", "--event-rate", "200"])
+        #expect(waitUntil(timeout: 60) { (try? sqlcipher(db, keyHex: keyHex, "SELECT count(*) FROM sessions WHERE status = 'in_progress';").stdout.contains("\n1")) == true })
+        // An independent checkpointer: the stock sqlcipher CLI, PASSIVE every 50 ms.
+        let script = dir.sub("checkpoint.sh")
+        try """
+            printf 'PRAGMA key = "x\\047%s\\047";\\n' "$1"
+            while :; do echo 'PRAGMA wal_checkpoint(PASSIVE);'; sleep 0.05; done
+            """.write(toFile: script, atomically: true, encoding: .utf8)
+        let checkpointer = try Spawned("/bin/sh", ["-c", "/bin/sh \"$0\" \"$1\" | \"$2\" -batch \"$3\" > \"$4\"", script, keyHex,
+                                                   which("sqlcipher") ?? "/usr/bin/sqlcipher", db, dir.sub("checkpoints")])
+        var copies: [(path: String, rows: [String: Int])] = []
+        var walFrames: [Int] = []
+        for _ in 0..<6 {
+            let r = try maint(["backup", "--copy-method", "raw", "--json", "--key-file", dir.sub("key"), "--data-dir", data])
+            #expect(r.status == 0, "\(r.output)")
+            let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+            let how = obj?["copy"] as? [String: Any]
+            #expect(how?["method"] as? String == "raw", "\(r.stdout)")
+            walFrames.append(how?["wal_frames"] as? Int ?? -1)
+            let facts = (obj?["manifest"] as? [String: Any])?["facts"] as? [String: Any]
+            copies.append((obj?["path"] as? String ?? "", facts?["row_counts"] as? [String: Int] ?? [:]))
+            usleep(200_000)
+        }
+        sim.signal(SIGTERM)
+        let r = sim.wait()
+        #expect(r.status == 0 && r.stderr.isEmpty, "\(r.output)")
+        // The loop ends; sqlcipher then reads the end of its input and exits.
+        _ = try? run("/usr/bin/pkill", ["-f", script])
+        checkpointer.signal(SIGTERM)
+        _ = checkpointer.wait()
+        // The checkpointer did copy frames into the file while the backups ran, and the
+        // copies took pages from the WAL.
+        let lines = (try? String(contentsOfFile: dir.sub("checkpoints"), encoding: .utf8))?.split(separator: "\n") ?? []
+        #expect(lines.contains { $0.split(separator: "|").last.flatMap { Int($0) }.map { $0 > 0 } == true }, "no checkpoint moved frames: \(lines.suffix(5))")
+        #expect(walFrames.contains { $0 > 0 }, "\(walFrames)")
+        // Every copy, through the stock sqlcipher CLI: sound, its row counts those of its
+        // manifest, and its treatment events exactly the live database's first ones.
+        let tables = ["subjects", "sessions", "treatment_events", "safety_log", "calibrations"]
+        for copy in copies {
+            #expect(try sqlcipher(copy.path, keyHex: keyHex, "PRAGMA integrity_check;").stdout == "ok\nok\n", "\(copy.path)")
+            #expect(try sqlcipher(copy.path, keyHex: keyHex, "PRAGMA cipher_integrity_check;").stdout == "ok\n", "\(copy.path)")
+            for t in tables {
+                let n = try sqlcipher(copy.path, keyHex: keyHex, "SELECT count(*) FROM \(t);").stdout.split(separator: "\n").last.map(String.init)
+                #expect(n == copy.rows[t].map(String.init), "\(t) in \(copy.path)")
+            }
+            let last = try sqlcipher(copy.path, keyHex: keyHex, "SELECT max(event_id) FROM treatment_events;").stdout.split(separator: "\n").last.map(String.init) ?? ""
+            let sum = "SELECT count(*), sum(session_id), sum(time_offset_ms), total(laser_power_actual_watts), sum(length(event_details)) FROM treatment_events WHERE event_id <= \(last);"
+            #expect(try sqlcipher(copy.path, keyHex: keyHex, sum).stdout == (try sqlcipher(db, keyHex: keyHex, sum).stdout), "\(copy.path)")
+        }
+        #expect(try maint(["verify", "--all", "--live", "--key-file", dir.sub("key"), "--data-dir", data]).status == 0)
+    }
+}
+
 @Suite(.serialized) struct RestoreFaultTests {
     /// `restore` killed with SIGKILL at random moments: the live database is the old one or
     /// the restored one, sound; the next run cleans up.
