@@ -119,7 +119,8 @@ public final class PinnedSnapshot: @unchecked Sendable {
             var walSalt: [UInt8] = []
             var walFD: Int32 = -1
             if refusal == nil, let header {
-                if header.pageSize != pageSize {
+                // (An empty WAL's index may say page size 0: only frames need the check.)
+                if header.backfilled < header.maxFrame && header.pageSize != pageSize {
                     refusal = "the WAL index says page size \(header.pageSize), the database \(pageSize)"
                 } else if header.backfilled < header.maxFrame {
                     // Frames not yet in the database file belong to the snapshot: read them.

@@ -67,13 +67,15 @@ struct BackupBench: ParsableCommand {
             }
             let cliHash = try timed { _ = try shell("/usr/bin/sha256sum", [out + "/cli.db"]) }
             let dbKey = try key.map { try KeySource.read(path: $0) }
+            var method = ""
             let ours = try timed(reset: clear("ours.db")) {
                 let source = try Database(path: db, options: .init(readOnly: true, key: dbKey))
                 try source.execute("PRAGMA mmap_size = 4294967296") // as CopyJob does
-                try source.execute("BEGIN")
-                try OnlineBackup.copy(source: source, destinationPath: out + "/ours.db", key: dbKey)
-                try source.execute("COMMIT")
+                let pin = try PinnedSnapshot.begin(source, path: db)
+                let outcome = try DatabaseCopy.copy(pin, to: out + "/ours.db", key: dbKey)
+                pin.end()
                 try FileDigest.fsyncFile(out + "/ours.db")
+                method = outcome.method == .raw ? "raw pages" : "backup API: \(outcome.fallbackReason ?? "forced")"
             }
             let whole = try timed(reset: { try? FileManager.default.removeItem(atPath: data + "/backups"); _ = try shell("/bin/sync", []) }) { try runCLI(maint, ["backup", "--data-dir", data] + (key.map { ["--key-file", $0] } ?? [])) }
             try? FileManager.default.removeItem(atPath: data + "/backups")
@@ -83,7 +85,7 @@ struct BackupBench: ParsableCommand {
             print("\(label):")
             print(String(format: "  cp + fsync                          %7.2f s", cp))
             print(String(format: "  %@  %7.2f s", (key == nil ? "sqlite3 .backup" : "sqlcipher_export (CLI)").padding(toLength: 34, withPad: " ", startingAt: 0), cliCopy))
-            print(String(format: "  our copy (online backup + fsync)    %7.2f s   %@x cp+fsync   %@x CLI copy", ours, r(ours, cp), r(ours, cliCopy)))
+            print(String(format: "  our copy (%@ + fsync)  %7.2f s   %@x cp+fsync   %@x CLI copy", method, ours, r(ours, cp), r(ours, cliCopy)))
             print(String(format: "  by hand: copy + integrity_check + sha256sum  %.2f s (%.2f + %.2f + %.2f)", byHand, cliCopy, cliCheck, cliHash))
             print(String(format: "  tosca-maint backup (copy, verify, manifest, publish)  %.2f s   %@x by hand", whole, r(whole, byHand)))
             print("")
