@@ -14,6 +14,11 @@ static inline int tosca_write_range_and_wait(int fd, int64_t offset, int64_t len
                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
 }
 
+/// sync_file_range(2) with WRITE alone: start pushing a range to the disk, do not wait.
+static inline int tosca_start_write_range(int fd, int64_t offset, int64_t length) {
+    return sync_file_range(fd, (off64_t)offset, (off64_t)length, SYNC_FILE_RANGE_WRITE);
+}
+
 /// Turns O_DIRECT on or off for an open file (fcntl F_SETFL). -1 and errno when the
 /// filesystem refuses it.
 static inline int tosca_set_direct_io(int fd, int on) {

