@@ -32,7 +32,8 @@ public struct RestoreOutcome: Sendable {
 
 extension RestoreJob {
     /// The restore, in order: locks (`.maint.lock`; `tosca.lock` too in place), the copy
-    /// chosen and verified, the plan shown, the admin's confirmation (in place only), the
+    /// chosen, staged beside the target and verified there (a dry run verifies the copy in
+    /// place), the plan shown, the admin's confirmation (in place only), the
     /// key decision (no plaintext database ever comes back to an encrypted device), an
     /// off-device copy brought into the catalog, the current database kept as a safety
     /// copy, then the staged swap with the restore recorded in the restored safety log and
@@ -65,11 +66,20 @@ extension RestoreJob {
             throw ToolFailure(.dataError, "\(entry.name) is a suspect copy (taken when the live safety log did not extend the last backup): restoring it would make its timeline the live one",
                               hint: "inspect it with --to PATH; restore the state before the change with --anchor")
         }
-        try verifyOrExplain(entry, catalog: catalog)
+        if request.dryRun {
+            try verifyOrExplain(entry, catalog: catalog)
+            let plan = try self.plan(for: entry, target: target)
+            try show(plan)
+            return RestoreOutcome(plan: plan, entry: entry, target: target)
+        }
+        // Staged beside the target first, and verified there: one D12 pass proves the copy
+        // (its SHA-256 is the manifest's) and what will be restored.
+        try refuseUnverifiable(entry)
+        let staged = try stage(entry, to: target)
+        try explain(entry, problems: staged.problems, catalog: catalog)
         let plan = try self.plan(for: entry, target: target)
         try show(plan)
         var outcome = RestoreOutcome(plan: plan, entry: entry, target: target)
-        if request.dryRun { return outcome }
         // --to changes nothing live (a new file for inspection): no confirmation needed.
         if try inPlace && !confirm() {
             outcome.confirmed = false
@@ -88,7 +98,7 @@ extension RestoreJob {
         // The maintenance entry goes into the staged file, before the swap: the restored
         // database never exists without it.
         do {
-            try restoreFile(entry, to: target, replace: inPlace, journalsKept: rawKept, encryptWith: encryptWith, prepare: inPlace ? { staged in
+            try place(staged, of: entry, at: target, replace: inPlace, journalsKept: rawKept, encryptWith: encryptWith, prepare: inPlace ? { staged in
                 // The copy's manifest records the restore, bound to the entry just appended:
                 // what `verify --live` and `backup` take as confirmation of that entry. (If
                 // the swap then fails, the binding names an entry that never went live.)

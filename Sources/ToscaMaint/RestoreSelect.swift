@@ -68,11 +68,21 @@ extension RestoreJob {
 
     /// D12 on the chosen copy; a failure names the newest older copy that verifies (65).
     public func verifyOrExplain(_ entry: CatalogEntry, catalog: Catalog) throws {
+        try refuseUnverifiable(entry)
+        try explain(entry, problems: try Verification.problems(of: entry, key: key), catalog: catalog)
+    }
+
+    /// A raw forensic copy is never restored by this command.
+    func refuseUnverifiable(_ entry: CatalogEntry) throws {
         if entry.manifest?.facts.unverifiable == true {
             throw ToolFailure(.dataError, "\(entry.name) is a raw safety copy kept for forensics: it cannot be verified and is not restored by this command",
                               hint: "copy its files by hand if you must inspect them")
         }
-        let problems = try Verification.problems(of: entry, key: key)
+    }
+
+    /// Records what D12 found on `entry` in its manifest; problems refuse the restore (65),
+    /// naming the newest older copy that verifies.
+    func explain(_ entry: CatalogEntry, problems: [String], catalog: Catalog) throws {
         if entry.manifest != nil { try? Verification.record(ManifestCheck(level: "verify", ok: problems.isEmpty, problems: problems), for: entry) }
         guard problems.isEmpty else {
             var older: String? = nil

@@ -1,37 +1,70 @@
 import Foundation
 import ToscaCore
 
+/// A copy staged beside its restore target (`<target>.restore-partial`) and verified there.
+/// The staged file is removed when this goes, unless it was swapped or linked in.
+public final class StagedCopy {
+    public let path: String
+    /// What D12 found on the staged file against the copy's manifest (empty: it is the copy,
+    /// byte for byte, and sound).
+    public internal(set) var problems: [String] = []
+    var placed = false
+    init(path: String) { self.path = path }
+    deinit { if !placed { removeDatabaseFiles(path) } }
+}
+
 extension RestoreJob {
-    /// Copies `entry` into `<target>.restore-partial`, checks D12 steps 2-3 on it (and that
-    /// its SHA-256 is the copy's), lets `prepare` change it (the maintenance entry), gives
-    /// it the old file's owner and mode, then swaps it in: the live WAL is checkpointed
-    /// to empty first, the stale `-wal`/`-shm` removed, the file renamed, the folder
-    /// fsynced. `journalsKept`: the live journals are in a raw safety copy, so they may
-    /// go even when the live file cannot be opened to checkpoint them.
-    public func restoreFile(_ entry: CatalogEntry, to target: String, replace: Bool, journalsKept: Bool = false,
-                            encryptWith: DatabaseKey? = nil, prepare: ((String) throws -> Void)? = nil) throws {
-        guard let facts = entry.manifest?.facts else { throw ToolFailure(.dataError, "\(entry.name): no readable manifest", hint: "tosca-maint list") }
-        let copyKey = key(for: entry)
+    /// Copies `entry` into `<target>.restore-partial` and runs D12 on that file: its SHA-256
+    /// equal to the manifest's proves it is the copy, so one pass verifies the copy and what
+    /// is restored (the copy itself is not read twice).
+    public func stage(_ entry: CatalogEntry, to target: String) throws -> StagedCopy {
+        guard entry.manifest != nil else { throw ToolFailure(.dataError, "\(entry.name): no readable manifest", hint: "tosca-maint list") }
         let dir = PathName.parent(target)
-        let temp = target + ".restore-partial"
-        removeDatabaseFiles(temp)
-        var done = false
-        defer { if !done { removeDatabaseFiles(temp) } }
+        let staged = StagedCopy(path: target + ".restore-partial")
+        removeDatabaseFiles(staged.path)
+        // A lost copy is worded by the verification itself ("database file is missing").
+        guard FileManager.default.fileExists(atPath: entry.path) else {
+            staged.problems = try Verification.problems(of: entry, key: key)
+            return staged
+        }
         do {
-            try FileCopy.copy(from: entry.path, to: temp)
+            try FileCopy.copy(from: entry.path, to: staged.path)
         } catch let e as POSIXFailure {
             if e.operation.hasPrefix("open \(entry.path)") || e.operation.hasPrefix("read \(entry.path)") {
                 throw ToolFailure(e.code == ENOENT ? .noInput : .ioError, "cannot read the copy: \(e)", hint: "tosca-maint list")
             }
             throw ToolFailure(e.code == ENOSPC || e.code == EFBIG || e.code == EDQUOT || e.code == EIO ? .ioError : .cantCreate,
-                              "cannot write \(temp): \(e)", hint: "the current database is untouched; free space or fix permissions in \(dir)")
+                              "cannot write \(staged.path): \(e)", hint: "the current database is untouched; free space or fix permissions in \(dir)")
         }
-        let (m, digest) = try Measurement.withDigest(path: temp, key: copyKey)
-        var problems = Verification.compare(m, with: facts)
-        if digest.hex != facts.sha256 { problems.append("the restored file's SHA-256 differs from the copy's manifest") }
-        guard problems.isEmpty else {
-            throw ToolFailure(.dataError, "the restored file fails verification; the current database is untouched:\n  " + problems.joined(separator: "\n  "))
+        staged.problems = try Verification.problems(of: entry, key: key, measuring: staged.path)
+        return staged
+    }
+
+    /// Stages `entry` (``stage(_:to:)``) and, when it verifies, puts it in place
+    /// (``place(_:of:at:replace:journalsKept:encryptWith:prepare:)``).
+    public func restoreFile(_ entry: CatalogEntry, to target: String, replace: Bool, journalsKept: Bool = false,
+                            encryptWith: DatabaseKey? = nil, prepare: ((String) throws -> Void)? = nil) throws {
+        let staged = try stage(entry, to: target)
+        guard staged.problems.isEmpty else {
+            throw ToolFailure(.dataError, "the restored file fails verification; the current database is untouched:\n  " + staged.problems.joined(separator: "\n  "))
         }
+        try place(staged, of: entry, at: target, replace: replace, journalsKept: journalsKept, encryptWith: encryptWith, prepare: prepare)
+    }
+
+    /// Puts a verified staged copy in place: lets `prepare` change it (the maintenance
+    /// entry), encrypts it when asked, gives it the old file's owner and mode, then swaps it
+    /// in: the live WAL is checkpointed to empty first, the stale `-wal`/`-shm` removed, the
+    /// file renamed, the folder fsynced. `journalsKept`: the live journals are in a raw safety
+    /// copy, so they may go even when the live file cannot be opened to checkpoint them.
+    /// (`--to`: linked in under the new name, never over a file.)
+    public func place(_ staged: StagedCopy, of entry: CatalogEntry, at target: String, replace: Bool, journalsKept: Bool = false,
+                      encryptWith: DatabaseKey? = nil, prepare: ((String) throws -> Void)? = nil) throws {
+        guard staged.problems.isEmpty else {
+            throw ToolFailure(.dataError, "the restored file fails verification; the current database is untouched:\n  " + staged.problems.joined(separator: "\n  "))
+        }
+        let copyKey = key(for: entry)
+        let dir = PathName.parent(target)
+        let temp = staged.path
         try prepare?(temp)
         if let encryptWith {
             // A plaintext copy going into an encrypted device: exported encrypted on the way
@@ -74,13 +107,13 @@ extension RestoreJob {
                 }
             }
             try LiveSwap.swap(temp, into: target) // fsyncs the folder
-            done = true
+            staged.placed = true
         } else {
             guard link(temp, target) == 0 else {
                 throw ToolFailure(.cantCreate, "cannot create \(target): \(String(cString: strerror(errno)))", hint: "--to never overwrites; name a new file")
             }
             unlink(temp)
-            done = true
+            staged.placed = true
             try AtomicFile.syncDirectory(dir.isEmpty ? "." : dir)
         }
     }

@@ -62,7 +62,10 @@ public struct Measurement: Sendable {
 public enum Verification {
     /// The problems D12 finds in `entry` (empty: verified). Throws only when the copy
     /// cannot be checked at all (an encrypted copy and no key, or the wrong key: 77).
-    public static func problems(of entry: CatalogEntry, key: DatabaseKey?) throws -> [String] {
+    /// `measuring`: a byte copy of the file to read instead (a restore's staged file: its
+    /// SHA-256 equal to the manifest's proves it is the copy).
+    public static func problems(of entry: CatalogEntry, key: DatabaseKey?, measuring copy: String? = nil) throws -> [String] {
+        let path = copy ?? entry.path
         guard let manifest = entry.manifest else {
             return ["\(entry.name): \(entry.manifestError ?? "manifest missing")"]
         }
@@ -71,10 +74,10 @@ public enum Verification {
         var problems: [String] = []
         // 1. The file.
         if !entry.digestMatches { problems.append("manifest facts were changed after publication (digest does not match)") }
-        guard FileManager.default.fileExists(atPath: entry.path) else { return problems + ["database file is missing"] }
+        guard FileManager.default.fileExists(atPath: path) else { return problems + ["database file is missing"] }
         // Hash and measure together (two threads); a file that will not open still gets hashed.
         let measured: Result<(Measurement, (hex: String, size: Int64)), any Error>
-        let header = try FileHeader.classify(path: entry.path)
+        let header = try FileHeader.classify(path: path)
         var useKey: DatabaseKey? = nil
         if facts.encryption.isEncrypted {
             guard let key else {
@@ -90,11 +93,11 @@ public enum Verification {
         } else if header != .plaintext {
             problems.append("manifest says plaintext but the file is not plaintext SQLite")
         }
-        measured = Result { try Measurement.withDigest(path: entry.path, key: useKey) }
+        measured = Result { try Measurement.withDigest(path: path, key: useKey) }
         let (sha, size): (String, Int64)
         switch measured {
         case .success(let (_, d)): (sha, size) = (d.hex, d.size)
-        case .failure: (sha, size) = try FileDigest.sha256(path: entry.path)
+        case .failure: (sha, size) = try FileDigest.sha256(path: path)
         }
         if size != facts.sizeBytes { problems.append("size is \(size) bytes, manifest says \(facts.sizeBytes)") }
         if sha != facts.sha256 { problems.append("SHA-256 differs from the manifest: the file changed after publication") }
