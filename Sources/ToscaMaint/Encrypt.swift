@@ -37,8 +37,9 @@ public struct EncryptJob: Sendable {
         try proveEqualMeasuring(plain: plain, encrypted: encrypted).problems
     }
 
-    /// ``proveEqual(plain:encrypted:)``, also returning the encrypted file's measurement.
-    public func proveEqualMeasuring(plain: String, encrypted: String) throws -> (problems: [String], measurement: Measurement) {
+    /// ``proveEqual(plain:encrypted:)``, also returning the encrypted file's measurement and
+    /// SHA-256.
+    public func proveEqualMeasuring(plain: String, encrypted: String) throws -> (problems: [String], measurement: Measurement, digest: (hex: String, size: Int64)) {
         var problems: [String] = []
         if try FileHeader.classify(path: encrypted) == .plaintext { problems.append("\(encrypted) is plaintext SQLite") }
         if (try? Database(path: encrypted, options: .init(readOnly: true))) != nil { problems.append("\(encrypted) opens without a key") }
@@ -64,10 +65,10 @@ public struct EncryptJob: Sendable {
         for pragma in ["user_version", "application_id"] where try p.scalar("PRAGMA \(pragma)") != e.scalar("PRAGMA \(pragma)") {
             problems.append("\(pragma) differs")
         }
-        let m = try Measurement.of(path: encrypted, key: key)
+        let (m, digest) = try Measurement.withDigest(path: encrypted, key: key)
         let plainHead = try? SafetyChain.head(p)
         problems += Verification.steps2and3(m, expected: .init(source: "the plaintext database", chainHead: m.hasChain ? .some(plainHead ?? nil) : nil))
-        return (problems, m)
+        return (problems, m, digest)
     }
 
     /// Steps 3-5 into a scratch folder: reports, changes nothing (`--rehearse`).
@@ -109,12 +110,15 @@ public struct EncryptJob: Sendable {
             recipients = list
         }
         let live = databasePath
+        var prepared: [String: Prepared] = [:]
+        defer { for p in prepared.values { removeDatabaseFiles(p.file) } }
         if try FileHeader.classify(path: live) == .plaintext {
             try confirm()
             // 3. A verified plaintext pre-encryption safety copy.
             var copyJob = CopyJob(folder: folder.with(key: nil), kind: .preEncryption, reason: "before the encryption cutover")
             copyJob.showProgress = true
-            outcome.safetyCopy = try copyJob.makeCopy().path
+            let safetyCopy = try copyJob.makeCopy().path
+            outcome.safetyCopy = safetyCopy
             // 4. Export beside the database.
             let temp = live + ".encrypt-partial"
             removeDatabaseFiles(temp)
@@ -126,11 +130,19 @@ public struct EncryptJob: Sendable {
                 try SQLCipherExport.encrypt(source: source, into: temp, key: key)
             }
             try FileDigest.fsyncFile(temp)
-            // 5. Prove it equal, then swap.
-            let problems = try proveEqual(plain: live, encrypted: temp)
+            // 5. Prove it equal, then swap. Equal to the verified pre-encryption copy, made from
+            // the same unchanging database (both locks held) by other means (raw pages, not
+            // an export): the export holds the database's content, and it is also the
+            // encrypted version of that copy, made below by a byte copy instead of a second
+            // export and proof.
+            let (problems, measurement, digest) = try proveEqualMeasuring(plain: safetyCopy, encrypted: temp)
             guard problems.isEmpty else {
                 throw ToolFailure(.dataError, "the encrypted copy differs from the database; nothing was changed:\n  " + problems.joined(separator: "\n  "))
             }
+            let converted = safetyCopy + ".encrypt.partial"
+            removeDatabaseFiles(converted)
+            try FileCopy.copy(from: temp, to: converted)
+            prepared[PathName.name(safetyCopy)] = (converted, measurement, digest)
             var st = stat()
             if stat(live, &st) == 0 { chown(temp, st.st_uid, st.st_gid) }
             try LiveSwap.prepareWAL(temp, key: key)
@@ -145,7 +157,7 @@ public struct EncryptJob: Sendable {
         }
         // 6. Every plaintext copy in the catalog becomes an encrypted one, and every
         // plaintext bundle one encrypted to the recipients.
-        try convertCatalog(&outcome)
+        try convertCatalog(&outcome, prepared: prepared)
         let (convertedBundles, skippedBundles) = try bundles.encryptPlaintextBundles(to: recipients)
         outcome.convertedBundles = convertedBundles
         outcome.skipped += skippedBundles
@@ -160,7 +172,12 @@ public struct EncryptJob: Sendable {
     /// replacement. The pre-encryption copy kept on purpose (`--keep-plaintext-copy`) goes to
     /// `backups/quarantine/` first, named in the outcome. The caller holds `.maint.lock`; the
     /// nightly backup calls this too, to finish an interrupted cutover.
-    public func convertCatalog(_ outcome: inout Outcome) throws {
+    /// An encrypted version of a plaintext copy made and proven before ``convertCatalog(_:prepared:)``
+    /// runs (the cutover's pre-encryption copy): its file, the measurement and SHA-256 of the
+    /// file it is a byte copy of.
+    public typealias Prepared = (file: String, measurement: Measurement, digest: (hex: String, size: Int64))
+
+    public func convertCatalog(_ outcome: inout Outcome, prepared: [String: Prepared] = [:]) throws {
         let catalog = try folder.scanCatalog()
         // Plaintext files the catalog does not list are never deleted silently: reported.
         for q in catalog.quarantined where (try? FileHeader.classify(path: q)) == .plaintext {
@@ -185,17 +202,28 @@ public struct EncryptJob: Sendable {
                 outcome.skipped.append((entry.name, "changed since publication (SHA-256, size or manifest digest)")); continue
             }
             let partial = entry.path + ".encrypt.partial"
-            removeDatabaseFiles(partial)
             var replaced = false
             defer { if !replaced { removeDatabaseFiles(partial) } }
-            do {
-                let plain = try Database(path: entry.path, options: .init())
-                try SQLCipherExport.encrypt(source: plain, into: partial, key: key)
+            let m: Measurement
+            let digest: (hex: String, size: Int64)
+            if let ready = prepared[entry.name], ready.file == partial, FileManager.default.fileExists(atPath: partial) {
+                // Proven equal to this copy already; the byte copy must be the proven file.
+                let copied = try FileDigest.sha256(path: partial)
+                guard copied == ready.digest else { outcome.skipped.append((entry.name, "the copy of its encrypted version differs from the proven file")); continue }
+                try FileDigest.fsyncFile(partial)
+                (m, digest) = (ready.measurement, copied)
+            } else {
+                removeDatabaseFiles(partial)
+                do {
+                    let plain = try Database(path: entry.path, options: .init())
+                    try SQLCipherExport.encrypt(source: plain, into: partial, key: key)
+                }
+                try FileDigest.fsyncFile(partial)
+                let (problemsEnc, measured, _) = try proveEqualMeasuring(plain: entry.path, encrypted: partial)
+                guard problemsEnc.isEmpty else { outcome.skipped.append((entry.name, problemsEnc.joined(separator: "; "))); continue }
+                m = measured
+                digest = try FileDigest.sha256(path: partial)
             }
-            try FileDigest.fsyncFile(partial)
-            let (problemsEnc, m) = try proveEqualMeasuring(plain: entry.path, encrypted: partial)
-            guard problemsEnc.isEmpty else { outcome.skipped.append((entry.name, problemsEnc.joined(separator: "; "))); continue }
-            let digest = try FileDigest.sha256(path: partial)
             let newFacts = try facts.encryptedVersion(name: entry.name, digest: digest, measurement: m, keyID: key.keyID,
                                                       reason: "\(facts.reason.map { $0 + "; " } ?? "")encrypted in place (key id \(key.keyID))")
             if keepPlaintextCopy && facts.kind == .preEncryption {
