@@ -319,8 +319,11 @@ public enum DatabaseCopy {
     /// `method` `.auto` takes the raw page copy when the snapshot allows it and falls back
     /// to the online-backup API otherwise (the reason in the outcome). Either way the copy
     /// leaves WAL mode (a published copy opens without `-wal`/`-shm`); it is not fsynced.
+    /// `gently` (a recorder is running): the copy's writes go to the disk in 256 KiB direct
+    /// requests one at a time (``PacedWriter``), so a recorder's fsync waits behind one
+    /// request of ours at most, not behind 32 MiB of writeback.
     public static func copy(_ pin: PinnedSnapshot, to destinationPath: String, key: DatabaseKey?, method: CopyMethod = .auto,
-                            progress: ((_ done: Int, _ total: Int) -> Void)? = nil) throws -> CopyOutcome {
+                            gently: Bool = false, progress: ((_ done: Int, _ total: Int) -> Void)? = nil) throws -> CopyOutcome {
         var fallback: String? = nil
         if method != .backupAPI {
             if let refusal = pin.rawRefusal {
@@ -328,7 +331,7 @@ public enum DatabaseCopy {
                 fallback = refusal
             } else {
                 do {
-                    let walPages = try raw(pin, to: destinationPath, progress: progress)
+                    let walPages = try raw(pin, to: destinationPath, gently: gently, progress: progress)
                     if pin.walMode { try leaveWAL(destinationPath, key: key) }
                     return CopyOutcome(method: .raw, walPages: walPages, walFrames: pin.walFrames)
                 } catch let e as RawCopyRefused {
@@ -346,15 +349,16 @@ public enum DatabaseCopy {
     /// frame is in the WAL taken from there, written in large writes that are pushed to the
     /// disk as they go (so dirty data never piles up ahead of the recorder's fsyncs).
     /// Returns how many pages came from the WAL.
-    static func raw(_ pin: PinnedSnapshot, to destinationPath: String, progress: ((Int, Int) -> Void)?) throws -> Int {
+    static func raw(_ pin: PinnedSnapshot, to destinationPath: String, gently: Bool, progress: ((Int, Int) -> Void)?) throws -> Int {
         let pageSize = pin.pageSize
         guard pageSize >= 512, pin.pageCount > 0 else { throw RawCopyRefused(reason: "page size \(pageSize), \(pin.pageCount) pages") }
         let out = open(destinationPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard out >= 0 else { throw POSIXFailure(operation: "open \(destinationPath)", code: errno) }
         defer { close(out) }
         let total = Int64(pin.pageCount) * Int64(pageSize)
-        _ = tosca_preallocate(out, total)
-        let chunkPages = max(1, chunkBytes / pageSize)
+        let paced = gently ? PacedWriter(fd: out, path: destinationPath, expectedBytes: total) : nil
+        if !gently { _ = tosca_preallocate(out, total) }
+        let chunkPages = max(1, (gently ? 1 << 20 : chunkBytes) / pageSize)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkPages * pageSize, alignment: 4096)
         defer { buffer.deallocate() }
         guard let file = pin.file else { throw RawCopyRefused(reason: "the connection's database file is not reachable") }
@@ -386,6 +390,12 @@ public enum DatabaseCopy {
                     throw RawCopyRefused(reason: "page \(pgno) is neither in the database file nor in the snapshot's WAL frames")
                 }
             }
+            if let paced {
+                try paced.write(UnsafeRawBufferPointer(rebasing: buffer[0..<want]))
+                first += count
+                progress?(first, pin.pageCount)
+                continue
+            }
             var done = 0
             while done < want {
                 let n = pwrite(out, buffer.baseAddress! + done, want - done, off_t(offset) + off_t(done))
@@ -403,6 +413,7 @@ public enum DatabaseCopy {
             first += count
             progress?(first, pin.pageCount)
         }
+        try paced?.finish()
         for (o, n) in inFlight where tosca_write_range_and_wait(out, o, n) != 0 { throw POSIXFailure(operation: "write back \(destinationPath)", code: errno) }
         if ftruncate(out, off_t(total)) != 0 { throw POSIXFailure(operation: "truncate \(destinationPath)", code: errno) }
         // The frames read are still the snapshot's: the WAL was not restarted under us.

@@ -120,7 +120,10 @@ public struct CopyJob: Sendable {
         let counting = OwnThread { (rows: try pin.rowCounts(), seal: sealsToCheck ? try SessionSeal.problems(pin.database).first : nil) }
         let outcome: CopyOutcome
         do {
-            outcome = try DatabaseCopy.copy(pin, to: partial, key: key, method: copyMethod) { done, total in bar?.update(done, of: total) }
+            // While the recorder runs (it holds tosca.lock), the copy writes gently.
+            outcome = try DatabaseCopy.copy(pin, to: partial, key: key, method: copyMethod, gently: FileLock.isHeld(path: folder.databaseLock)) { done, total in
+                bar?.update(done, of: total)
+            }
         } catch let e as SQLiteError where e.isAny(of: .full, .ioerr) {
             bar?.finish()
             _ = try? counting.wait()
