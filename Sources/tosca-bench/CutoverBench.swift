@@ -19,14 +19,30 @@ struct CutoverBench: ParsableCommand {
 
     @Option(help: "Size of the benchmark database in MiB.") var sizeMib = 1024
     @Option(help: "Folder for the databases (kept between runs when given).") var workDir: String?
+    @Option(help: "Runs of each timing; the median is shown.") var runs = 3
+
+    struct Figures { let byHand: Double; let keep: Double; let full: Double; let sizeBytes: Int64 }
 
     func run() throws {
         setPrivateUmask()
-        var helper = try BackupBench.parse(["--size-mib", String(sizeMib), "--runs", "1"])
         let base = workDir ?? (NSTemporaryDirectory() + "/tosca-bench-cutover-\(getpid())")
-        helper.workDir = base
         try AtomicFile.makeDirectory(base)
         defer { if workDir == nil { try? FileManager.default.removeItem(atPath: base) } }
+        let f = try Self.measure(base: base, sizeMib: sizeMib, runs: runs)
+        print("tosca-bench cutover: \(String(format: "%.0f", Double(f.sizeBytes) / 1_048_576)) MiB database, SQLCipher \(try SQLCipherLibrary.checkVersion()), medians of \(runs)")
+        Self.printFigures(f)
+    }
+
+    static func printFigures(_ f: Figures) {
+        print(String(format: "  by hand: sqlcipher_export + integrity_check + count(*) both sides   %7.2f s", f.byHand))
+        print(String(format: "  tosca-maint encrypt --keep-plaintext-copy                           %7.2f s   %.2fx by hand", f.keep, f.keep / f.byHand))
+        print(String(format: "  tosca-maint encrypt (also converts the pre-encryption copy)         %7.2f s   %.2fx by hand", f.full, f.full / f.byHand))
+    }
+
+    /// The by-hand cutover and ours, each on a fresh copy of the plaintext benchmark database.
+    static func measure(base: String, sizeMib: Int, runs: Int) throws -> Figures {
+        var helper = try BackupBench.parse(["--size-mib", String(sizeMib), "--runs", String(runs)])
+        helper.workDir = base
         guard let sqlite3 = which("sqlite3"), let sqlcipher = which("sqlcipher"), let maint = helper.sibling("tosca-maint") else {
             throw ValidationError("needs sqlite3, sqlcipher and tosca-maint beside this binary")
         }
@@ -44,21 +60,14 @@ struct CutoverBench: ParsableCommand {
         }
         let tables = try Database(path: plain + "/tosca.db", options: .init(readOnly: true)).tableNames()
         let counts = tables.map { "SELECT count(*) FROM \(quoteIdentifier($0));" }.joined(separator: "\n")
-        try fresh()
-        let byHand = try helper.timed {
+        let byHand = try helper.timed(reset: fresh) {
             try helper.runCLI(sqlcipher, [scratch + "/tosca.db"], stdin: "ATTACH DATABASE '\(scratch)/enc.db' AS enc KEY \"x'\(hex)'\";\nSELECT sqlcipher_export('enc');\nDETACH DATABASE enc;\n")
             try helper.runCLI(sqlcipher, [scratch + "/enc.db"], stdin: "PRAGMA key = \"x'\(hex)'\";\nPRAGMA integrity_check;\n" + counts + "\n")
             try helper.runCLI(sqlite3, [scratch + "/tosca.db"], stdin: counts + "\n")
         }
-        try fresh()
-        let keep = try helper.timed { try helper.runCLI(maint, ["encrypt", "--key-file", keyFile, "--yes", "--keep-plaintext-copy", "--data-dir", scratch]) }
-        try fresh()
-        let full = try helper.timed { try helper.runCLI(maint, ["encrypt", "--key-file", keyFile, "--yes", "--data-dir", scratch]) }
+        let keep = try helper.timed(reset: fresh) { try helper.runCLI(maint, ["encrypt", "--key-file", keyFile, "--yes", "--keep-plaintext-copy", "--data-dir", scratch]) }
+        let full = try helper.timed(reset: fresh) { try helper.runCLI(maint, ["encrypt", "--key-file", keyFile, "--yes", "--data-dir", scratch]) }
         try? FileManager.default.removeItem(atPath: scratch)
-        let size = fileSize(plain + "/tosca.db")
-        print("tosca-bench cutover: \(String(format: "%.0f", Double(size) / 1_048_576)) MiB database, SQLCipher \(try SQLCipherLibrary.checkVersion())")
-        print(String(format: "  by hand: sqlcipher_export + integrity_check + count(*) both sides   %7.2f s", byHand))
-        print(String(format: "  tosca-maint encrypt --keep-plaintext-copy                           %7.2f s   %.2fx by hand", keep, keep / byHand))
-        print(String(format: "  tosca-maint encrypt (also converts the pre-encryption copy)         %7.2f s   %.2fx by hand", full, full / byHand))
+        return Figures(byHand: byHand, keep: keep, full: full, sizeBytes: fileSize(plain + "/tosca.db"))
     }
 }
