@@ -95,7 +95,8 @@ public struct CopyJob: Sendable {
             let anchor = try LiveCheck.timelineAnchor(source, catalog: try folder.scanCatalog())
             timelineProblem = try LiveCheck.anchorProblem(source, anchor: anchor)
             // Treatment events of a sealed session changed: the same kind of change. (Checked
-            // on the snapshot while it is copied: one scan of the events table.)
+            // on the copy, beside its integrity_check: one scan of the events table, and the
+            // copy holds the snapshot's rows, which D12 proves below.)
             checkSeals = timelineProblem == nil
         }
         // Copied under the name of the kind asked for; a suspect copy gets its own name when
@@ -116,8 +117,7 @@ public struct CopyJob: Sendable {
         Journal.shared.status("copying \(databasePath) to \(copyName)")
         // The source's row counts under the same snapshot, counted while the copy runs (a
         // raw copy is disk work and leaves the second core free): the copy must hold them.
-        let sealsToCheck = checkSeals
-        let counting = OwnThread { (rows: try pin.rowCounts(), seal: sealsToCheck ? try SessionSeal.problems(pin.database).first : nil) }
+        let counting = OwnThread { try pin.rowCounts() }
         let outcome: CopyOutcome
         do {
             // While the recorder runs (it holds tosca.lock), the copy writes gently.
@@ -138,13 +138,7 @@ public struct CopyJob: Sendable {
             throw error
         }
         bar?.finish()
-        let (sourceRows, sealProblem) = try counting.wait()
-        if timelineProblem == nil { timelineProblem = sealProblem }
-        // A suspect copy is a safety copy of its own kind: no later check can turn it into a
-        // backup (an ok verify of its file says nothing about the timeline).
-        let kind = timelineProblem != nil && (newTimelineReason == nil || !self.kind.isBackup) ? CopyKind.suspect : self.kind
-        let name = kind == self.kind ? copyName : Catalog.freeName(in: backupsDirectory, kind: kind, time: started)
-        let finalPath = backupsDirectory + "/" + name
+        let sourceRows = try counting.wait()
         if let reason = outcome.fallbackReason {
             Journal.shared.log(.notice, "copied \(databasePath) with the online-backup API: \(reason)", fields: ["TOSCA_DATABASE": databasePath])
         } else if outcome.method == .raw {
@@ -155,9 +149,17 @@ public struct CopyJob: Sendable {
             throw ToolFailure(.dataError, "the copy of an encrypted database came out plaintext; not published")
         }
         // Verify the copy (D12 steps 2-3) and measure its facts, hashing in parallel.
-        Journal.shared.status("verifying \(name)")
-        let (measurement, digest) = try Measurement.withDigest(path: partial, key: key)
+        Journal.shared.status("verifying \(copyName)")
+        var sealCheck: (@Sendable (Database) throws -> String?)? = nil
+        if checkSeals { sealCheck = { @Sendable db in try SessionSeal.problems(db).first } }
+        let (measurement, digest, sealProblem) = try Measurement.withDigest(path: partial, key: key, alsoFinding: sealCheck)
         let problems = Verification.steps2and3(measurement, expected: .init(source: "the source snapshot", chainHead: .some(sourceHead), pageCount: sourcePages, rowCounts: sourceRows))
+        if timelineProblem == nil { timelineProblem = sealProblem }
+        // A suspect copy is a safety copy of its own kind: no later check can turn it into a
+        // backup (an ok verify of its file says nothing about the timeline).
+        let kind = timelineProblem != nil && (newTimelineReason == nil || !self.kind.isBackup) ? CopyKind.suspect : self.kind
+        let name = kind == self.kind ? copyName : Catalog.freeName(in: backupsDirectory, kind: kind, time: started)
+        let finalPath = backupsDirectory + "/" + name
         guard problems.isEmpty else {
             Journal.shared.log(.err, "backup of \(databasePath) failed verification, nothing published: \(problems.joined(separator: "; "))",
                                id: .backupFailed, fields: ["TOSCA_DATABASE": databasePath])

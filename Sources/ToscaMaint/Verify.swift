@@ -19,18 +19,28 @@ public struct Measurement: Sendable {
     /// `integrity_check`, the row counts and the chain; the other thread hashes the file,
     /// then runs `cipher_integrity_check` and `foreign_key_check` on a second connection.
     public static func withDigest(path: String, key: DatabaseKey?) throws -> (Measurement, (hex: String, size: Int64)) {
-        let other = OwnThread { () throws -> ((hex: String, size: Int64), (cipher: [String], fk: Int)) in
+        let (m, digest, _) = try withDigest(path: path, key: key, alsoFinding: nil)
+        return (m, digest)
+    }
+
+    /// ``withDigest(path:key:)``, and `alsoFinding` run on the second thread's connection
+    /// after its own checks (`integrity_check` is the longer pass: what the second thread
+    /// does meanwhile costs no wall time). Returns what it found.
+    public static func withDigest(path: String, key: DatabaseKey?, alsoFinding extra: (@Sendable (Database) throws -> String?)?) throws
+        -> (Measurement, (hex: String, size: Int64), String?) {
+        let other = OwnThread { () throws -> ((hex: String, size: Int64), (cipher: [String], fk: Int), String?) in
             let digest = try FileDigest.sha256(path: path)
             let db = try Database(path: path, options: .init(readOnly: true, key: key))
             let cipher = key == nil ? [] : try db.rows("PRAGMA cipher_integrity_check").map { $0.values.map(\.description).joined(separator: " ") }
-            return (digest, (cipher, try db.rows("PRAGMA foreign_key_check").count))
+            let fk = try db.rows("PRAGMA foreign_key_check").count
+            return (digest, (cipher, fk), try extra?(db))
         }
         let main = Result { try Measurement.of(path: path, key: key, sideChecks: false) }
-        let (digest, side) = try other.wait()
+        let (digest, side, found) = try other.wait()
         var m = try main.get()
         m.cipherIntegrity = side.cipher
         m.foreignKeyViolations = side.fk
-        return (m, digest)
+        return (m, digest, found)
     }
 
     /// Reads everything from `path` over one read-only connection, in one read transaction
