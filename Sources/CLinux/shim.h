@@ -19,6 +19,14 @@ static inline int tosca_start_write_range(int fd, int64_t offset, int64_t length
     return sync_file_range(fd, (off64_t)offset, (off64_t)length, SYNC_FILE_RANGE_WRITE);
 }
 
+/// copy_file_range(2) from the current offsets: the kernel copies, no user buffers.
+/// (Declared here: <unistd.h> under _GNU_SOURCE clashes with Swift's Glibc module. On the
+/// LP64 Linux targets, ssize_t and off64_t are long and size_t is unsigned long.)
+extern long copy_file_range(int in_fd, long *in_off, int out_fd, long *out_off, unsigned long len, unsigned int flags);
+static inline long tosca_copy_file_range(int in, int out, unsigned long length) {
+    return copy_file_range(in, 0, out, 0, length, 0);
+}
+
 /// Turns O_DIRECT on or off for an open file (fcntl F_SETFL). -1 and errno when the
 /// filesystem refuses it.
 static inline int tosca_set_direct_io(int fd, int on) {
