@@ -319,9 +319,10 @@ public enum DatabaseCopy {
     /// `method` `.auto` takes the raw page copy when the snapshot allows it and falls back
     /// to the online-backup API otherwise (the reason in the outcome). Either way the copy
     /// leaves WAL mode (a published copy opens without `-wal`/`-shm`); it is not fsynced.
-    /// `gently` (a recorder is running): the copy's writes go to the disk in 256 KiB direct
-    /// requests one at a time (``PacedWriter``), so a recorder's fsync waits behind one
-    /// request of ours at most, not behind 32 MiB of writeback.
+    /// `gently` (a recorder is running): the copy goes in 1 MiB steps, each pushed to the
+    /// disk and waited for before the next, so a recorder's fsync waits behind one request
+    /// of ours at most, not behind 32 MiB of writeback. The pages stay in the page cache, so
+    /// the verification that follows reads none of them from the disk.
     public static func copy(_ pin: PinnedSnapshot, to destinationPath: String, key: DatabaseKey?, method: CopyMethod = .auto,
                             gently: Bool = false, progress: ((_ done: Int, _ total: Int) -> Void)? = nil) throws -> CopyOutcome {
         var fallback: String? = nil
@@ -356,8 +357,7 @@ public enum DatabaseCopy {
         guard out >= 0 else { throw POSIXFailure(operation: "open \(destinationPath)", code: errno) }
         defer { close(out) }
         let total = Int64(pin.pageCount) * Int64(pageSize)
-        let paced = gently ? PacedWriter(fd: out, path: destinationPath, expectedBytes: total) : nil
-        if !gently { _ = tosca_preallocate(out, total) }
+        _ = tosca_preallocate(out, total)
         let chunkPages = max(1, (gently ? 1 << 20 : chunkBytes) / pageSize)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkPages * pageSize, alignment: 4096)
         defer { buffer.deallocate() }
@@ -390,12 +390,6 @@ public enum DatabaseCopy {
                     throw RawCopyRefused(reason: "page \(pgno) is neither in the database file nor in the snapshot's WAL frames")
                 }
             }
-            if let paced {
-                try paced.write(UnsafeRawBufferPointer(rebasing: buffer[0..<want]))
-                first += count
-                progress?(first, pin.pageCount)
-                continue
-            }
             var done = 0
             while done < want {
                 let n = pwrite(out, buffer.baseAddress! + done, want - done, off_t(offset) + off_t(done))
@@ -406,14 +400,13 @@ public enum DatabaseCopy {
             // disk before the next is read, so at most `writeWindow` chunks of ours are dirty.
             if tosca_start_write_range(out, offset, Int64(want)) != 0 { throw POSIXFailure(operation: "write back \(destinationPath)", code: errno) }
             inFlight.append((offset, Int64(want)))
-            if inFlight.count >= writeWindow {
+            if inFlight.count >= (gently ? 1 : writeWindow) {
                 let (o, n) = inFlight.removeFirst()
                 if tosca_write_range_and_wait(out, o, n) != 0 { throw POSIXFailure(operation: "write back \(destinationPath)", code: errno) }
             }
             first += count
             progress?(first, pin.pageCount)
         }
-        try paced?.finish()
         for (o, n) in inFlight where tosca_write_range_and_wait(out, o, n) != 0 { throw POSIXFailure(operation: "write back \(destinationPath)", code: errno) }
         if ftruncate(out, off_t(total)) != 0 { throw POSIXFailure(operation: "truncate \(destinationPath)", code: errno) }
         // The frames read are still the snapshot's: the WAL was not restarted under us.
