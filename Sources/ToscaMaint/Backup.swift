@@ -128,6 +128,10 @@ public struct CopyJob: Sendable {
             bar?.finish()
             _ = try? counting.wait()
             throw ToolFailure(.ioError, "copy to \(partial) failed: \(e.message)", hint: "free space in \(backupsDirectory); older backups are untouched")
+        } catch let e as POSIXFailure where [ENOSPC, EDQUOT, EFBIG, EIO].contains(e.code) {
+            bar?.finish()
+            _ = try? counting.wait()
+            throw ToolFailure(.ioError, "copy to \(partial) failed: \(e)", hint: "free space in \(backupsDirectory); older backups are untouched")
         } catch let e as RawCopyRefused {
             bar?.finish()
             _ = try? counting.wait()
