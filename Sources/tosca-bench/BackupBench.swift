@@ -26,6 +26,9 @@ struct BackupBench: ParsableCommand {
     @Flag(help: "Skip the encrypted variant.") var plaintextOnly = false
     @Option(help: "Runs of each timing; the median is shown.") var runs = 3
     @Flag(help: "Skip the encryption cutover (tosca-bench cutover runs it alone).") var skipCutover = false
+    @Flag(help: "Skip the copies and whole backups.") var skipCopies = false
+    @Flag(help: "Skip the restores.") var skipRestore = false
+    @Flag(help: "Skip the recorder latency windows.") var skipLatency = false
 
     /// Each figure of the performance goals: ours / its baseline, and the goal.
     final class Summary {
@@ -51,7 +54,7 @@ struct BackupBench: ParsableCommand {
         print("each time is the median of \(runs) runs after a warm-up read of the file; ratios are ours / baseline (below 1: faster)\n")
         let summary = Summary()
 
-        for (label, data, key) in [("plaintext", plain, nil as String?)] + (plaintextOnly ? [] : [("encrypted", enc, keyFile)]) {
+        for (label, data, key) in skipCopies ? [] : [("plaintext", plain, nil as String?)] + (plaintextOnly ? [] : [("encrypted", enc, keyFile)]) {
             let db = data + "/tosca.db"
             _ = try timed { _ = try shell("/bin/sh", ["-c", "cat \"$0\" > /dev/null", db]) }
             let out = base + "/out"
@@ -100,7 +103,7 @@ struct BackupBench: ParsableCommand {
             summary.add("\(label) backup copy vs cp+fsync", ours / cp, goal: key == nil ? 1.5 : 2.0)
             summary.add("whole \(label) backup vs by hand", whole / byHand, goal: key == nil ? 0.8 : 0.5)
         }
-        summary.add("in-place restore vs by hand", try restore(data: plain, sqlite3: sqlite3, maint: maint, base: base), goal: 1.0)
+        if !skipRestore { summary.add("in-place restore vs by hand", try restore(data: plain, sqlite3: sqlite3, maint: maint, base: base), goal: 1.0) }
         if !skipCutover {
             let f = try CutoverBench.measure(base: base, sizeMib: sizeMib, runs: runs)
             print("encryption cutover (fresh copy of the plaintext database each run):")
@@ -108,7 +111,7 @@ struct BackupBench: ParsableCommand {
             print("")
             summary.add("encryption cutover vs by hand", f.full / f.byHand, goal: 1.2)
         }
-        summary.add("recorder p99 commit latency during backups vs idle", try latency(data: plain, sim: sim, maint: maint), goal: 2.0)
+        if !skipLatency { summary.add("recorder p99 commit latency during backups vs idle", try latency(data: plain, sim: sim, maint: maint), goal: 2.0) }
         print("\nsummary (ours / baseline in this run, medians of \(runs)):")
         for (what, ratio, goal) in summary.rows {
             print("  \(what.padding(toLength: 52, withPad: " ", startingAt: 0)) \(String(format: "%5.2fx", ratio))   goal <= \(String(format: "%.1fx", goal))  \(ratio <= goal ? "met" : "NOT MET")")

@@ -47,6 +47,33 @@ import ToscaCore
     /// A treatment event of a sealed session deleted or edited past dropped-and-restored
     /// triggers: verify --live and the backup report it (65); the backup keeps the copy as
     /// a suspect copy, never a backup.
+    /// The one-scan digests of every sealed session equal each session's own digest, also
+    /// when sessions' events interleave in event_id order (a session resumed after another).
+    @Test func oneScanGivesEachSessionsOwnDigestWhenEventsInterleave() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data, sessions: 3)
+        let db = data + "/tosca.db"
+        // Events of sessions 1 and 2 again, after session 3's, in alternation.
+        _ = try sqlite3Value(db, """
+            WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40)
+            INSERT INTO treatment_events (session_id, timestamp, time_offset_ms, event_type, laser_power_commanded_watts,
+              laser_power_actual_watts, photodiode_voltage_v, interlock_status, event_details)
+            SELECT 1 + i % 2, '2026-01-01 00:00:00.000000', 100000 + i, 'power_reading', 1.5, 1.5, 1.2, '{}', NULL FROM n;
+            """)
+        let database = try Database(path: db, options: .init(readOnly: true))
+        let all = try SessionSeal.eventDigests(database)
+        #expect(Set(all.keys) == [1, 2, 3])
+        for id in all.keys.sorted() {
+            let one = try SessionSeal.eventDigests(database, sessionID: id)[id]
+            #expect(one?.count == all[id]?.count && one?.sha256 == all[id]?.sha256, "session \(id)")
+            #expect(one?.count == Int(try sqlite3Value(db, "SELECT count(*) FROM treatment_events WHERE session_id = \(id);")))
+        }
+        // And the seal check sees the added events as a change of sessions 1 and 2 only.
+        let changed = try SessionSeal.mismatches(database).compactMap(\.sessionID)
+        #expect(changed.sorted() == [1, 2], "\(changed)")
+    }
+
     @Test func changedEventsOfASealedSessionAreTampering() throws {
         for sql in ["DELETE FROM treatment_events WHERE event_id = (SELECT max(event_id) FROM treatment_events);",
                     "UPDATE treatment_events SET laser_power_actual_watts = 9.5 WHERE event_id = (SELECT min(event_id) FROM treatment_events);"] {
