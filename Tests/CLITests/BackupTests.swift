@@ -64,6 +64,9 @@ import ToscaCore
         let m = try manifest(copy)
         #expect(viaCipher.stdout.split(separator: "\n").map(String.init) == ["ok", String(m.facts.rowCounts["treatment_events"]!)])
         #expect(m.facts.encryption.keyID == (try KeySource.read(path: dir.sub("key"))).keyID)
+        // SQLCipher answers PRAGMA page_size as text: the manifest once recorded 0.
+        let pages = try sqlcipher(copy, keyHex: hex, "PRAGMA page_count;").stdout.split(separator: "\n").last.flatMap { Int($0) }
+        #expect(m.facts.pageSize == 4096 && m.facts.pageCount == pages && m.facts.sizeBytes == Int64(4096 * (pages ?? 0)), "\(m.facts.pageSize) \(m.facts.pageCount)")
         #expect(!(try String(contentsOfFile: copy + ".manifest.json", encoding: .utf8)).contains(hex))
         #expect(try maint(["verify", "--latest", "--data-dir", data, "--key-file", dir.sub("key")]).status == 0)
         let noKey = try maint(["verify", "--latest", "--data-dir", data])
