@@ -183,16 +183,17 @@ public struct EncryptJob: Sendable {
         return outcome
     }
 
-    /// Step 6: every plaintext copy in the catalog becomes an encrypted one under the same
-    /// name (verified, a new manifest with the key id); the plaintext file is gone with the
-    /// replacement. The pre-encryption copy kept on purpose (`--keep-plaintext-copy`) goes to
-    /// `backups/quarantine/` first, named in the outcome. The caller holds `.maint.lock`; the
-    /// nightly backup calls this too, to finish an interrupted cutover.
     /// An encrypted version of a plaintext copy made and proven before ``convertCatalog(_:prepared:)``
     /// runs (the cutover's pre-encryption copy): its file, the measurement and SHA-256 of the
     /// file it is a byte copy of.
     public typealias Prepared = (file: String, measurement: Measurement, digest: (hex: String, size: Int64))
 
+    /// Step 6: every plaintext copy in the catalog becomes an encrypted one under the same
+    /// name (verified, a new manifest with the key id); the plaintext file is gone with the
+    /// replacement. The pre-encryption copy kept on purpose (`--keep-plaintext-copy`) goes to
+    /// `backups/quarantine/` first, named in the outcome. The caller holds `.maint.lock`; the
+    /// nightly backup calls this too, to finish an interrupted cutover. A copy named in
+    /// `prepared` gets its prepared encrypted version instead of an export and proof.
     public func convertCatalog(_ outcome: inout Outcome, prepared: [String: Prepared] = [:]) throws {
         let catalog = try folder.scanCatalog()
         // Plaintext files the catalog does not list are never deleted silently: reported.
