@@ -76,41 +76,41 @@ public final class PinnedSnapshot: @unchecked Sendable {
         let walMode = (try database.scalar("PRAGMA journal_mode")?.string ?? "").lowercased() == "wal"
         var header: WALIndexHeader? = nil
         var began = false
+        // A read transaction starts at its first read, not at BEGIN.
+        func beginRead() throws {
+            try database.execute("BEGIN")
+            began = true
+            _ = try database.scalar("SELECT count(*) FROM sqlite_schema")
+        }
+        func endRead() throws {
+            try database.execute("COMMIT")
+            began = false
+        }
         do {
             if walMode, let file {
                 // A first read transaction opens the WAL and maps its index.
-                try database.execute("BEGIN")
-                began = true
-                _ = try database.scalar("SELECT count(*) FROM sqlite_schema")
-                try database.execute("COMMIT")
-                began = false
+                try beginRead()
+                try endRead()
                 // Sandwich the start of the read transaction between two identical headers.
                 for attempt in 0..<50 {
                     let before = WALIndexHeader.read(file)
-                    try database.execute("BEGIN")
-                    began = true
-                    _ = try database.scalar("SELECT count(*) FROM sqlite_schema")
+                    try beginRead()
                     let after = WALIndexHeader.read(file)
                     if let before, let after, before.header == after.header {
                         header = after
                         break
                     }
-                    try database.execute("COMMIT")
-                    began = false
+                    try endRead()
                     usleep(UInt32(min(attempt + 1, 10)) * 1000)
                 }
                 if header == nil {
                     refusal = "the WAL index header kept changing (or was unreadable) while the snapshot was taken"
-                    try database.execute("BEGIN")
-                    began = true
-                    _ = try database.scalar("SELECT count(*) FROM sqlite_schema")
+                    try beginRead()
                 }
             } else {
                 // Rollback journal: the read transaction's SHARED lock keeps every writer
                 // out until it ends, so the file alone is the snapshot.
-                try database.execute("BEGIN")
-                began = true
-                _ = try database.scalar("SELECT count(*) FROM sqlite_schema")
+                try beginRead()
             }
             let pageSize = try database.integerPragma("page_size") ?? 0
             let pageCount = try database.integerPragma("page_count") ?? 0

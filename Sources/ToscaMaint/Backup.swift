@@ -78,7 +78,7 @@ public struct CopyJob: Sendable {
         // Pin a snapshot: every read below and the copy see the same state (D3).
         let pin = try PinnedSnapshot.begin(source, path: databasePath)
         defer { pin.end() }
-        let sourcePages = try source.scalar("PRAGMA page_count")?.int ?? 0
+        let sourcePages = pin.pageCount
         let sourceStatus = try Migrator().status(source)
         let sourceHead = sourceStatus.kind == .versioned ? try SafetyChain.head(source) : nil
         // A backup becomes the next anchor of `verify --live`. One whose safety log does not

@@ -61,7 +61,7 @@ public struct EncryptJob: Sendable {
             let e2 = try Database(path: encrypted, options: .init(readOnly: true, key: key))
             let digests = try MigrateJob.tableDigests(e2, tables: tables, columns: cols)
             let file = try FileDigest.sha256(path: encrypted)
-            return (digests, file, try e2.rows("PRAGMA cipher_integrity_check").map { $0.values.map(\.description).joined(separator: " ") })
+            return (digests, file, try e2.cipherIntegrityProblems())
         }
         let measured = Result { try Measurement.of(path: encrypted, key: key, sideChecks: false) }
         let mine = Result { try MigrateJob.tableDigests(p, tables: tables, columns: columns) }

@@ -31,7 +31,7 @@ public struct Measurement: Sendable {
         let other = OwnThread { () throws -> ((hex: String, size: Int64), (cipher: [String], fk: Int), String?) in
             let digest = try FileDigest.sha256(path: path)
             let db = try Database(path: path, options: .init(readOnly: true, key: key))
-            let cipher = key == nil ? [] : try db.rows("PRAGMA cipher_integrity_check").map { $0.values.map(\.description).joined(separator: " ") }
+            let cipher = key == nil ? [] : try db.cipherIntegrityProblems()
             let fk = try db.rows("PRAGMA foreign_key_check").count
             return (digest, (cipher, fk), try extra?(db))
         }
@@ -51,7 +51,7 @@ public struct Measurement: Sendable {
         try db.execute("BEGIN")
         defer { try? db.execute("COMMIT") }
         m.integrity = try db.integrityCheck()
-        if key != nil && sideChecks { m.cipherIntegrity = try db.rows("PRAGMA cipher_integrity_check").map { $0.values.map(\.description).joined(separator: " ") } }
+        if key != nil && sideChecks { m.cipherIntegrity = try db.cipherIntegrityProblems() }
         m.pageSize = try db.integerPragma("page_size") ?? 0
         m.pageCount = try db.scalar("PRAGMA page_count")?.int ?? 0
         for t in try db.tableNames() { m.rowCounts[t] = try db.scalar("SELECT count(*) FROM \(quoteIdentifier(t))")?.int ?? 0 }
@@ -65,6 +65,13 @@ public struct Measurement: Sendable {
         }
         if m.hasChain { m.chain = try SafetyChain.verify(db) }
         return m
+    }
+}
+
+extension Database {
+    /// `PRAGMA cipher_integrity_check`, one line a problem (empty: every page's HMAC holds).
+    func cipherIntegrityProblems() throws -> [String] {
+        try rows("PRAGMA cipher_integrity_check").map { $0.values.map(\.description).joined(separator: " ") }
     }
 }
 
