@@ -43,8 +43,8 @@ public struct EncryptJob: Sendable {
         var problems: [String] = []
         if try FileHeader.classify(path: encrypted) == .plaintext { problems.append("\(encrypted) is plaintext SQLite") }
         if (try? Database(path: encrypted, options: .init(readOnly: true))) != nil { problems.append("\(encrypted) opens without a key") }
-        let p = try Database(path: plain, options: .init(readOnly: true))
-        let e = try Database(path: encrypted, options: .init(readOnly: true, key: key))
+        let p = try Database(path: plain, options: .init(readOnly: true, oneThread: true))
+        let e = try Database(path: encrypted, options: .init(readOnly: true, key: key, oneThread: true))
         let tables = try p.tableNames()
         if try e.tableNames() != tables { problems.append("tables differ: \(tables) vs \(try e.tableNames())") }
         var columns: [String: [String]] = [:]
@@ -58,7 +58,7 @@ public struct EncryptJob: Sendable {
         let key = self.key
         let cols = columns
         let other = OwnThread { () throws -> ([String: (rows: Int, sha256: String)], (hex: String, size: Int64), [String]) in
-            let e2 = try Database(path: encrypted, options: .init(readOnly: true, key: key))
+            let e2 = try Database(path: encrypted, options: .init(readOnly: true, key: key, oneThread: true))
             let digests = try MigrateJob.tableDigests(e2, tables: tables, columns: cols)
             let file = try FileDigest.sha256(path: encrypted)
             return (digests, file, try e2.cipherIntegrityProblems())

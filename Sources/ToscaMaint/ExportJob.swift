@@ -228,7 +228,7 @@ public struct ExportJob: Sendable {
         let cachedTables = copyUnchanged ? cache?.tables : nil
         let tableDigests = OwnThread { () -> [String: TableDigest] in
             if let cachedTables { return cachedTables }
-            let db = try Database(path: copyPath, options: .init(readOnly: true, key: copyKey))
+            let db = try Database(path: copyPath, options: .init(readOnly: true, key: copyKey, oneThread: true))
             return try TableDigest.of(db)
         }
         var files: [ExportedFile] = []

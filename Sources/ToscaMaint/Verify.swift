@@ -30,7 +30,7 @@ public struct Measurement: Sendable {
         -> (Measurement, (hex: String, size: Int64), String?) {
         let other = OwnThread { () throws -> ((hex: String, size: Int64), (cipher: [String], fk: Int), String?) in
             let digest = try FileDigest.sha256(path: path)
-            let db = try Database(path: path, options: .init(readOnly: true, key: key))
+            let db = try Database(path: path, options: .init(readOnly: true, key: key, oneThread: true))
             let cipher = key == nil ? [] : try db.cipherIntegrityProblems()
             let fk = try db.rows("PRAGMA foreign_key_check").count
             return (digest, (cipher, fk), try extra?(db))
@@ -46,7 +46,7 @@ public struct Measurement: Sendable {
     /// Reads everything from `path` over one read-only connection, in one read transaction
     /// (`sideChecks: false` leaves out `cipher_integrity_check` and `foreign_key_check`).
     public static func of(path: String, key: DatabaseKey?, sideChecks: Bool = true) throws -> Measurement {
-        let db = try Database(path: path, options: .init(readOnly: true, key: key))
+        let db = try Database(path: path, options: .init(readOnly: true, key: key, oneThread: true))
         var m = Measurement()
         try db.execute("BEGIN")
         defer { try? db.execute("COMMIT") }

@@ -17,6 +17,20 @@ import TestSupport
         #expect(try sqlite3Value(dir.sub("t.db"), "SELECT hex(d), hex(e), b FROM t") == "C3BC6EC3AF22636F6465270A|0001FF|-9007199254740993")
     }
 
+    /// `oneThread` reaches SQLite (no per-call mutex), and such a connection reads what a
+    /// serialized one reads.
+    @Test func oneThreadConnectionsHaveNoMutexOfTheirOwn() throws {
+        let dir = TempDir()
+        let path = dir.sub("t.db")
+        let db = try Database(path: path, options: .init(create: true))
+        try db.execute("CREATE TABLE t (a, b)")
+        try db.execute("INSERT INTO t VALUES (1, 'x'), (2, X'00FF')")
+        #expect(db.isSerialized)
+        let alone = try Database(path: path, options: .init(readOnly: true, oneThread: true))
+        #expect(!alone.isSerialized)
+        #expect(try alone.rows("SELECT a, b FROM t ORDER BY a").map(\.values) == db.rows("SELECT a, b FROM t ORDER BY a").map(\.values))
+    }
+
     @Test func errorsCarryCodesAndMatchPrimaryCode() throws {
         let db = try Database(path: ":memory:", options: .init(create: true))
         try db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v NOT NULL)")

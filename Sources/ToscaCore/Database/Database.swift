@@ -33,13 +33,19 @@ public final class Database {
         public var walMode = false
         /// `PRAGMA synchronous`; FULL by default (D2).
         public var synchronous = "FULL"
+        /// The connection is used by one thread only, so SQLite needs no mutex of its own
+        /// around each call (`SQLITE_OPEN_NOMUTEX`). Without it every `sqlite3_column_*`
+        /// call takes and releases the connection's mutex: on a scan of every treatment
+        /// event that is most of the CPU time outside the decryption.
+        public var oneThread = false
 
         public init(readOnly: Bool = false, create: Bool = false, key: DatabaseKey? = nil,
-                    walMode: Bool = false) {
+                    walMode: Bool = false, oneThread: Bool = false) {
             self.readOnly = readOnly
             self.create = create
             self.key = key
             self.walMode = walMode
+            self.oneThread = oneThread
         }
     }
 
@@ -60,7 +66,7 @@ public final class Database {
         }
         var flags = options.readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE
         if options.create && !options.readOnly { flags |= SQLITE_OPEN_CREATE }
-        flags |= SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_NOFOLLOW
+        flags |= (options.oneThread ? SQLITE_OPEN_NOMUTEX : SQLITE_OPEN_FULLMUTEX) | SQLITE_OPEN_NOFOLLOW
         var db: OpaquePointer?
         let rc = sqlite3_open_v2(path, &db, flags, nil)
         guard rc == SQLITE_OK, let db else {
@@ -105,6 +111,10 @@ public final class Database {
     }
 
     deinit { sqlite3_close_v2(handle) }
+
+    /// Whether SQLite guards each call on this connection with a mutex of its own (every
+    /// connection but one opened with ``OpenOptions/oneThread``).
+    public var isSerialized: Bool { sqlite3_db_mutex(handle) != nil }
 
     /// Builds an ``SQLiteError`` from a result code and the connection's message.
     func error(_ rc: Int32, sql: String? = nil) -> SQLiteError {
