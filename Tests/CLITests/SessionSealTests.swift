@@ -60,10 +60,21 @@ import ToscaCore
             INSERT INTO treatment_events (session_id, timestamp, time_offset_ms, event_type, laser_power_commanded_watts,
               laser_power_actual_watts, photodiode_voltage_v, interlock_status, event_details)
             SELECT 1 + i % 2, '2026-01-01 00:00:00.000000', 100000 + i, 'power_reading', 1.5, 1.5, 1.2, '{}', NULL FROM n;
+            INSERT INTO treatment_events (session_id, timestamp, time_offset_ms, event_type, image_path, event_details)
+            VALUES (2, '2026-01-01 00:00:01.000000', 200000, 'note', X'00FF10', hex(zeroblob(150000)));
             """)
         let database = try Database(path: db, options: .init(readOnly: true))
         let all = try SessionSeal.eventDigests(database)
         #expect(Set(all.keys) == [1, 2, 3])
+        // The one-scan encoder against the generic value path (SQLValue → SafetyChain.encode),
+        // with a BLOB and an event larger than the encoder's buffer among the rows.
+        for id in all.keys.sorted() {
+            var bytes: [UInt8] = []
+            for r in try database.rows("SELECT * FROM treatment_events WHERE session_id = ? ORDER BY event_id", [.integer(id)]) {
+                bytes += SafetyChain.encode(prevHash: [], values: r.values)
+            }
+            #expect(sha256Hex(bytes) == all[id]?.sha256, "session \(id)")
+        }
         for id in all.keys.sorted() {
             let one = try SessionSeal.eventDigests(database, sessionID: id)[id]
             #expect(one?.count == all[id]?.count && one?.sha256 == all[id]?.sha256, "session \(id)")
