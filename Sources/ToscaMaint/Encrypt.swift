@@ -151,14 +151,29 @@ public struct EncryptJob: Sendable {
             // an export): the export holds the database's content, and it is also the
             // encrypted version of that copy, made below by a byte copy instead of a second
             // export and proof.
-            let (problems, measurement, digest) = try proveEqualMeasuring(plain: safetyCopy, encrypted: temp)
-            guard problems.isEmpty else {
-                throw ToolFailure(.dataError, "the encrypted copy differs from the database; nothing was changed:\n  " + problems.joined(separator: "\n  "))
-            }
+            // The byte copy, and the SHA-256 of it and of the plaintext copy (step 6 checks
+            // both), are disk work: made on a third thread while the proof reads (nothing
+            // writes either file until the proof is done).
             let converted = safetyCopy + ".encrypt.partial"
             removeDatabaseFiles(converted)
-            try FileCopy.copy(from: temp, to: converted)
-            prepared[PathName.name(safetyCopy)] = (converted, measurement, digest)
+            let copying = OwnThread { () throws -> (copied: (hex: String, size: Int64), plain: (hex: String, size: Int64)) in
+                try FileCopy.copy(from: temp, to: converted)
+                return (try FileDigest.sha256(path: converted), try FileDigest.sha256(path: safetyCopy))
+            }
+            let proof = Result { try proveEqualMeasuring(plain: safetyCopy, encrypted: temp) }
+            let copy = Result { try copying.wait() }
+            let (problems, measurement, digest): ([String], Measurement, (hex: String, size: Int64))
+            do {
+                (problems, measurement, digest) = try proof.get()
+                guard problems.isEmpty else {
+                    throw ToolFailure(.dataError, "the encrypted copy differs from the database; nothing was changed:\n  " + problems.joined(separator: "\n  "))
+                }
+                let (copied, plain) = try copy.get()
+                prepared[PathName.name(safetyCopy)] = (converted, measurement, digest, copied, plain)
+            } catch {
+                removeDatabaseFiles(converted)
+                throw error
+            }
             var st = stat()
             if stat(live, &st) == 0 { chown(temp, st.st_uid, st.st_gid) }
             try LiveSwap.prepareWAL(temp, key: key)
@@ -185,8 +200,10 @@ public struct EncryptJob: Sendable {
 
     /// An encrypted version of a plaintext copy made and proven before ``convertCatalog(_:prepared:)``
     /// runs (the cutover's pre-encryption copy): its file, the measurement and SHA-256 of the
-    /// file it is a byte copy of.
-    public typealias Prepared = (file: String, measurement: Measurement, digest: (hex: String, size: Int64))
+    /// file it is a byte copy of, the SHA-256 of the byte copy as written and of the
+    /// plaintext copy (taken after both files were complete).
+    public typealias Prepared = (file: String, measurement: Measurement, digest: (hex: String, size: Int64),
+                                 copied: (hex: String, size: Int64), plain: (hex: String, size: Int64))
 
     /// Step 6: every plaintext copy in the catalog becomes an encrypted one under the same
     /// name (verified, a new manifest with the key id); the plaintext file is gone with the
@@ -214,18 +231,19 @@ public struct EncryptJob: Sendable {
             }
             // D12 step 1: the file is the one verified at publication (steps 2-3 run on the
             // encrypted export below, against this file's content).
-            let (sha, size) = try FileDigest.sha256(path: entry.path)
+            let partial = entry.path + ".encrypt.partial"
+            let ready = prepared[entry.name].flatMap { $0.file == partial && FileManager.default.fileExists(atPath: partial) ? $0 : nil }
+            let (sha, size) = try ready?.plain ?? FileDigest.sha256(path: entry.path)
             guard entry.digestMatches, sha == facts.sha256, size == facts.sizeBytes else {
                 outcome.skipped.append((entry.name, "changed since publication (SHA-256, size or manifest digest)")); continue
             }
-            let partial = entry.path + ".encrypt.partial"
             var replaced = false
             defer { if !replaced { removeDatabaseFiles(partial) } }
             let m: Measurement
             let digest: (hex: String, size: Int64)
-            if let ready = prepared[entry.name], ready.file == partial, FileManager.default.fileExists(atPath: partial) {
+            if let ready {
                 // Proven equal to this copy already; the byte copy must be the proven file.
-                let copied = try FileDigest.sha256(path: partial)
+                let copied = ready.copied
                 guard copied == ready.digest else { outcome.skipped.append((entry.name, "the copy of its encrypted version differs from the proven file")); continue }
                 try FileDigest.fsyncFile(partial)
                 (m, digest) = (ready.measurement, copied)
