@@ -26,6 +26,11 @@ public struct CopyJob: Sendable {
     /// backup's head is accepted as a new timeline (the copy verified, the reason recorded).
     public var newTimelineReason: String?
     public var now: @Sendable () -> UTCTime = { UTCTime.now() }
+    /// Called once the copy is verified, before anything is published: throwing abandons
+    /// the copy (its partial file is removed, nothing is published). A restore makes its
+    /// pre-restore copy while it verifies the chosen copy, and publishes it only when that
+    /// one is sound and the admin confirmed.
+    public var beforePublishing: (@Sendable () throws -> Void)? = nil
 
     public init(folder: DataFolder, kind: CopyKind, reason: String? = nil) {
         self.folder = folder
@@ -170,6 +175,7 @@ public struct CopyJob: Sendable {
             throw ToolFailure(.dataError, "the copy of \(databasePath) failed verification, nothing was published:\n  " + problems.joined(separator: "\n  "),
                               hint: "tosca-maint verify --live; restore from the newest verified backup if the live database is damaged")
         }
+        try beforePublishing?()
         var facts = ManifestFacts(
             kind: kind, createdUTC: started.iso8601, sourcePath: databasePath, toolVersion: toscaMaintVersion, fileName: name,
             sha256: digest.hex, sizeBytes: digest.size, pageSize: measurement.pageSize, pageCount: measurement.pageCount,

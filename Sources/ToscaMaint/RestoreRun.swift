@@ -75,6 +75,12 @@ extension RestoreJob {
         // Staged beside the target first, and verified there: one D12 pass proves the copy
         // (its SHA-256 is the manifest's) and what will be restored.
         try refuseUnverifiable(entry)
+        // In place, with the copy already in the catalog: the current database's safety copy
+        // is made and verified meanwhile, and published only after the confirmation. (An
+        // off-device copy joins the catalog first, so the safety copy's timeline check sees
+        // it: that case keeps the order below.)
+        let early = inPlace && catalog.entries.contains(where: { realPath($0.path) == realPath(entry.path) }) ? startKeepingCurrent() : nil
+        defer { _ = try? early?.finish(publish: false) }
         let staged = try stage(entry, to: target)
         try explain(entry, problems: staged.problems, catalog: catalog)
         let plan = try self.plan(for: entry, target: target)
@@ -90,7 +96,7 @@ extension RestoreJob {
             // An off-device copy joins the catalog first, so that its manifest there
             // records (and confirms) this restore.
             entry = try importIntoCatalog(entry, catalog: catalog)
-            outcome.preRestore = try keepCurrent(caller: true)
+            outcome.preRestore = try early.map { try $0.finish(publish: true) } ?? keepCurrent(caller: true)
             if let preRestore = outcome.preRestore { say("kept the current database as \(preRestore)") }
         }
         let rawKept = outcome.preRestore.map { (try? Manifest.read(path: Manifest.path(for: $0)).0.facts.unverifiable) == true } ?? false

@@ -19,8 +19,67 @@ extension RestoreJob {
             job.showProgress = true
             return try job.makeCopy().path
         } catch where Self.isDamage(error) {
-            Journal.shared.log(.warning, "current database cannot be copied through SQLite (\(error)): keeping its raw files for forensics")
-            return try keepRawFiles(reason: String(describing: error))
+            return try keepRawFiles(afterFailedCopy: error)
+        }
+    }
+
+    func keepRawFiles(afterFailedCopy error: any Error) throws -> String {
+        Journal.shared.log(.warning, "current database cannot be copied through SQLite (\(error)): keeping its raw files for forensics")
+        return try keepRawFiles(reason: String(describing: error))
+    }
+
+    /// The pre-restore copy made on a thread of its own while the restore stages and
+    /// verifies the chosen copy (a copy and its D12 are the other half of an in-place
+    /// restore's time). Nothing is published before ``EarlySafetyCopy/finish(publish:)``:
+    /// a restore that stops (the chosen copy fails, the admin declines) leaves no
+    /// pre-restore copy. `nil` when the current database is missing (``keepCurrent(caller:)``
+    /// handles that case after the confirmation, as before).
+    func startKeepingCurrent() -> EarlySafetyCopy? {
+        guard FileManager.default.fileExists(atPath: databasePath) else { return nil }
+        return EarlySafetyCopy(self)
+    }
+
+    /// A pre-restore copy under way; see ``RestoreJob/startKeepingCurrent()``.
+    final class EarlySafetyCopy: Sendable {
+        /// Set once, before the gate opens; read by the copy's thread after it passed the gate.
+        private final class Decision: @unchecked Sendable { var publish = false; var finished = false }
+        private let gate = DispatchSemaphore(value: 0)
+        private let decision = Decision()
+        private let thread: OwnThread<String>
+        private let job: RestoreJob
+
+        init(_ restore: RestoreJob) {
+            job = restore
+            var copy = CopyJob(folder: restore.folder.with(key: restore.liveKey(restore.databasePath)), kind: .preRestore, reason: "before restore")
+            copy.showProgress = false // the staging shows its own progress meanwhile
+            let (gate, decision) = (self.gate, self.decision)
+            copy.beforePublishing = {
+                gate.wait()
+                guard decision.publish else { throw CancellationError() }
+            }
+            let job = copy
+            thread = OwnThread { try job.makeCopy().path }
+        }
+
+        /// Publishes the copy (`publish`) or drops it; returns the published copy's path.
+        /// A copy that fails as damage is replaced by the raw files, as ``RestoreJob/keepCurrent(caller:)``
+        /// does.
+        @discardableResult
+        func finish(publish: Bool) throws -> String? {
+            guard !decision.finished else { return nil }
+            decision.finished = true
+            decision.publish = publish
+            gate.signal()
+            do {
+                let path = try thread.wait()
+                return publish ? path : nil
+            } catch is CancellationError where !publish {
+                return nil
+            } catch where publish && RestoreJob.isDamage(error) {
+                return try job.keepRawFiles(afterFailedCopy: error)
+            } catch where !publish {
+                return nil
+            }
         }
     }
 

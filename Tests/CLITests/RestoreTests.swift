@@ -123,6 +123,28 @@ import ToscaCore
         #expect(!listing(data + "/backups").contains { $0.contains("pre-restore") })
     }
 
+    /// The pre-restore copy is made while the chosen copy is verified, but published only
+    /// after the confirmation: a restore refused at the confirmation (no terminal, no --yes)
+    /// leaves no pre-restore copy and no partial file, and the live database as it was.
+    @Test func anUnconfirmedRestoreLeavesNoPreRestoreCopy() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data)
+        let copy = try maint(["backup", "--data-dir", data]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let sha = fileSHA256(data + "/tosca.db")
+        let before = listing(data + "/backups")
+        let r = try maint(["restore", "--backup", copy, "--data-dir", data])
+        #expect(r.status == 64, "\(r.output)")
+        #expect(r.stderr.contains("without --yes"), "\(r.stderr)")
+        #expect(fileSHA256(data + "/tosca.db") == sha)
+        #expect(listing(data + "/backups") == before)
+        #expect(!listing(data).contains { $0.contains("partial") }, "\(listing(data))")
+        // Confirmed, the same restore keeps a verified pre-restore copy.
+        #expect(try maint(["restore", "--backup", copy, "--yes", "--data-dir", data]).status == 0)
+        let pre = try #require(listing(data + "/backups").first { $0.hasSuffix("_pre-restore.db") })
+        #expect(try maint(["verify", "--all", "--data-dir", data]).status == 0, "\(pre)")
+    }
+
     @Test func encryptedCopiesRestoreWithTheirKeyOnly() throws {
         let dir = TempDir()
         try writeKeyFile(dir.sub("key"))
