@@ -94,7 +94,7 @@ public struct EncryptJob: Sendable {
         var columns: [String: [String]] = [:]
         let tables = try plain.tableNames()
         for t in tables { columns[t] = try plain.columnNames(of: t) }
-        return (try MigrateJob.tableDigests(plain, tables: tables, columns: columns), try plain.rows("PRAGMA foreign_key_check").count)
+        return (try MigrateJob.tableDigests(plain, tables: tables, columns: columns), try plain.foreignKeyViolationCount())
     }
 
     /// Steps 3-5 into a scratch folder: reports, changes nothing (`--rehearse`).

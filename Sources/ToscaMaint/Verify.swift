@@ -35,7 +35,7 @@ public struct Measurement: Sendable {
         let other = OwnThread { () throws -> ((cipher: [String], fk: Int), String?) in
             let db = try Database(path: path, options: .init(readOnly: true, key: key, oneThread: true))
             let cipher = key == nil ? [] : try db.cipherIntegrityProblems()
-            let fk = try db.rows("PRAGMA foreign_key_check").count
+            let fk = try db.foreignKeyViolationCount()
             return ((cipher, fk), try extra?(db))
         }
         let main = Result { try Measurement.of(path: path, key: key, sideChecks: false) }
@@ -60,7 +60,7 @@ public struct Measurement: Sendable {
         m.pageSize = try db.integerPragma("page_size") ?? 0
         m.pageCount = try db.scalar("PRAGMA page_count")?.int ?? 0
         for t in try db.tableNames() { m.rowCounts[t] = try db.scalar("SELECT count(*) FROM \(quoteIdentifier(t))")?.int ?? 0 }
-        if sideChecks { m.foreignKeyViolations = try db.rows("PRAGMA foreign_key_check").count }
+        if sideChecks { m.foreignKeyViolations = try db.foreignKeyViolationCount() }
         if let status = try? Migrator().status(db) {
             m.schemaVersion = status.version
             m.schema = status.versionDescription

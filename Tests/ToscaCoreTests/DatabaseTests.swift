@@ -31,6 +31,53 @@ import TestSupport
         #expect(try alone.rows("SELECT a, b FROM t ORDER BY a").map(\.values) == db.rows("SELECT a, b FROM t ORDER BY a").map(\.values))
     }
 
+    /// The foreign-key violation count D12 records equals the rows `PRAGMA foreign_key_check`
+    /// reports (the stock CLI as oracle), for keys of every shape and values of every
+    /// storage class: the counted shortcut for rowid parents and the pragma for the rest.
+    @Test func foreignKeyViolationCountIsThePragmasCount() throws {
+        let dir = TempDir()
+        let path = dir.sub("fk.db")
+        let db = try Database(path: path, options: .init(create: true))
+        try db.execute("PRAGMA foreign_keys = OFF")
+        for sql in [
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY, code TEXT UNIQUE, a INT, b INT, UNIQUE (a, b))",
+            "CREATE TABLE desc_parent (id INTEGER PRIMARY KEY DESC)",
+            "CREATE TABLE wr_parent (id INTEGER PRIMARY KEY) WITHOUT ROWID",
+            "CREATE TABLE by_rowid (k INTEGER REFERENCES parent (id), note TEXT)",
+            "CREATE INDEX by_rowid_k ON by_rowid (k)",
+            "CREATE TABLE implicit (k INT REFERENCES parent)",
+            "CREATE TABLE untyped (k REFERENCES parent (id))",
+            "CREATE TABLE by_text (c TEXT REFERENCES parent (code))",
+            "CREATE TABLE composite (a INT, b INT, FOREIGN KEY (a, b) REFERENCES parent (a, b))",
+            "CREATE TABLE nowhere (k INTEGER REFERENCES gone (id))",
+            "CREATE TABLE to_desc (k INTEGER REFERENCES desc_parent (id))",
+            "CREATE TABLE to_wr (k INTEGER REFERENCES wr_parent (id))",
+            "CREATE TABLE mixed (k INTEGER REFERENCES parent (id), c TEXT REFERENCES parent (code))",
+            "INSERT INTO parent VALUES (1, 'one', 1, 1), (2, 'two', 2, 2), (7, 'seven', 7, 7)",
+            "INSERT INTO desc_parent VALUES (1)",
+            "INSERT INTO wr_parent VALUES (1)",
+        ] { try db.execute(sql) }
+        let values = ["1", "3", "NULL", "'abc'", "5.5", "7.0", "' 7 '", "X'07'", "'2'", "-1"]
+        for v in values {
+            for t in ["by_rowid", "implicit", "untyped", "nowhere", "to_desc", "to_wr"] {
+                try db.execute("INSERT INTO \(t) (k) VALUES (\(v))")
+            }
+            try db.execute("INSERT INTO mixed VALUES (\(v), 'one')")
+            try db.execute("INSERT INTO mixed VALUES (1, \(v))")
+            try db.execute("INSERT INTO by_text VALUES (\(v))")
+            try db.execute("INSERT INTO composite VALUES (\(v), 1)")
+        }
+        let oracle = Int(try sqlite3Value(path, "SELECT count(*) FROM pragma_foreign_key_check;"))!
+        #expect(oracle > 50)
+        #expect(try db.foreignKeyViolationCount() == oracle)
+        #expect(try db.rows("PRAGMA foreign_key_check").count == oracle)
+        // The shortcut is taken where it applies, and the pragma everywhere else.
+        #expect(try db.rowidKey(of: "parent") == "id")
+        #expect(try db.rowidKey(of: "desc_parent") == nil)
+        #expect(try db.rowidKey(of: "wr_parent") == nil)
+        #expect(try db.rowidKey(of: "gone") == nil)
+    }
+
     @Test func errorsCarryCodesAndMatchPrimaryCode() throws {
         let db = try Database(path: ":memory:", options: .init(create: true))
         try db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v NOT NULL)")

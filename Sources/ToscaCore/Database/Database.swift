@@ -225,6 +225,56 @@ public final class Database {
         try rows(quick ? "PRAGMA quick_check" : "PRAGMA integrity_check").compactMap { $0[0].string }
     }
 
+    /// How many rows `PRAGMA foreign_key_check` reports (one a row and foreign key), counted
+    /// with less reading: the pragma scans every row of each child table, which on 1 GiB
+    /// of encrypted treatment events is 2.4 s of decryption.
+    ///
+    /// A foreign key of one column whose parent is a rowid table's `INTEGER PRIMARY KEY`
+    /// (the shape of every TOSCA foreign key) is counted as `child IS NOT NULL AND NOT EXISTS
+    /// (parent row with that key)`, which SQLite answers from an index on the child column
+    /// when there is one. That is the pragma's own test: it skips NULL keys and looks the
+    /// key up with `OP_SeekRowid`, which applies numeric affinity and finds nothing for a
+    /// value that is not an integer; the comparison with an `INTEGER PRIMARY KEY` applies the
+    /// same affinity. A table with any other kind of foreign key (several columns, a parent
+    /// key that is not the rowid, a missing parent table) is counted by the pragma itself.
+    /// See <https://www.sqlite.org/pragma.html#pragma_foreign_key_check>.
+    public func foreignKeyViolationCount() throws -> Int {
+        var total = 0
+        for table in try tableNames() {
+            let keys = try rows("SELECT id, seq, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list(?) ORDER BY id, seq", [.text(table)])
+            if keys.isEmpty { continue }
+            var queries: [String] = []
+            for (id, group) in Dictionary(grouping: keys, by: { $0[0].int64 ?? -1 }).sorted(by: { $0.key < $1.key }) {
+                guard id >= 0, group.count == 1, let parent = group[0][2].string, let from = group[0][3].string,
+                      let key = try rowidKey(of: parent), group[0][4].string.map({ $0.lowercased() == key.lowercased() }) ?? true else {
+                    queries = []
+                    break
+                }
+                queries.append("""
+                    SELECT count(*) FROM \(quoteIdentifier(table)) AS c WHERE c.\(quoteIdentifier(from)) IS NOT NULL
+                      AND NOT EXISTS (SELECT 1 FROM \(quoteIdentifier(parent)) AS p WHERE p.\(quoteIdentifier(key)) = c.\(quoteIdentifier(from)))
+                    """)
+            }
+            if queries.isEmpty {
+                total += try rows("PRAGMA foreign_key_check(\(quoteIdentifier(table)))").count
+            } else {
+                for q in queries { total += try scalar(q)?.int ?? 0 }
+            }
+        }
+        return total
+    }
+
+    /// The `INTEGER PRIMARY KEY` column of `table` when it is an alias of the rowid (a rowid
+    /// table whose primary key is that one column, with no index of its own), else `nil`.
+    func rowidKey(of table: String) throws -> String? {
+        guard try scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE", [.text(table)])?.int == 1 else { return nil }
+        let pk = try rows("SELECT name, type FROM pragma_table_info(?) WHERE pk > 0", [.text(table)])
+        guard pk.count == 1, pk[0][1].string?.uppercased() == "INTEGER", let name = pk[0][0].string else { return nil }
+        // A primary key with an index of its own is not the rowid (WITHOUT ROWID, or DESC).
+        guard try scalar("SELECT count(*) FROM pragma_index_list(?) WHERE origin = 'pk'", [.text(table)])?.int == 0 else { return nil }
+        return name
+    }
+
     /// `PRAGMA foreign_key_check`, one entry a violating row.
     /// See <https://www.sqlite.org/pragma.html#pragma_foreign_key_check>.
     public func foreignKeyViolations() throws -> [ForeignKeyViolation] {
