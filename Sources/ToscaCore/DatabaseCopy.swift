@@ -28,6 +28,8 @@ public struct CopyOutcome: Sendable, Equatable {
     public var walFrames: Int = 0
     /// Why the raw copy was not used when `auto` fell back to the backup API.
     public var fallbackReason: String?
+    /// Made gently, a recorder running (set by the caller that chose it).
+    public var paced = false
 }
 
 /// A read transaction on a live database whose exact WAL snapshot is known, so the

@@ -39,12 +39,16 @@ public final class FileLock: @unchecked Sendable {
     /// up): from `/proc/locks`; where that is hidden (a unit with `ProcSubset=pid`), from
     /// the holder's pid written in the file, alive or not (`kill(pid, 0)`). `false` when
     /// the file cannot be read.
-    public static func isHeld(path: String, procLocks: String = "/proc/locks") -> Bool {
+    /// `byOthers`: a lock this process holds does not count (a restore or the cutover
+    /// holds `tosca.lock` itself while it copies the database).
+    public static func isHeld(path: String, procLocks: String = "/proc/locks", byOthers: Bool = false) -> Bool {
+        let me = getpid()
         var st = stat()
         guard stat(path, &st) == 0 else { return false }
         guard let text = try? String(contentsOfFile: procLocks, encoding: .utf8) else {
             guard let data = FileManager.default.contents(atPath: path),
                   let pid = Int32(String(decoding: data.prefix(32), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 else { return false }
+            if byOthers && pid == me { return false }
             return kill(pid, 0) == 0 || errno == EPERM
         }
         // "1: FLOCK  ADVISORY  WRITE 1234 fe:01:5678 0 EOF": device as hex major:minor.
@@ -55,7 +59,7 @@ public final class FileLock: @unchecked Sendable {
         let id = String(format: "%02llx:%02llx:%llu", major, minor, UInt64(st.st_ino))
         return text.split(separator: "\n").contains { line in
             let f = line.split(separator: " ", omittingEmptySubsequences: true)
-            return f.count >= 6 && f[1] == "FLOCK" && f[5] == Substring(id)
+            return f.count >= 6 && f[1] == "FLOCK" && f[5] == Substring(id) && !(byOthers && f[4] == Substring(String(me)))
         }
     }
 

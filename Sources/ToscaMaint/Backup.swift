@@ -123,10 +123,13 @@ public struct CopyJob: Sendable {
         // The source's row counts under the same snapshot, counted while the copy runs (a
         // raw copy is disk work and leaves the second core free): the copy must hold them.
         let counting = OwnThread { try pin.rowCounts() }
-        let outcome: CopyOutcome
+        // While the recorder runs (another process holds tosca.lock), the copy writes
+        // gently and the verification keeps to one core. (A restore or the cutover holds
+        // tosca.lock itself: nothing records then, and its copies go at full speed.)
+        let recording = FileLock.isHeld(path: folder.databaseLock, byOthers: true)
+        var outcome: CopyOutcome
         do {
-            // While the recorder runs (it holds tosca.lock), the copy writes gently.
-            outcome = try DatabaseCopy.copy(pin, to: partial, key: key, method: copyMethod, gently: FileLock.isHeld(path: folder.databaseLock)) { done, total in
+            outcome = try DatabaseCopy.copy(pin, to: partial, key: key, method: copyMethod, gently: recording) { done, total in
                 bar?.update(done, of: total)
             }
         } catch let e as SQLiteError where e.isAny(of: .full, .ioerr) {
@@ -147,6 +150,7 @@ public struct CopyJob: Sendable {
             throw error
         }
         bar?.finish()
+        outcome.paced = recording
         let sourceRows = try counting.wait()
         if let reason = outcome.fallbackReason {
             Journal.shared.log(.notice, "copied \(databasePath) with the online-backup API: \(reason)", fields: ["TOSCA_DATABASE": databasePath])
@@ -161,7 +165,7 @@ public struct CopyJob: Sendable {
         Journal.shared.status("verifying \(copyName)")
         var sealCheck: (@Sendable (Database) throws -> String?)? = nil
         if checkSeals { sealCheck = { @Sendable db in try SessionSeal.problems(db).first } }
-        let (measurement, digest, sealProblem) = try Measurement.withDigest(path: partial, key: key, alsoFinding: sealCheck)
+        let (measurement, digest, sealProblem) = try Measurement.withDigest(path: partial, key: key, alsoFinding: sealCheck, onOneCore: recording)
         let problems = Verification.steps2and3(measurement, expected: .init(source: "the source snapshot", chainHead: .some(sourceHead), pageCount: sourcePages, rowCounts: sourceRows))
         if timelineProblem == nil { timelineProblem = sealProblem }
         // A suspect copy is a safety copy of its own kind: no later check can turn it into a

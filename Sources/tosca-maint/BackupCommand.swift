@@ -81,7 +81,8 @@ struct BackupCommand: ParsableCommand {
             if shared.json {
                 var out: [String: JSONValue] = ["path": .string(copy.path), "manifest": try JSONValue.from(copy.manifest)]
                 if let c = copy.copy {
-                    var how: [String: JSONValue] = ["method": .string(c.method.rawValue), "wal_pages": .int(Int64(c.walPages)), "wal_frames": .int(Int64(c.walFrames))]
+                    var how: [String: JSONValue] = ["method": .string(c.method.rawValue), "wal_pages": .int(Int64(c.walPages)), "wal_frames": .int(Int64(c.walFrames)),
+                                                    "paced": .bool(c.paced)]
                     if let why = c.fallbackReason { how["fallback_reason"] = .string(why) }
                     out["copy"] = .object(how)
                 }

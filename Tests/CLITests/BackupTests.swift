@@ -161,6 +161,54 @@ import ToscaCore
 
     /// The raw page copy and the online-backup API give the same rows, each copy proven by
     /// the stock sqlite3 CLI; `--json` says which method ran.
+    /// D12 on one core (a recorder running) measures what D12 on three threads measures,
+    /// plaintext and encrypted, the seal check's finding included.
+    @Test func oneCoreAndThreeThreadMeasurementsAgree() throws {
+        let dir = TempDir()
+        try writeKeyFile(dir.sub("key"))
+        let key = try KeySource.read(path: dir.sub("key"))
+        for (name, k) in [("plain", nil), ("enc", key)] as [(String, DatabaseKey?)] {
+            let data = dir.sub(name)
+            try simulatedData(data, keyFile: k == nil ? nil : dir.sub("key"))
+            let path = data + "/tosca.db"
+            let seals: @Sendable (Database) throws -> String? = { db in "\(try SessionSeal.eventDigests(db).count) sealed" }
+            let (a, da, fa) = try Measurement.withDigest(path: path, key: k, alsoFinding: seals, onOneCore: false)
+            let (b, db, fb) = try Measurement.withDigest(path: path, key: k, alsoFinding: seals, onOneCore: true)
+            #expect(a.integrity == ["ok"] && b.integrity == ["ok"], "\(name)")
+            #expect(a.cipherIntegrity == b.cipherIntegrity && a.rowCounts == b.rowCounts && a.foreignKeyViolations == b.foreignKeyViolations, "\(name)")
+            #expect(a.pageCount == b.pageCount && a.pageSize == b.pageSize && a.schemaVersion == b.schemaVersion && a.chain.head == b.chain.head, "\(name)")
+            #expect(da == db && fa == fb && fa == "2 sealed", "\(name): \(fa ?? "nil")")
+        }
+    }
+
+    /// A copy is paced (gentle writes, verification on one core) only when another process
+    /// holds tosca.lock: a restore or the cutover holds it itself, and its copies must not
+    /// crawl as if a recorder ran.
+    @Test func copiesArePacedOnlyForAnotherHolderOfTheDatabaseLock() throws {
+        let dir = TempDir()
+        let data = dir.sub("data")
+        try simulatedData(data)
+        let folder = DataFolder(root: data)
+        do {
+            let locks = try folder.takeExclusiveLocks(what: "the test")
+            defer { locks.unlock() }
+            let made = try CopyJob(folder: folder, kind: .snapshot, reason: "test").makeCopy()
+            #expect(made.copy?.paced == false)
+        }
+        // Another process holding it (as the recorder does): paced, and --json says so.
+        let holder = Process()
+        // A shell that takes the lock on its descriptor 9 with flock(1), then becomes
+        // `sleep`: killing it drops the lock at once.
+        holder.executableURL = URL(fileURLWithPath: "/bin/sh")
+        holder.arguments = ["-c", "exec 9>>\"$0\" && /usr/bin/flock 9 && exec /bin/sleep 60", folder.databaseLock]
+        try holder.run()
+        defer { kill(holder.processIdentifier, SIGKILL); holder.waitUntilExit() }
+        for _ in 0..<100 where !FileLock.isHeld(path: folder.databaseLock, byOthers: true) { usleep(20_000) }
+        let r = try maint(["backup", "--json", "--data-dir", data])
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.stdout.contains("\"paced\" : true"), "\(r.stdout)")
+    }
+
     @Test func bothCopyMethodsGiveTheSameRows() throws {
         let dir = TempDir()
         let data = dir.sub("data")
