@@ -73,12 +73,10 @@ extension RestoreJob {
             do {
                 let path = try thread.wait()
                 return publish ? path : nil
-            } catch is CancellationError where !publish {
-                return nil
-            } catch where publish && RestoreJob.isDamage(error) {
-                return try job.keepRawFiles(afterFailedCopy: error)
             } catch where !publish {
-                return nil
+                return nil // dropped (CancellationError at the gate), or failed: nothing published
+            } catch where RestoreJob.isDamage(error) {
+                return try job.keepRawFiles(afterFailedCopy: error)
             }
         }
     }
