@@ -123,10 +123,9 @@ public struct CopyJob: Sendable {
         // The source's row counts under the same snapshot, counted while the copy runs (a
         // raw copy is disk work and leaves the second core free): the copy must hold them.
         let counting = OwnThread { try pin.rowCounts() }
-        // While the recorder runs (another process holds tosca.lock), the copy writes
-        // gently and the verification keeps to one core. (A restore or the cutover holds
-        // tosca.lock itself: nothing records then, and its copies go at full speed.)
-        let recording = FileLock.isHeld(path: folder.databaseLock, byOthers: true)
+        // While a recorder runs the copy writes gently and the verification keeps to one
+        // core; a restore's or the cutover's own copies go at full speed.
+        let recording = folder.recorderRuns
         var outcome: CopyOutcome
         do {
             outcome = try DatabaseCopy.copy(pin, to: partial, key: key, method: copyMethod, gently: recording) { done, total in

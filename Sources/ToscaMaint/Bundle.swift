@@ -190,7 +190,7 @@ public struct BundleJob: Sendable {
             // session a second: each publication's fsyncs are a few milliseconds in which a
             // recorder commit waits, and spread out they stay out of its p99 (measured with
             // tosca-bench bundle on 20 sessions).
-            if let last = lastStart, FileLock.isHeld(path: folder.databaseLock, byOthers: true) {
+            if let last = lastStart, folder.recorderRuns {
                 if !pacingSaid {
                     pacingSaid = true
                     Journal.shared.log(.info, "a recorder holds tosca.lock: bundling at most one session a second")
@@ -222,7 +222,7 @@ public struct BundleJob: Sendable {
         // A recorder running: the session's files are read in small direct requests (its
         // commits would queue behind read-ahead); none: through the page cache, so the
         // second pass finds them there.
-        let gently = FileLock.isHeld(path: folder.databaseLock, byOthers: true)
+        let gently = folder.recorderRuns
         let (folders, files) = try SessionBundle.scan(folder: sessionFolder, gently: gently)
         // Each stream's SHA-256 must be the one session.json records.
         let recorded = try JSONDecoder().decode(SessionManifest.self, from: Data(contentsOf: URL(fileURLWithPath: sessionFolder + "/session.json")))

@@ -24,6 +24,10 @@ public struct DataFolder: Sendable {
     public var database: String { root + "/tosca.db" }
     /// `tosca.lock`: the recorder's (D5).
     public var databaseLock: String { root + "/tosca.lock" }
+    /// Whether a recorder runs: another process holds `tosca.lock`. (A restore or the
+    /// cutover holds it itself while it copies: that is not a recorder.) Copies and bundles
+    /// made meanwhile go gently.
+    public var recorderRuns: Bool { FileLock.isHeld(path: databaseLock, byOthers: true) }
     public var backups: String { root + "/backups" }
     public var quarantine: String { backups + "/quarantine" }
     /// `backups/.maint.lock`: maintenance runs serialize on it (D5).
