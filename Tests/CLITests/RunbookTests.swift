@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TestSupport
+import ToscaCore
 
 /// Every fenced `sh` block of every runbook runs, in order, against a scratch data folder
 /// made by tosca-sim and put in the state the runbook is for (a damaged database, a
@@ -121,8 +122,9 @@ import TestSupport
             let p = try Spawned(executable("tosca-sim"), args)
             recorder = p
             try "\(p.pid)".write(toFile: pidFile, atomically: true, encoding: .utf8)
-            // Running once tosca.lock is held (flock(1) asks without waiting).
-            let held = waitUntil(timeout: 20) { (try? run(which("flock") ?? "/usr/bin/flock", ["-n", data + "/tosca.lock", "true"]).status) == 1 }
+            // Running once tosca.lock is held, read from /proc/locks: asking with flock(1)
+            // takes the lock for an instant, and a recorder starting then gives up (75).
+            let held = waitUntil(timeout: 20) { FileLock.isHeld(path: data + "/tosca.lock", byOthers: true) }
             guard held else { throw OracleError(message: "the recorder did not start: \(p.currentStderr)") }
         }
 
