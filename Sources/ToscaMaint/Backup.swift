@@ -46,6 +46,12 @@ public struct CopyJob: Sendable {
         guard FileManager.default.fileExists(atPath: databasePath) else { throw DatabaseOpenError.missing(path: databasePath) }
         let lock = try folder.takeMaintenanceLock()
         defer { lock.unlock() }
+        return try runHoldingMaintenanceLock()
+    }
+
+    /// ``run()`` for a caller that already holds `.maint.lock` (`protect`).
+    public func runHoldingMaintenanceLock() throws -> PublishedCopy {
+        guard FileManager.default.fileExists(atPath: databasePath) else { throw DatabaseOpenError.missing(path: databasePath) }
         try Housekeeping.run(try folder.scanCatalog())
         // Rows inserted without chain columns are sealed first when the recorder is not
         // running, so the copy holds them in the chain.
@@ -96,7 +102,7 @@ public struct CopyJob: Sendable {
         // restore or snapshot goes on; `restore` refuses suspect copies in place).
         var timelineProblem: String? = nil
         var checkSeals = false
-        if [.daily, .manual, .preRestore, .snapshot].contains(kind) && sourceStatus.kind == .versioned, try SafetyChain.verify(source).isIntact {
+        if [.daily, .manual, .session, .preRestore, .snapshot].contains(kind) && sourceStatus.kind == .versioned, try SafetyChain.verify(source).isIntact {
             let anchor = try LiveCheck.timelineAnchor(source, catalog: try folder.scanCatalog())
             timelineProblem = try LiveCheck.anchorProblem(source, anchor: anchor)
             // Treatment events of a sealed session changed: the same kind of change. (Checked

@@ -135,7 +135,7 @@ public struct Catalog: Sendable {
 
     /// The next free name for a copy made at `time` (D13): `tosca_YYYYMMDD.db` for the first
     /// backup of a UTC day, then `tosca_YYYYMMDD_HHMMSS.db`, then `_2`, `_3`, ...; safety
-    /// copies `tosca_YYYYMMDD_HHMMSS_<kind>.db`. A name counts as taken when the database,
+    /// copies and session backups `tosca_YYYYMMDD_HHMMSS_<kind>.db`. A name counts as taken when the database,
     /// its manifest or its partial exists, here or in quarantine.
     public static func freeName(in dir: String, kind: CopyKind, time: UTCTime) -> String {
         let f = time.dayAndTime
@@ -145,8 +145,9 @@ public struct Catalog: Sendable {
                 || fm.fileExists(atPath: dir + "/quarantine/" + n)
         }
         // The stem every later candidate grows from: the time-stamped name.
-        let stem = kind.isBackup ? "tosca_\(f.day)_\(f.time)" : "tosca_\(f.day)_\(f.time)_\(kind.rawValue)"
-        let candidates = (kind.isBackup ? ["tosca_\(f.day).db"] : []) + [stem + ".db"]
+        let plain = kind == .daily || kind == .manual
+        let stem = plain ? "tosca_\(f.day)_\(f.time)" : "tosca_\(f.day)_\(f.time)_\(kind.rawValue)"
+        let candidates = (plain ? ["tosca_\(f.day).db"] : []) + [stem + ".db"]
         for c in candidates where !taken(c) { return c }
         var n = 2
         while taken("\(stem)_\(n).db") { n += 1 }

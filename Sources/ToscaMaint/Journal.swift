@@ -33,6 +33,9 @@ public enum MessageID: String, Sendable, CaseIterable {
     case bundleFailed = "4d26cc969a0e48c5a2db010e78191e2f"
     case exportInitialized = "9608870381ff44d9b4da55d175bf737c"
     case exportVerified = "08e3cb24d401417284b246d8f5567164"
+    case sessionProtected = "ee1f2022e6b641abb68178e522fdaa6d"
+    case sessionNotProtected = "1e848ab5714049228848b1fb9b343ae3"
+    case markerSetAside = "da6353370ec74783a5872e827c8f5b91"
 }
 
 /// syslog priorities.

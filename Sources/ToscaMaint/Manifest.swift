@@ -4,13 +4,16 @@ import ToscaCore
 /// Backup kinds (D6): backups and safety copies.
 public enum CopyKind: String, Codable, Sendable, CaseIterable {
     case daily, manual
+    /// Taken by `protect` right after sessions end: a backup, named with its kind, which
+    /// prune thins like dailies and never keeps more of than of the other backups.
+    case session
     case preMigration = "pre-migration", preRestore = "pre-restore", preEncryption = "pre-encryption", preRekey = "pre-rekey", snapshot
     /// What a backup becomes when the live safety log does not extend the last backup's
     /// head (possible tampering): kept for its data, never a backup, never the anchor.
     case suspect
 
-    /// `daily` and `manual` are backups; the rest are safety copies.
-    public var isBackup: Bool { self == .daily || self == .manual }
+    /// `daily`, `manual` and `session` are backups; the rest are safety copies.
+    public var isBackup: Bool { self == .daily || self == .manual || self == .session }
 }
 
 /// How a copy is encrypted: `none`, or SQLCipher with its settings and key id (never the key).

@@ -21,7 +21,9 @@ public struct PrunePlan: Sendable {
         cal.timeZone = timeZone
         let newestVerified = catalog.newestVerifiedBackup?.name
         var days: [String] = [], weeks: [String] = [], months: [String] = []
+        var sessionCopies: [CatalogEntry] = []
         for e in catalog.backups.reversed() { // newest first
+            if e.kind == .session { sessionCopies.append(e); continue }
             guard let created = e.created?.date else { plan.keep.append(Item(entry: e, reason: "creation time unreadable")); continue }
             let c = cal.dateComponents([.year, .month, .day, .yearForWeekOfYear, .weekOfYear], from: created)
             let (y, m, d) = (c.year ?? 0, c.month ?? 0, c.day ?? 0)
@@ -35,6 +37,34 @@ public struct PrunePlan: Sendable {
             if reasons.isEmpty {
                 plan.remove.append(Item(entry: e, reason: "beyond retention (\(keepDaily) daily, \(keepWeekly) weekly, \(keepMonthly) monthly)"))
             } else {
+                plan.keep.append(Item(entry: e, reason: reasons.joined(separator: ", ")))
+            }
+        }
+        // Session backups (protect's, taken right after sessions end): the newest of each
+        // day for the last `keepDaily` days, never more of them than of the other backups
+        // kept: a busy day of sessions does not fill the disk, and the nightly copies stay
+        // the history.
+        let otherBackupsKept = plan.keep.count
+        var sessionDays: [String] = []
+        var sessionKept = 0
+        for e in sessionCopies {
+            var reasons: [String] = []
+            if e.name == newestVerified { reasons.append("newest verified backup") }
+            if e.name == anchor { reasons.append("the copy the live safety log is proven against") }
+            if let created = e.created?.date {
+                let c = cal.dateComponents([.year, .month, .day], from: created)
+                let day = "\(c.year ?? 0)-\(c.month ?? 0)-\(c.day ?? 0)"
+                if !sessionDays.contains(day) && sessionDays.count < keepDaily && sessionKept < otherBackupsKept {
+                    sessionDays.append(day)
+                    reasons.append("session copy, newest of its day \(sessionDays.count)/\(keepDaily)")
+                }
+            } else {
+                reasons.append("creation time unreadable")
+            }
+            if reasons.isEmpty {
+                plan.remove.append(Item(entry: e, reason: "session copy beyond retention (the newest of each of \(keepDaily) days, at most as many as the other backups kept: \(otherBackupsKept))"))
+            } else {
+                sessionKept += 1
                 plan.keep.append(Item(entry: e, reason: reasons.joined(separator: ", ")))
             }
         }

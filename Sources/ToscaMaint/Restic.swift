@@ -16,6 +16,29 @@ public struct ExportRepository: Sendable {
     /// The systemd credential that holds the repository password.
     public static let credentialName = "tosca-export-pass"
 
+    /// Where the units' export repository is configured (`TOSCA_EXPORT_REPO=...`).
+    public static let configFile = "/etc/tosca-maint/export.conf"
+
+    /// The configured repository location: `TOSCA_EXPORT_REPO` in the environment (the
+    /// units load the file with `EnvironmentFile=`), else its line in `configFile`; nil
+    /// when neither names one. A configuration file that cannot be read is 78.
+    public static func configuredLocation(environment: [String: String] = ProcessInfo.processInfo.environment,
+                                          configFile: String = ExportRepository.configFile) throws -> String? {
+        if let e = environment["TOSCA_EXPORT_REPO"], !e.isEmpty { return e }
+        guard FileManager.default.fileExists(atPath: configFile) else { return nil }
+        guard let text = try? String(contentsOfFile: configFile, encoding: .utf8) else {
+            throw ToolFailure(.config, "\(configFile) cannot be read", hint: "it holds one line TOSCA_EXPORT_REPO=<repository>, readable by the tosca user")
+        }
+        for line in text.split(separator: "\n") {
+            let t = line.trimmingCharacters(in: .whitespaces)
+            guard t.hasPrefix("TOSCA_EXPORT_REPO=") else { continue }
+            var v = String(t.dropFirst("TOSCA_EXPORT_REPO=".count)).trimmingCharacters(in: .whitespaces)
+            if v.count >= 2, let q = v.first, q == "\"" || q == "'", v.last == q { v = String(v.dropFirst().dropLast()) }
+            return v.isEmpty ? nil : v
+        }
+        return nil
+    }
+
     /// A relative local folder (and cache folder) is taken from the current folder now:
     /// restic runs in other folders (the export's staging folder).
     public init(location: String, password: [UInt8], allowSameDevice: Bool = false, cacheDir: String? = nil) {
@@ -107,6 +130,8 @@ public struct ExportRepository: Sendable {
 public struct Restic: Sendable {
     public let executable: String
     public let repository: ExportRepository
+    /// restic on one core (`GOMAXPROCS=1`): while a recorder runs, its commits keep the other.
+    public var oneCore = false
 
     /// restic on PATH, else 78 naming the package.
     public static func locate(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
@@ -154,6 +179,7 @@ public struct Restic: Sendable {
         full += args
         var env = ProcessInfo.processInfo.environment
         for k in ["RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND", "RESTIC_REPOSITORY", "RESTIC_REPOSITORY_FILE"] { env[k] = nil }
+        if oneCore { env["GOMAXPROCS"] = "1" }
         // stderr to a file (restic may write much while stdout is read to its end).
         let errPath = NSTemporaryDirectory() + "/tosca-restic-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).err"
         let errFD = open(errPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)

@@ -48,6 +48,14 @@ public struct StatusReport: Codable, Sendable {
     public let exportsRecorded: Int
     public let exportExpected: Bool
     public let maxExportAgeDays: Double
+    /// After-session protection (``SessionSpool``): finished sessions whose marker is still
+    /// in spool/ended/ (not yet bundled, backed up and, where configured, exported), the
+    /// oldest of them, the threshold, and spool entries `protect` set aside.
+    public let unprotectedSessions: Int
+    public let oldestUnprotectedSession: Int64?
+    public let oldestUnprotectedAgeSeconds: Int64?
+    public let maxUnprotectedAgeSeconds: Double
+    public let setAsideSpoolEntries: Int
     public let verdict: String
     public let exitCode: Int32
 
@@ -63,6 +71,29 @@ public struct StatusReport: Codable, Sendable {
         case unsealedSafetyRows = "unsealed_safety_rows", oldestUnsealedTimestamp = "oldest_unsealed_timestamp", oldestUnsealedAgeSeconds = "oldest_unsealed_age_seconds"
         case lastExportUTC = "last_export_utc", lastExportAgeSeconds = "last_export_age_seconds", exportsRecorded = "exports_recorded"
         case exportExpected = "export_expected", maxExportAgeDays = "max_export_age_days"
+        case unprotectedSessions = "unprotected_sessions", oldestUnprotectedSession = "oldest_unprotected_session"
+        case oldestUnprotectedAgeSeconds = "oldest_unprotected_age_seconds", maxUnprotectedAgeSeconds = "max_unprotected_age_seconds"
+        case setAsideSpoolEntries = "set_aside_spool_entries"
+    }
+
+    /// The default of `--max-unprotected-age`: 15 minutes where an export repository is
+    /// configured (a session should leave the disk within one protect run), else 24 hours.
+    public static func defaultMaxUnprotectedAge(exportConfigured: Bool) -> Double { exportConfigured ? 900 : 86_400 }
+
+    /// The markers in spool/ended/ (a half-written one of a writer that died counts for
+    /// its session): each session and the age of its marker, oldest first.
+    public static func unprotected(_ folder: DataFolder, now: UTCTime) -> [(session: Int64, ageSeconds: Int64)] {
+        let ended = SessionSpool.ended(folder.root)
+        guard (try? LayoutFolder.check(SessionSpool.spool(folder.root))) == true, (try? LayoutFolder.check(ended)) == true else { return [] }
+        var found: [Int64: Int64] = [:]
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: ended)) ?? [] {
+            guard let id = SessionSpool.sessionID(ofMarker: name) ?? SessionSpool.temporary(name)?.sessionID else { continue }
+            var st = stat()
+            guard lstat(ended + "/" + name, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
+            let age = max(0, now.seconds - Int64(st.st_mtim.tv_sec))
+            found[id] = max(found[id] ?? 0, age)
+        }
+        return found.map { ($0.key, $0.value) }.sorted { $0.ageSeconds != $1.ageSeconds ? $0.ageSeconds > $1.ageSeconds : $0.session < $1.session }
     }
 
     /// Where an export repository is configured for the units (D19).
@@ -73,6 +104,7 @@ public struct StatusReport: Codable, Sendable {
     public static func make(_ folder: DataFolder, maxAgeHours: Double, maxDrillAgeDays: Double = 8, maxExportAgeDays: Double = 35,
                             exportConfigured: Bool = FileManager.default.fileExists(atPath: StatusReport.exportConfig)
                                 || !(ProcessInfo.processInfo.environment["TOSCA_EXPORT_REPO"] ?? "").isEmpty,
+                            maxUnprotectedAgeSeconds: Double? = nil,
                             now: UTCTime = .now()) throws -> StatusReport {
         let key = folder.key
         let catalog = try folder.scanCatalog()
@@ -109,6 +141,9 @@ public struct StatusReport: Codable, Sendable {
         let exportAge = lastExport.flatMap { UTCTime(iso8601: $0) }.map { now.seconds - $0.seconds }
         // A device that never exported and has no configuration is not stale.
         let exportExpected = exportConfigured || !exports.isEmpty
+        let unprotected = unprotected(folder, now: now)
+        let maxUnprotected = maxUnprotectedAgeSeconds ?? defaultMaxUnprotectedAge(exportConfigured: exportConfigured)
+        let setAside = (try? FileManager.default.contentsOfDirectory(atPath: SessionSpool.spool(folder.root) + "/set-aside"))?.count ?? 0
         let verdict: String, code: Int32
         let failedBackup = catalog.backups.last { $0.manifest?.lastCheck?.ok == false }
         let suspect = catalog.entries.last { $0.kind == .suspect }
@@ -128,6 +163,9 @@ public struct StatusReport: Codable, Sendable {
         } else if !bundles.failed.isEmpty {
             verdict = "session bundle(s) FAILED their last check: \(bundles.failed.prefix(3).joined(separator: ", "))"
             code = ExitStatus.dataError.rawValue
+        } else if let oldest = unprotected.first, Double(oldest.ageSeconds) > maxUnprotected {
+            verdict = "session \(oldest.session) ended \(Self.duration(oldest.ageSeconds)) ago and is not yet \(exportConfigured ? "off the disk (bundled, backed up and exported)" : "bundled and backed up") (threshold \(Self.duration(Int64(maxUnprotected)))); \(unprotected.count) session(s) waiting: journalctl -u tosca-maint-session.service, or run tosca-maint protect"
+            code = ExitStatus.unhealthy.rawValue
         } else if newest == nil {
             verdict = "no verified backup"
             code = ExitStatus.unhealthy.rawValue
@@ -162,7 +200,14 @@ public struct StatusReport: Codable, Sendable {
             lastDrillUTC: lastDrill, maxDrillAgeDays: maxDrillAgeDays, bundledSessions: bundles.bundledSessions, bundleBytes: bundles.bytes,
             failedBundles: bundles.failed, unbundledSessions: bundles.unbundled, catalogProblems: audit, unsealedSafetyRows: unsealed?.count, oldestUnsealedTimestamp: unsealed?.oldest, oldestUnsealedAgeSeconds: unsealedAge,
             lastExportUTC: lastExport, lastExportAgeSeconds: exportAge, exportsRecorded: exports.count, exportExpected: exportExpected,
-            maxExportAgeDays: maxExportAgeDays, verdict: verdict, exitCode: code)
+            maxExportAgeDays: maxExportAgeDays, unprotectedSessions: unprotected.count, oldestUnprotectedSession: unprotected.first?.session,
+            oldestUnprotectedAgeSeconds: unprotected.first?.ageSeconds, maxUnprotectedAgeSeconds: maxUnprotected, setAsideSpoolEntries: setAside,
+            verdict: verdict, exitCode: code)
+    }
+
+    /// `90 s`, `12 min`, `5.2 h`.
+    static func duration(_ seconds: Int64) -> String {
+        seconds < 120 ? "\(seconds) s" : seconds < 7200 ? "\(seconds / 60) min" : String(format: "%.1f h", Double(seconds) / 3600)
     }
 
     /// node_exporter textfile-collector format.
@@ -198,6 +243,9 @@ public struct StatusReport: Codable, Sendable {
         metric("tosca_last_export_age_seconds", "Age of the last verified export.", lastExportAgeSeconds.map(String.init))
         metric("tosca_last_export_timestamp_seconds", "Time of the last verified export (Unix seconds).",
                lastExportUTC.flatMap { UTCTime(iso8601: $0) }.map { String($0.seconds) })
+        metric("tosca_unprotected_sessions", "Finished sessions whose marker is still in spool/ended (not yet bundled, backed up and, where configured, exported).", String(unprotectedSessions))
+        metric("tosca_oldest_unprotected_session_age_seconds", "Age of the oldest marker in spool/ended (0 when none).", String(oldestUnprotectedAgeSeconds ?? 0))
+        metric("tosca_spool_set_aside_entries", "Entries protect moved to spool/set-aside (not markers, or naming no finished session).", String(setAsideSpoolEntries))
         metric("tosca_status_exit_code", "Exit code of tosca-maint status (0 ok, 1 unhealthy, 65 corruption).", String(exitCode))
         return lines.joined(separator: "\n") + "\n"
     }
@@ -213,6 +261,7 @@ public struct StatusReport: Codable, Sendable {
             Safety copies \(safetyCopyCount), \(mib(safetyCopyBytes))\(quarantinedCount > 0 ? "\nQuarantined   \(quarantinedCount) file(s) in backups/quarantine" : "")
             Bundles       \(bundledSessions) session(s), \(mib(bundleBytes))\(failedBundles.isEmpty ? "" : ", \(failedBundles.count) FAILED")\(unbundledSessions.isEmpty ? "" : ", \(unbundledSessions.count) finished session(s) older than 48 h not bundled")
             Exports       \(lastExportUTC.map { "\(exportsRecorded) verified, the last at \($0) (\(String(format: "%.1f", Double(lastExportAgeSeconds ?? 0) / 86_400)) days old)" } ?? (exportExpected ? "none yet (configured)" : "none (not configured)"))
+            Unprotected   \(oldestUnprotectedSession.map { "\(unprotectedSessions) finished session(s) not yet \(exportExpected ? "off the disk" : "bundled and backed up"), the oldest session \($0), \(Self.duration(oldestUnprotectedAgeSeconds ?? 0)) (threshold \(Self.duration(Int64(maxUnprotectedAgeSeconds))))" } ?? "none waiting in spool/ended\(exportExpected ? "" : " (bundle and backup on this disk only: no export configured)")")\(setAsideSpoolEntries > 0 ? "\nSet aside     \(setAsideSpoolEntries) spool entr\(setAsideSpoolEntries == 1 ? "y" : "ies") in spool/set-aside (protect found no finished session for them)" : "")
             Free space    \(freeBytes.map(mib) ?? "unknown")
             Database      \(encrypted.map { $0 ? "encrypted" : "plaintext" } ?? "missing"), schema \(schema ?? "unknown (give the key)")\((unsealedSafetyRows ?? 0) > 0 ? "\nUnsealed      \(unsealedSafetyRows ?? 0) safety-log row(s) not in the chain yet, oldest stamped \(oldestUnsealedTimestamp ?? "?")\(oldestUnsealedAgeSeconds.map { String(format: ", about %.1f h old", Double($0) / 3600) } ?? "") (warning: sealed by the recorder or the next maintenance run)" : "")
 

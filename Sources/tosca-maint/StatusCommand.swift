@@ -23,9 +23,15 @@ struct StatusCommand: ParsableCommand {
             newer than --max-export-age days; a device that never exported and has no \
             configuration is not stale.
 
+            After-session protection: the finished sessions whose marker still waits in \
+            spool/ended (not yet bundled, backed up and, where an export repository is \
+            configured, exported by `protect`), the oldest of them and its age, and spool \
+            entries protect set aside.
+
             Exit codes: 0 healthy, 1 no verified backup newer than --max-age hours, no passing \
-            restore drill within --max-drill-age days, or no verified export within \
-            --max-export-age days where exports are expected, 65 the most recent check failed, or a \
+            restore drill within --max-drill-age days, no verified export within \
+            --max-export-age days where exports are expected, or a finished session waiting \
+            longer than --max-unprotected-age, 65 the most recent check failed, or a \
             backup's last check failed, or a suspect copy (possible tampering) is in the catalog \
             (set failed and suspect copies aside with `tosca-maint quarantine --failed`), or the \
             catalog fails its own checks: a copy whose database file is lost (its manifest \
@@ -38,16 +44,26 @@ struct StatusCommand: ParsableCommand {
     @Option(help: "Hours after which the newest verified backup counts as stale.") var maxAge: Double = 26
     @Option(help: "Days after which the last passing restore drill counts as stale.") var maxDrillAge: Double = 8
     @Option(help: "Days after which the last verified export counts as stale (where exports are expected).") var maxExportAge: Double = 35
+    @Option(help: ArgumentHelp("How long a finished session may wait in spool/ended before status exits 1: 90s, 15m, 24h, 2d (default 15m where an export repository is configured, else 24h).", valueName: "duration"))
+    var maxUnprotectedAge: String?
     @Option(help: "Also write the figures as a node_exporter textfile (written atomically).") var prometheus: String?
+
+    /// `90s`, `15m`, `24h`, `2d` in seconds.
+    static func seconds(_ text: String) -> Double? {
+        guard let unit = text.last, let n = Double(text.dropLast()), n > 0, n.isFinite else { return nil }
+        switch unit { case "s": return n; case "m": return n * 60; case "h": return n * 3600; case "d": return n * 86_400; default: return nil }
+    }
 
     func validate() throws {
         guard maxAge > 0 else { throw ValidationError("--max-age must be positive") }
         guard maxExportAge > 0 else { throw ValidationError("--max-export-age must be positive") }
+        if let m = maxUnprotectedAge, Self.seconds(m) == nil { throw ValidationError("--max-unprotected-age takes a positive duration with its unit: 90s, 15m, 24h, 2d") }
     }
 
     func run() throws {
         try runReporting {
-            let report = try StatusReport.make(try shared.folder(), maxAgeHours: maxAge, maxDrillAgeDays: maxDrillAge, maxExportAgeDays: maxExportAge)
+            let report = try StatusReport.make(try shared.folder(), maxAgeHours: maxAge, maxDrillAgeDays: maxDrillAge, maxExportAgeDays: maxExportAge,
+                                           maxUnprotectedAgeSeconds: maxUnprotectedAge.flatMap(Self.seconds))
             if let prometheus {
                 do { try AtomicFile.write(Array(report.prometheus.utf8), to: prometheus, mode: 0o644) } catch let e as POSIXFailure {
                     throw ToolFailure(.cantCreate, "cannot write \(prometheus): \(e)")

@@ -16,7 +16,7 @@ struct ToscaMaintCommand: ParsableCommand {
             later), 77 permission or key, 78 configuration.
             """,
         version: toscaMaintVersion,
-        subcommands: [BackupCommand.self, VerifyCommand.self, RestoreCommand.self, MigrateCommand.self, SnapshotCommand.self, KeygenCommand.self, EncryptCommand.self, RekeyCommand.self, ListCommand.self, PruneCommand.self, StatusCommand.self, InspectCommand.self, QuarantineCommand.self, BundleCommand.self, ExportCommand.self, ImportCommand.self, AlertCommand.self])
+        subcommands: [BackupCommand.self, VerifyCommand.self, RestoreCommand.self, MigrateCommand.self, SnapshotCommand.self, KeygenCommand.self, EncryptCommand.self, RekeyCommand.self, ListCommand.self, PruneCommand.self, StatusCommand.self, InspectCommand.self, QuarantineCommand.self, BundleCommand.self, ProtectCommand.self, ExportCommand.self, ImportCommand.self, AlertCommand.self])
 }
 
 ToscaMaintCommand.main()

@@ -108,6 +108,9 @@ struct ToscaSim: ParsableCommand {
                 }
             }
             try recorder.close()
+            for f in recorder.markerFailures {
+                FileHandle.standardError.write(Data("tosca-sim: warning: session \(f.session) ended, but its spool/ended marker was not written (\(f.reason)); the nightly run takes it\n".utf8))
+            }
             if let latencyReport { try latencies.write(to: latencyReport) }
             if json {
                 let enc = JSONEncoder()

@@ -31,6 +31,9 @@ public final class Recorder: @unchecked Sendable {
     /// Migration 0007 applied: rows inserted by other programs may arrive unsealed.
     private var admitsUnsealed = false
     private var lastSealCheck: UInt64 = 0
+    /// Sessions whose `spool/ended/` marker could not be written, and why.
+    public var markerFailures: [(session: Int64, reason: String)] { lock.withLock { unwrittenMarkers } }
+    private var unwrittenMarkers: [(session: Int64, reason: String)] = []
 
     /// Opens the data folder. `admission` runs after the schema check and before crash
     /// recovery, with the database and whether it was just created; throwing from it
@@ -290,6 +293,7 @@ public final class Recorder: @unchecked Sendable {
                                                                   description: "treatment session \(status.rawValue)" + (abortReason.map { ": \($0)" } ?? ""),
                                                                   systemState: "idle"))
             sessions[session.id] = nil
+            dropEndedMarker(session.id, status: status.rawValue, ended: end)
             return manifest
         }
     }
@@ -446,6 +450,7 @@ public final class Recorder: @unchecked Sendable {
                     try SafetyChain.append(try SessionSeal.entry(db, sessionID: id, techID: techID, folder: nil, backfill: false, now: now), to: db)
                 }
                 recovery.abortedSessions.append(id)
+                dropEndedMarker(id, status: SessionStatus.aborted.rawValue, ended: now)
                 continue
             }
             let folder = dataDirectory + "/" + relative
@@ -455,6 +460,7 @@ public final class Recorder: @unchecked Sendable {
                written.streams.allSatisfy({ (try? FileDigest.sha256(path: folder + "/" + $0.file).hex) == $0.sha256 }) {
                 try commitWrittenEnding(db: db, manifest: written, folder: folder, now: now, techID: techID)
                 if written.status == SessionStatus.aborted.rawValue { recovery.abortedSessions.append(id) }
+                dropEndedMarker(id, status: written.status, ended: now)
                 continue
             }
             // Record each cut before making it: a crash in between records it twice, never not at all.
@@ -495,6 +501,19 @@ public final class Recorder: @unchecked Sendable {
                                                        severity: .warning, description: "session found in progress at start-up; marked aborted",
                                                        actionTaken: "status set to aborted"))
             recovery.abortedSessions.append(id)
+            dropEndedMarker(id, status: SessionStatus.aborted.rawValue, ended: now)
+        }
+    }
+
+    /// The session's marker in `spool/ended/` (``SessionSpool``), after its ending is
+    /// committed: best effort, a session's end never fails on it. A marker that could not
+    /// be written is kept in ``markerFailures``; the nightly bundle and backup still take
+    /// the session, and `status` reports a finished session without a bundle after 48 h.
+    private func dropEndedMarker(_ id: Int64, status: String, ended: UTCTime) {
+        do {
+            try SessionSpool.markEnded(dataDirectory: dataDirectory, sessionID: id, status: status, at: ended)
+        } catch {
+            unwrittenMarkers.append((id, String(describing: error)))
         }
     }
 
