@@ -28,6 +28,7 @@ PROGRAMS := tosca-maint
 UNITS := tosca-maint-backup.service tosca-maint-backup.timer \
          tosca-maint-verify.service tosca-maint-verify.timer \
          tosca-maint-export.service tosca-maint-export.timer \
+         tosca-maint-session.path tosca-maint-session.service \
          tosca-maint-failure@.service
 RUNBOOKS := $(notdir $(wildcard Runbooks/*.md))
 

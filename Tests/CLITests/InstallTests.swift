@@ -7,7 +7,8 @@ import ToscaMaint
 /// to systemd, journalctl, man and bash.
 @Suite struct InstallTests {
     static let units = ["tosca-maint-backup.service", "tosca-maint-backup.timer", "tosca-maint-failure@.service",
-                        "tosca-maint-verify.service", "tosca-maint-verify.timer", "tosca-maint-export.service", "tosca-maint-export.timer"]
+                        "tosca-maint-verify.service", "tosca-maint-verify.timer", "tosca-maint-export.service", "tosca-maint-export.timer",
+                        "tosca-maint-session.path", "tosca-maint-session.service"]
     static var runbooks: [String] { listing(packageRoot() + "/Runbooks").filter { $0.hasSuffix(".md") } }
 
     static func expectedTree(prefix: String) -> [String] {

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 import ToscaCore
+import ToscaMaint
 
 /// Every fenced `sh` block of every runbook runs, in order, against a scratch data folder
 /// made by tosca-sim and put in the state the runbook is for (a damaged database, a
@@ -48,7 +49,8 @@ import ToscaCore
 
     static let runbooks = ["restore-after-disk-fault.md", "restore-drill.md", "pre-upgrade-migration.md",
                            "encryption-cutover.md", "failed-nightly-backup.md", "moving-to-a-new-machine.md", "moving-from-a-copy-of-backups.md",
-                           "tampering-reported.md", "recovering-a-session-folder.md", "device-lost-or-disk-dead.md"]
+                           "tampering-reported.md", "recovering-a-session-folder.md", "device-lost-or-disk-dead.md",
+                           "after-session-protection.md"]
 
     @Test func theRunbooksAreTheOnesTheDeviceNeeds() throws {
         #expect(Set(listing(packageRoot() + "/Runbooks").filter { $0.hasSuffix(".md") }) == Set(Self.runbooks))
@@ -73,7 +75,7 @@ import ToscaCore
 
         init() throws {
             try FileManager.default.createDirectory(atPath: stubs, withIntermediateDirectories: true)
-            let units = (listing(packageRoot() + "/Timers").filter { $0.hasSuffix(".service") || $0.hasSuffix(".timer") } + ["tosca.service"])
+            let units = (listing(packageRoot() + "/Timers").filter { $0.hasSuffix(".service") || $0.hasSuffix(".timer") || $0.hasSuffix(".path") } + ["tosca.service"])
                 .map { $0.replacingOccurrences(of: "@.service", with: "@") }.joined(separator: " ")
             try write(stubs + "/systemctl", """
                 #!/bin/bash
@@ -304,6 +306,33 @@ import ToscaCore
         }
         #expect(m.calls.first == "systemctl stop tosca.service")
         #expect(m.calls.contains("systemctl enable --now tosca-maint-backup.timer tosca-maint-verify.timer tosca-maint-export.timer"))
+    }
+
+    @Test func afterSessionProtection() throws {
+        let m = try Machine()
+        try simulatedData(m.data, sessions: 2)
+        try Self.backup(m.data)
+        #expect(try maint(["restore", "--drill", "--data-dir", m.data]).status == 0)
+        // Sessions that ended since: their markers wait in spool/ended.
+        try simulatedData(m.data, sessions: 2)
+        let waiting = listing(m.data + "/spool/ended")
+        #expect(waiting.count == 4, "\(waiting)")
+        try "the clinic's export password\n".write(toFile: m.pass, atomically: true, encoding: .utf8)
+        chmod(m.pass, 0o600)
+        try m.write(m.stubs + "/tosca-maint", """
+            #!/bin/bash
+            # The test's repository is on the data folder's filesystem: allowed for the test only.
+            for a in "$@"; do [[ $a == --repo ]] && exec '\(binDirectory())/tosca-maint' "$@" --allow-same-device; done
+            exec '\(binDirectory())/tosca-maint' "$@"
+            """)
+        try Self.expectPasses(m, "after-session-protection.md")
+        #expect(m.calls == ["systemctl enable --now tosca-maint-session.path"], "\(m.calls)")
+        #expect(listing(m.data + "/spool/ended").isEmpty)
+        // Every session's bundle is in the recorded export, with the session backup.
+        let record = try #require(listing(m.data + "/exports").first { $0.hasSuffix(".manifest.json") })
+        let export = try JSONDecoder().decode(ExportManifest.self, from: Data(contentsOf: URL(fileURLWithPath: m.data + "/exports/" + record)))
+        #expect(export.databaseCopy.hasSuffix("_session.db"), "\(export.databaseCopy)")
+        for id in waiting { #expect(export.files.contains { $0.path.hasPrefix("bundles/session_\(id)_") }, "session \(id)") }
     }
 
     @Test func deviceLostOrDiskDead() throws {
