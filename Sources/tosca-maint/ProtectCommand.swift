@@ -26,8 +26,8 @@ struct ProtectCommand: ParsableCommand {
             the last one began (it waits first, holding no lock), so a day of short sessions \
             batches. A run that leaves a session unprotected for a reason that may pass (a \
             server unreachable, a lock held, a full disk) exits 75 until \
-            --failures-before-alert runs in a row have, then with its own status, so that \
-            the unit's OnFailure= alert fires. A bundle or copy that fails its check (65) \
+            --failures-before-alert runs in a row have, then with its own status (1 for a \
+            cause that was 75), so that the unit's OnFailure= alert fires. A bundle or copy that fails its check (65) \
             fails the run at once.
 
             Examples:
@@ -35,7 +35,9 @@ struct ProtectCommand: ParsableCommand {
               tosca-maint protect --repo /media/tosca-backup/repo --password-file /etc/tosca-maint/export-pass
               tosca-maint protect --no-export
 
-            Exit codes: 0 every marker's session protected (or none), 65 a spool entry set \
+            Exit codes: 0 every marker's session protected (or none), 1 sessions left \
+            unprotected by --failures-before-alert runs in a row for a passing cause (a \
+            server unreachable), 65 a spool entry set \
             aside, or a bundle or copy that failed its check, 66 no data folder or database, \
             73 a layout folder is a symbolic link, 74 I/O error, 75 another maintenance run \
             is going, or a session left unprotected (retried; fewer failed runs in a row than \
@@ -128,7 +130,8 @@ struct ProtectCommand: ParsableCommand {
                     throw ToolFailure(.tempFail, "\(what); failed run \(state.consecutiveFailures) in a row of \(failuresBeforeAlert) before the alert",
                                       hint: "the markers stay; the next run retries (tosca-maint status shows the oldest unprotected session)")
                 }
-                throw ToolFailure(worst, "\(what); \(state.consecutiveFailures) failed run(s) in a row",
+                // 75 would read as "retry" to the unit: the alert run of a passing cause is 1.
+                throw ToolFailure(worst == .tempFail ? .unhealthy : worst, "\(what); \(state.consecutiveFailures) failed run(s) in a row",
                                   hint: worst == .dataError ? "see the reasons: a bundle or copy that fails its check may be tampering" : "see the reasons; the markers stay for the next run")
             }
             return 0
