@@ -100,7 +100,7 @@ import ToscaMaint
         }
     }
 
-    /// The ExecStart= (then ExecStopPost=) lines of the backup and verify units, run as systemd would run them
+    /// The ExecStart= (then ExecStopPost=) lines of the session, backup and verify units, run as systemd would run them
     /// (TOSCA_DATA_DIR from the unit, the credential folder holding the fallback marker or
     /// the sealed key), on a simulated data folder: plaintext, then encrypted.
     @Test(arguments: [false, true]) func theUnitsCommandsRunOnARealDataFolder(encrypted: Bool) throws {
@@ -126,7 +126,10 @@ import ToscaMaint
             // lives in /etc; the drop-in here points at a test one).
             environment["TOSCA_BUNDLE_RECIPIENTS"] = try ageKeypair(in: dir, name: "age-identity").recipients
         }
-        for unit in ["tosca-maint-backup.service", "tosca-maint-verify.service"] {
+        // The simulated sessions left their markers: the session unit protects them (no
+        // export configured: bundle and backup), whichever unit runs first.
+        #expect(listing(data + "/spool/ended").count == 2)
+        for unit in ["tosca-maint-session.service", "tosca-maint-backup.service", "tosca-maint-verify.service"] {
             let s = try Self.settings(packageRoot() + "/Timers/" + unit)
             var env: [String: String] = [:]
             for (k, v) in s where k == "Environment" {
@@ -144,6 +147,7 @@ import ToscaMaint
                 #expect(r.status == 0 || (ignoreFailure && r.status == 1), "\(unit): \(v) exited \(r.status): \(r.output)")
             }
         }
+        #expect(listing(data + "/spool/ended").isEmpty)
         // The backup unit's metrics went where the unit says; the drill made status healthy.
         let prom = try String(contentsOfFile: metrics, encoding: .utf8)
         #expect(prom.contains("tosca_"), "\(prom)")
