@@ -6,7 +6,9 @@
 #   a damaged copy -> the verify unit fails -> tosca-maint-failure@ writes its alert;
 #   the key sealed with systemd-creds, the cutover run as root -> backup, verify + drill;
 #   an export repository on a "drive" (a tmpfs of its own) with the password sealed and
-#   the drive drop-in -> the monthly export unit exports and verifies.
+#   the drive drop-in -> the monthly export unit exports and verifies;
+#   the session path unit enabled -> the sessions' markers start the session service,
+#   which protects them (bundle, session backup, export to the drive).
 # Needs root, network access to a Debian mirror, and `make` run first (release build).
 # Not part of the test suite (it downloads ~100 MB and needs container privileges).
 #
@@ -32,7 +34,8 @@ make install DESTDIR="$ROOTFS" >/dev/null
 install -m 0755 .build/release/tosca-sim "$ROOTFS/usr/local/bin/tosca-sim"
 rm -rf "$ROOTFS/var/lib/tosca" "$ROOTFS/var/lib/prometheus" "$ROOTFS/etc/credstore.encrypted" \
   "$ROOTFS/root/tosca.key" "$ROOTFS/root/results" "$ROOTFS/var/log/journal" "$ROOTFS/etc/tosca-maint" \
-  "$ROOTFS/etc/systemd/system/tosca-maint-export.service.d" "$ROOTFS/root/export-pass"
+  "$ROOTFS/etc/systemd/system/tosca-maint-export.service.d" "$ROOTFS/root/export-pass" \
+  "$ROOTFS/etc/systemd/system/tosca-maint-session.service.d" "$ROOTFS/etc/systemd/system/paths.target.wants/tosca-maint-session.path"
 # The clinic's age recipient for the bundles (its identity stays on the host).
 age-keygen -o "$ROOTFS/root/bundle-identity" 2>/dev/null
 age-keygen -y "$ROOTFS/root/bundle-identity" > "$ROOTFS/root/bundle-recipients"
@@ -88,6 +91,26 @@ runuser -u tosca -- tosca-maint status --data-dir /var/lib/tosca | grep -q '^Exp
 e=$(systemd-analyze security tosca-maint-export.service --no-pager | sed -n 's/.*exposure level for [^:]*: \([0-9.]*\).*/\1/p')
 r export_exposure "$e"
 r export_exposure_ok "$(echo "$e" | awk '{print ($1 != "" && $1 <= 2.0) ? "yes" : "no"}')"
+# After-session protection through the real path unit: the markers of the sessions
+# recorded at the start still wait in spool/ended, and one more session ends now (the
+# recorder has the key); enabling the path unit starts the session service, which
+# bundles, backs up and exports them to the drive.
+install -o tosca -g tosca -m 0400 /root/tosca.key /run/tosca-sim.key
+runuser -u tosca -- tosca-sim --data-dir /var/lib/tosca --sessions 1 --duration 0.3 --seed 2 --key-file /run/tosca-sim.key
+r markers_waiting "$(ls /var/lib/tosca/spool/ended | wc -l)"
+install -d -m 0755 /etc/systemd/system/tosca-maint-session.service.d
+cp /etc/systemd/system/tosca-maint-export.service.d/drive.conf /etc/systemd/system/tosca-maint-session.service.d/drive.conf
+systemctl daemon-reload
+systemctl enable --now tosca-maint-session.path; r session_path $?
+for _ in $(seq 120); do [[ -z $(ls -A /var/lib/tosca/spool/ended) ]] && break; sleep 1; done
+r session_protected "$(ls -A /var/lib/tosca/spool/ended | wc -l)"
+sleep 2
+r session_result "$(systemctl show -p Result --value tosca-maint-session.service)"
+journalctl -t tosca-maint -o verbose --no-pager | grep -q MESSAGE_ID=ee1f2022e6b641abb68178e522fdaa6d; r session_journal $?
+r session_exports "$(ls /var/lib/tosca/exports/*.manifest.json | wc -l)"
+grep -q '^tosca_unprotected_sessions 0$' /var/lib/prometheus/node-exporter/tosca.prom; r session_metrics $?
+e=$(systemd-analyze security tosca-maint-session.service --no-pager | sed -n 's/.*exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+r session_exposure_ok "$(echo "$e" | awk '{print ($1 != "" && $1 <= 2.0) ? "yes" : "no"}')"
 systemctl poweroff
 EOF
 chmod 0755 "$ROOTFS/usr/local/bin/tosca-units-check"
@@ -108,7 +131,7 @@ timeout 600 systemd-nspawn -D "$ROOTFS" --boot --register=no --keep-unit -q --tm
 
 [[ -f $ROOTFS/root/results ]] || { echo "Error: the container did not run the check (see systemd-nspawn -D $ROOTFS --boot)" >&2; exit 70; }
 cat "$ROOTFS/root/results"
-expect="backup=0 verify=0 metrics=0 owner=tosca damaged_verify=1 alert=0 alert_explained=0 seal=0 encrypt=65 owner_after_root_cutover=tosca encrypted_backup=0 encrypted_verify=0 dispatch_noise=0 export_seal=0 export_init=0 export=0 export_journal=0 export_status=0 export_exposure_ok=yes"
+expect="backup=0 verify=0 metrics=0 owner=tosca damaged_verify=1 alert=0 alert_explained=0 seal=0 encrypt=65 owner_after_root_cutover=tosca encrypted_backup=0 encrypted_verify=0 dispatch_noise=0 export_seal=0 export_init=0 export=0 export_journal=0 export_status=0 export_exposure_ok=yes markers_waiting=3 session_path=0 session_protected=0 session_result=success session_journal=0 session_exports=2 session_metrics=0 session_exposure_ok=yes"
 fail=0
 for e in $expect; do grep -qx "$e" "$ROOTFS/root/results" || { echo "UNEXPECTED: wanted $e" >&2; fail=1; }; done
 (( fail == 0 )) && echo "units: every expected result (log: $ROOTFS/root/check.log)"
