@@ -36,6 +36,25 @@ public enum SessionSpool {
         return (id, pid)
     }
 
+    /// The names in `directory` as their bytes (readdir(3)): a name that is not valid
+    /// UTF-8 is listed too (Foundation's listing leaves such names out), without `.`/`..`.
+    public static func rawNames(_ directory: String) throws -> [[UInt8]] {
+        guard let dir = opendir(directory) else { throw POSIXFailure(operation: "open folder \(directory)", code: errno) }
+        defer { closedir(dir) }
+        var names: [[UInt8]] = []
+        while true {
+            errno = 0
+            guard let entry = readdir(dir) else {
+                if errno != 0 { throw POSIXFailure(operation: "read folder \(directory)", code: errno) }
+                break
+            }
+            let bytes = withUnsafeBytes(of: entry.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
+            if bytes == [46] || bytes == [46, 46] { continue }
+            names.append(bytes)
+        }
+        return names
+    }
+
     /// Drops the marker of a session that has just ended (its ending is committed). The
     /// layout folders are never followed through links.
     public static func markEnded(dataDirectory: String, sessionID: Int64, status: String, at end: UTCTime) throws {

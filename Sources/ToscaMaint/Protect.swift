@@ -74,8 +74,9 @@ public struct ProtectJob: Sendable {
         case marker(sessionID: Int64, name: String)
         /// A marker still being written by a live process: left alone.
         case beingWritten(name: String)
-        /// Not a marker: set aside with the reason.
-        case foreign(name: String, reason: String)
+        /// Not a marker: set aside with the reason (`raw`: the name's bytes, which may not
+        /// be UTF-8; `name` shows them).
+        case foreign(name: String, raw: [UInt8], reason: String)
     }
 
     /// The spool's entries, markers in session order. A marker whose writer died before
@@ -83,12 +84,15 @@ public struct ProtectJob: Sendable {
     /// ending was committed before the marker was begun.
     public func scan() throws -> [Entry] {
         guard try LayoutFolder.check(spool), try LayoutFolder.check(ended) else { return [] }
-        var names: [String]
-        do { names = try FileManager.default.contentsOfDirectory(atPath: ended) } catch {
+        let raws: [[UInt8]]
+        do { raws = try SessionSpool.rawNames(ended) } catch {
             throw ToolFailure(.ioError, "cannot read \(ended): \(error)")
         }
         var markers: [(Int64, String)] = [], others: [Entry] = []
-        for name in names.sorted() {
+        for raw in raws.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            guard let name = String(validating: raw, as: UTF8.self) else {
+                others.append(.foreign(name: Self.shown(raw), raw: raw, reason: "not a marker name (not even UTF-8)")); continue
+            }
             if let t = SessionSpool.temporary(name) {
                 if kill(t.pid, 0) == 0 || errno == EPERM { others.append(.beingWritten(name: name)); continue }
                 let final = ended + "/\(t.sessionID)"
@@ -103,18 +107,25 @@ public struct ProtectJob: Sendable {
             var st = stat()
             guard lstat(ended + "/" + name, &st) == 0 else { continue } // gone meanwhile
             guard let id = SessionSpool.sessionID(ofMarker: name) else {
-                others.append(.foreign(name: name, reason: "not a marker name (a session id)")); continue
+                others.append(.foreign(name: name, raw: raw, reason: "not a marker name (a session id)")); continue
             }
             guard st.st_mode & S_IFMT == S_IFREG else {
-                others.append(.foreign(name: name, reason: "not a regular file")); continue
+                others.append(.foreign(name: name, raw: raw, reason: "not a regular file")); continue
             }
-            guard st.st_size <= 4096 else { others.append(.foreign(name: name, reason: "larger than a marker (\(st.st_size) bytes)")); continue }
+            guard st.st_size <= 4096 else { others.append(.foreign(name: name, raw: raw, reason: "larger than a marker (\(st.st_size) bytes)")); continue }
             if !markers.contains(where: { $0.0 == id }) { markers.append((id, name)) }
         }
         return markers.sorted { $0.0 < $1.0 }.map { .marker(sessionID: $0.0, name: $0.1) } + others
     }
 
-    /// `name` as it can be shown: control characters and invalid UTF-8 escaped.
+    /// A name's bytes as they can be shown: invalid UTF-8 escaped byte by byte.
+    public static func shown(_ raw: [UInt8]) -> String {
+        if let s = String(validating: raw, as: UTF8.self) { return shown(s) }
+        let out = raw.map { (0x20..<0x7f).contains($0) && $0 != 0x5c ? String(UnicodeScalar($0)) : String(format: "\\x%02x", $0) }.joined()
+        return out.count > 120 ? String(out.prefix(120)) + "..." : out
+    }
+
+    /// `name` as it can be shown: control characters escaped.
     public static func shown(_ name: String) -> String {
         var out = ""
         for u in name.unicodeScalars {
@@ -125,21 +136,24 @@ public struct ProtectJob: Sendable {
 
     /// Moves `name` out of `spool/ended/` into `spool/set-aside/` (never deleted: it may
     /// be evidence). Returns where it went.
-    func setAside(_ name: String, reason: String, now: UTCTime) throws -> String {
+    func setAside(_ name: String, raw: [UInt8]? = nil, reason: String, now: UTCTime) throws -> String {
         try LayoutFolder.make(setAsideFolder)
-        let safe = String(Self.shown(name).map { $0 == "/" || $0 == "\\" ? "_" : $0 }.prefix(100))
+        let display = raw.map(Self.shown) ?? Self.shown(name)
+        let safe = String(display.map { $0 == "/" || $0 == "\\" ? "_" : $0 }.prefix(100))
         var target = setAsideFolder + "/\(now.folderStamp)_\(safe)"
         var n = 2
         while FileManager.default.fileExists(atPath: target) || (try? FileManager.default.destinationOfSymbolicLink(atPath: target)) != nil {
             target = setAsideFolder + "/\(now.folderStamp)_\(safe)_\(n)"; n += 1
         }
-        guard rename(ended + "/" + name, target) == 0 else {
-            throw ToolFailure(.ioError, "cannot set \(Self.shown(name)) aside: \(String(cString: strerror(errno)))")
+        let source = Array((ended + "/").utf8) + (raw ?? Array(name.utf8)) + [0]
+        let moved = source.withUnsafeBufferPointer { $0.withMemoryRebound(to: CChar.self) { rename($0.baseAddress!, target) } }
+        guard moved == 0 else {
+            throw ToolFailure(.ioError, "cannot set \(display) aside: \(String(cString: strerror(errno)))")
         }
         try AtomicFile.syncDirectory(ended)
         try AtomicFile.syncDirectory(setAsideFolder)
-        Journal.shared.log(.err, "spool/ended/\(Self.shown(name)) set aside to \(target): \(reason)", id: .markerSetAside,
-                           fields: ["TOSCA_SPOOL_ENTRY": Self.shown(name), "TOSCA_PATH": target])
+        Journal.shared.log(.err, "spool/ended/\(display) set aside to \(target): \(reason)", id: .markerSetAside,
+                           fields: ["TOSCA_SPOOL_ENTRY": display, "TOSCA_PATH": target])
         return target
     }
 
@@ -150,7 +164,8 @@ public struct ProtectJob: Sendable {
         public var protected: [Int64] = []
         /// Sessions left unprotected, with why; their markers stay.
         public var pending: [(session: Int64, reason: String, status: ExitStatus)] = []
-        /// Spool entries moved to `spool/set-aside/`: the name, why, and where it went.
+        /// Spool entries moved to `spool/set-aside/`: the name (escaped for showing), why,
+        /// and where it went.
         public var setAside: [(name: String, reason: String, path: String)] = []
         /// Markers still being written by a live process (left for the next run).
         public var beingWritten = 0
@@ -187,8 +202,8 @@ public struct ProtectJob: Sendable {
             switch e {
             case .beingWritten:
                 outcome.beingWritten += 1
-            case .foreign(let name, let reason):
-                outcome.setAside.append((name, reason, try setAside(name, reason: reason, now: now)))
+            case .foreign(let name, let raw, let reason):
+                outcome.setAside.append((Self.shown(raw), reason, try setAside(name, raw: raw, reason: reason, now: now)))
             case .marker(let id, let name):
                 let reason: String?
                 if let row = rows[id] {
@@ -203,7 +218,7 @@ public struct ProtectJob: Sendable {
                     reason = "no session \(id) in \(folder.database)"
                 }
                 if let reason {
-                    outcome.setAside.append((name, reason, try setAside(name, reason: reason, now: now)))
+                    outcome.setAside.append((Self.shown(name), reason, try setAside(name, reason: reason, now: now)))
                 } else {
                     sessions.append(id)
                 }

@@ -91,7 +91,7 @@ struct ProtectCommand: ParsableCommand {
                 if !shared.json { FileHandle.standardError.write(Data("tosca-maint: \(text)\n".utf8)) }
                 Journal.shared.status(text)
                 Journal.shared.extendTimeout(seconds: Int(wait) + 60)
-                usleep(useconds_t(min(wait, 86_400) * 1_000_000))
+                Thread.sleep(forTimeInterval: wait)
             }
             var state = job.readState()
             state.lastRunStartedUTC = UTCTime.now().iso8601
@@ -108,20 +108,20 @@ struct ProtectCommand: ParsableCommand {
             if shared.json {
                 try printJSON(Out(protected: o.protected,
                                   pending: o.pending.map { ["session": String($0.session), "reason": $0.reason, "exit_status": String($0.status.rawValue)] },
-                                  setAside: o.setAside.map { ["name": ProtectJob.shown($0.name), "reason": $0.reason, "path": $0.path] },
+                                  setAside: o.setAside.map { ["name": $0.name, "reason": $0.reason, "path": $0.path] },
                                   beingWritten: o.beingWritten, backup: o.backup, exportSnapshot: o.exportSnapshot, thinned: o.thinned,
                                   consecutiveFailures: state.consecutiveFailures))
             } else {
                 for id in o.protected { print("protected session \(id)") }
                 for p in o.pending { print("NOT protected session \(p.session): \(p.reason)") }
-                for s in o.setAside { print("set aside spool/ended/\(ProtectJob.shown(s.name)) -> \(s.path): \(s.reason)") }
+                for s in o.setAside { print("set aside spool/ended/\(s.name) -> \(s.path): \(s.reason)") }
                 if let b = o.backup { print("session backup: \(b)") }
                 if let s = o.exportSnapshot { print("export: snapshot \(s)") }
                 for t in o.thinned { print("thinned session backup \(t)") }
                 print("\(o.protected.count) protected, \(o.pending.count) not yet, \(o.setAside.count) set aside\(o.beingWritten > 0 ? ", \(o.beingWritten) marker(s) still being written" : "")")
             }
             if !o.setAside.isEmpty {
-                throw ToolFailure(.dataError, "\(o.setAside.count) spool entr\(o.setAside.count == 1 ? "y" : "ies") set aside in \(job.setAsideFolder): \(o.setAside.map { "\(ProtectJob.shown($0.name)) (\($0.reason))" }.joined(separator: "; "))",
+                throw ToolFailure(.dataError, "\(o.setAside.count) spool entr\(o.setAside.count == 1 ? "y" : "ies") set aside in \(job.setAsideFolder): \(o.setAside.map { "\($0.name) (\($0.reason))" }.joined(separator: "; "))",
                                   hint: "look at them: a marker is written only by the recorder, after a session ends; remove them once explained")
             }
             if let worst = o.worstPending {

@@ -189,21 +189,27 @@ import ToscaCore
         try FileManager.default.createDirectory(atPath: spool + "/5", withIntermediateDirectories: false)
         #expect(mkfifo(spool + "/6", 0o600) == 0)
         #expect(FileManager.default.createFile(atPath: spool + "/8", contents: Data(repeating: 65, count: 5000)))
+        // A name that is not UTF-8 (Foundation's listing leaves it out): found all the same.
+        let notUTF8 = Array((spool + "/").utf8) + [0xff, 0xfe, 0x39, 0]
+        let fd = notUTF8.withUnsafeBufferPointer { $0.withMemoryRebound(to: CChar.self) { open($0.baseAddress!, O_WRONLY | O_CREAT | O_EXCL, 0o600) } }
+        #expect(fd >= 0)
+        close(fd)
         let before = [listing(data + "/backups"), listing(data + "/bundles"), listing(data + "/exports")]
         let p = try maint(["protect", "--data-dir", data])
         #expect(p.status == 65, "\(p.output)")
-        for name in ["77", "2", "bad name", "007", "line\\x0abreak", "1", "5", "6", "8"] {
+        for name in ["77", "2", "bad name", "007", "line\\x0abreak", "1", "5", "6", "8", "\\xff\\xfe9"] {
             #expect(p.stdout.contains("set aside spool/ended/\(name) "), "\(name): \(p.stdout)")
         }
         #expect(p.stdout.contains("no session 77") && p.stdout.contains("session 2 is still in progress"), "\(p.stdout)")
         #expect(Self.markers(data).isEmpty)
-        #expect(listing(data + "/spool/set-aside").count == 9)
+        #expect(listing(data + "/spool/set-aside").count == 10)
+        #expect(try SessionSpool.rawNames(spool).isEmpty)
         // Nothing else: no copy, no bundle, no export; the link's target untouched.
         #expect([listing(data + "/backups"), listing(data + "/bundles"), listing(data + "/exports")] == before)
         #expect(try String(contentsOfFile: outside, encoding: .utf8) == "not yours\n")
         // Status counts them; a second run has nothing to do.
         let st = try maint(["status", "--data-dir", data, "--json"])
-        #expect((try JSONSerialization.jsonObject(with: Data(st.stdout.utf8)) as? [String: Any])?["set_aside_spool_entries"] as? Int == 9, "\(st.stdout)")
+        #expect((try JSONSerialization.jsonObject(with: Data(st.stdout.utf8)) as? [String: Any])?["set_aside_spool_entries"] as? Int == 10, "\(st.stdout)")
         #expect(try maint(["protect", "--data-dir", data]).status == 0)
     }
 
