@@ -71,6 +71,8 @@ b0=$(size "$repos/ours"); t0=$(now)
 $maint protect --data-dir "$data" "${repo[@]}" >/dev/null
 t1=$(now); b1=$(size "$repos/ours")
 [[ -z $(ls -A "$data/spool/ended") ]] || { echo "Error: protect left markers" >&2; exit 70; }
+sid=$(sqlite3 "$data/tosca.db" "SELECT max(session_id) FROM sessions")
+bundle_bytes=$(for f in "$data"/bundles/session_"$sid"_*; do [[ $f == *.manifest.json ]] || stat -c %s "$f"; done | head -1)
 sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
 h0=$(size "$repos/hand"); t2=$(now)
 bsdtar --zstd -cf "$work/hand/session.tar.zst" -C "$data" "$folder"
@@ -93,11 +95,11 @@ for i in $(seq "$pairs"); do
   sleep 2; kill -TERM $pid; wait $pid
 done
 
-python3 - "$work" "$pairs" "$t0" "$t1" "$t2" "$t3" "$b0" "$b1" "$h0" "$h1" "$db_bytes" "$session_bytes" "$events" <<'EOF'
+python3 - "$work" "$pairs" "$t0" "$t1" "$t2" "$t3" "$b0" "$b1" "$h0" "$h1" "$db_bytes" "$session_bytes" "$events" "$bundle_bytes" <<'EOF'
 import json, sys
 work, pairs = sys.argv[1], int(sys.argv[2])
 t0, t1, t2, t3 = map(float, sys.argv[3:7])
-b0, b1, h0, h1, db, sess, events = map(int, sys.argv[7:14])
+b0, b1, h0, h1, db, sess, events, bundle = map(int, sys.argv[7:15])
 def pooled(kind):
     xs = sorted(x for i in range(1, pairs + 1) for x in json.load(open(f"{work}/{kind}-{i}.json"))["samples_ms"])
     return xs[min(len(xs) - 1, int(len(xs) * 0.99))], len(xs)
@@ -106,5 +108,6 @@ ours, hand = t1 - t0, t3 - t2
 print(f"database {db / 1048576:.0f} MiB; the session: {sess / 1048576:.1f} MiB on disk, {events} treatment events")
 print(f"protect / by hand (bsdtar+zstd, sqlite3 .backup + integrity_check, sha256sum, restic backup + check subset): {ours / hand:.2f}x  ({ours:.1f} s / {hand:.1f} s)")
 print(f"repository growth, ours: {(b1 - b0) / 1048576:.1f} MiB = {100 * (b1 - b0) / db:.2f}% of the database; by hand: {(h1 - h0) / 1048576:.1f} MiB = {100 * (h1 - h0) / db:.2f}%")
+print(f"  of which the session's own bundle (media and streams, compressed): {bundle / 1048576:.1f} MiB; the rest, the database copy's changed chunks and metadata: {(b1 - b0 - bundle) / 1048576:.1f} MiB = {100 * (b1 - b0 - bundle) / db:.2f}% of the database")
 print(f"recorder p99 commit latency during protect / idle, pooled: {busy / idle:.2f}x  ({busy:.3f} ms over {nb} commits / {idle:.3f} ms over {ni})")
 EOF

@@ -8,7 +8,9 @@ public enum AtomicFile {
         let dir = PathName.parent(path)
         let base = PathName.name(path)
         let tmp = (dir.isEmpty ? "." : dir) + "/.\(base).\(getpid()).tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode)
+        // O_NONBLOCK: a FIFO planted under the temporary name fails (ENXIO) instead of
+        // blocking the writer (the recorder writes its markers this way).
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, mode)
         guard fd >= 0 else { throw POSIXFailure(operation: "create \(tmp)", code: errno) }
         fchmod(fd, mode) // the mode asked for, whatever the umask
         var ok = false

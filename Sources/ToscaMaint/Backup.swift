@@ -31,6 +31,10 @@ public struct CopyJob: Sendable {
     /// pre-restore copy while it verifies the chosen copy, and publishes it only when that
     /// one is sound and the admin confirmed.
     public var beforePublishing: (@Sendable () throws -> Void)? = nil
+    /// Whether a copy of a database whose safety log does not extend the anchor is kept
+    /// as a suspect copy (the nightly backup's, once). `protect`, which runs every few
+    /// minutes while its markers wait, refuses instead: nothing published, 65.
+    public var keepsSuspectCopy = true
 
     public init(folder: DataFolder, kind: CopyKind, reason: String? = nil) {
         self.folder = folder
@@ -183,6 +187,12 @@ public struct CopyJob: Sendable {
                                id: .backupFailed, fields: ["TOSCA_DATABASE": databasePath])
             throw ToolFailure(.dataError, "the copy of \(databasePath) failed verification, nothing was published:\n  " + problems.joined(separator: "\n  "),
                               hint: "tosca-maint verify --live; restore from the newest verified backup if the live database is damaged")
+        }
+        if let timelineProblem, !keepsSuspectCopy, newTimelineReason == nil {
+            Journal.shared.log(.err, "possible tampering: the live database's \(timelineProblem); no \(self.kind.rawValue) copy was published",
+                               id: .tamperingDetected, fields: ["TOSCA_DATABASE": databasePath])
+            throw ToolFailure(.dataError, "no \(self.kind.rawValue) copy was published: the live database's \(timelineProblem) (possible tampering)",
+                              hint: "follow the runbook tampering-reported.md (the nightly backup keeps a suspect copy for its data)")
         }
         try beforePublishing?()
         var facts = ManifestFacts(

@@ -80,8 +80,9 @@ public struct ProtectJob: Sendable {
     }
 
     /// The spool's entries, markers in session order. A marker whose writer died before
-    /// renaming it (`.<id>.<pid>.tmp`, the pid gone) is published first: its session's
-    /// ending was committed before the marker was begun.
+    /// renaming it (`.<id>.<pid>.tmp`, a small regular file, the pid gone or the file older
+    /// than a minute) is published first: its session's ending was committed before the
+    /// marker was begun.
     public func scan() throws -> [Entry] {
         guard try LayoutFolder.check(spool), try LayoutFolder.check(ended) else { return [] }
         let raws: [[UInt8]]
@@ -93,19 +94,26 @@ public struct ProtectJob: Sendable {
             guard let name = String(validating: raw, as: UTF8.self) else {
                 others.append(.foreign(name: Self.shown(raw), raw: raw, reason: "not a marker name (not even UTF-8)")); continue
             }
+            var st = stat()
+            guard lstat(ended + "/" + name, &st) == 0 else { continue } // gone meanwhile
             if let t = SessionSpool.temporary(name) {
-                if kill(t.pid, 0) == 0 || errno == EPERM { others.append(.beingWritten(name: name)); continue }
+                // Only a small regular file can be a marker being written.
+                guard st.st_mode & S_IFMT == S_IFREG, st.st_size <= 4096 else {
+                    others.append(.foreign(name: name, raw: raw, reason: "a temporary name, but not a small regular file")); continue
+                }
+                // Its writer alive and the file fresh: being written, left for the next run.
+                // (A live pid on an old file is not a writer: markers take milliseconds.)
+                let age = time(nil) - st.st_mtim.tv_sec
+                if (kill(t.pid, 0) == 0 || errno == EPERM) && age < 60 { others.append(.beingWritten(name: name)); continue }
                 let final = ended + "/\(t.sessionID)"
                 if FileManager.default.fileExists(atPath: final) { unlink(ended + "/" + name) } else if rename(ended + "/" + name, final) != 0 {
                     throw ToolFailure(.ioError, "cannot publish the interrupted marker \(name): \(String(cString: strerror(errno)))")
                 }
                 try AtomicFile.syncDirectory(ended)
-                Journal.shared.log(.notice, "published the marker of session \(t.sessionID), left half-written by process \(t.pid) (gone)")
+                Journal.shared.log(.notice, "published the marker of session \(t.sessionID), left half-written by process \(t.pid)")
                 if !markers.contains(where: { $0.0 == t.sessionID }) { markers.append((t.sessionID, "\(t.sessionID)")) }
                 continue
             }
-            var st = stat()
-            guard lstat(ended + "/" + name, &st) == 0 else { continue } // gone meanwhile
             guard let id = SessionSpool.sessionID(ofMarker: name) else {
                 others.append(.foreign(name: name, raw: raw, reason: "not a marker name (a session id)")); continue
             }
@@ -228,17 +236,33 @@ public struct ProtectJob: Sendable {
         progress?("protecting session\(sessions.count == 1 ? "" : "s") \(sessions.map(String.init).joined(separator: ", "))")
 
         // 1. Each session's bundle, verified (its SHA-256 against its sidecar, whose
-        // publication check read it back). A session whose folder is gone (recovered as
-        // aborted with no folder) has nothing to bundle.
+        // publication check read it back). A session whose folder is not there (ENOENT:
+        // recovered as aborted with no folder) has nothing to bundle; any other error
+        // reaching it keeps the marker.
         var bundleOf: [Int64: BundleJob.Published?] = [:]
         var failed: [Int64: (String, ExitStatus)] = [:]
         let bundles = BundleJob(folder: folder)
         for id in sessions {
             let relative = rows[id]?.folder ?? ""
-            let hasFolder = !relative.isEmpty && !relative.hasPrefix("/") && !relative.split(separator: "/").contains("..")
-                && FileManager.default.fileExists(atPath: folder.root + "/" + relative)
-            if !hasFolder {
-                bundleOf[id] = .some(nil)
+            guard !relative.isEmpty, !relative.hasPrefix("/"), !relative.split(separator: "/").contains("..") else {
+                failed[id] = ("its folder path is missing or leaves the data folder", .dataError); continue
+            }
+            var st = stat()
+            if lstat(folder.root + "/" + relative, &st) != 0 {
+                let e = errno
+                guard e == ENOENT else {
+                    failed[id] = ("its folder cannot be reached: \(String(cString: strerror(e)))", .ioError); continue
+                }
+                // No folder (recovered as aborted with none, or released after an export
+                // that holds its bundle): what there is, is its bundle if it has one.
+                if let b = try? bundles.published().first(where: { $0.sessionID == id }) {
+                    guard let sidecar = b.sidecar, let (sha, _) = try? FileDigest.sha256(path: b.path), sha == sidecar.sha256 else {
+                        failed[id] = ("its folder is gone and its bundle does not match its sidecar", .dataError); continue
+                    }
+                    bundleOf[id] = .some(b)
+                } else {
+                    bundleOf[id] = .some(nil)
+                }
                 continue
             }
             do {
@@ -269,6 +293,7 @@ public struct ProtectJob: Sendable {
                 progress?("backup (kind session)")
                 var job = CopyJob(folder: folder, kind: .session)
                 job.showProgress = false
+                job.keepsSuspectCopy = false
                 let copy = try job.runHoldingMaintenanceLock()
                 outcome.backup = copy.path
                 guard let entry = try folder.scanCatalog().entries.first(where: { $0.path == copy.path }) else {
@@ -343,7 +368,16 @@ public struct ProtectJob: Sendable {
     /// Why a marker's content does not fit its name, or nil. An empty marker is accepted
     /// (its writer lost power between creating and writing it); the database decides.
     func markerContentProblem(_ name: String, sessionID id: Int64) -> String? {
-        guard let data = FileManager.default.contents(atPath: ended + "/" + name) else { return nil }
+        // Never through a link, never blocking on a FIFO put there after the scan.
+        let fd = open(ended + "/" + name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { return "it cannot be opened as a file (\(String(cString: strerror(errno))))" }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_size <= 4096 else { return "not a small regular file" }
+        var buf = [UInt8](repeating: 0, count: 4097)
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, 4097) }
+        guard n >= 0, n <= 4096 else { return "it cannot be read as a marker" }
+        let data = Data(buf[0..<n])
         if data.isEmpty { return nil }
         guard let m = try? JSONDecoder().decode(SessionSpool.Marker.self, from: data) else { return "its content is not a marker" }
         return m.sessionID == id ? nil : "its content names session \(m.sessionID), its name session \(id)"

@@ -41,9 +41,10 @@ public struct PrunePlan: Sendable {
             }
         }
         // Session backups (protect's, taken right after sessions end): the newest of each
-        // day for the last `keepDaily` days, never more of them than of the other backups
-        // kept: a busy day of sessions does not fill the disk, and the nightly copies stay
-        // the history.
+        // day for the last `keepDaily` days, by that rule never more of them than of the
+        // other backups kept (the newest verified backup and the anchor stay whatever
+        // their kind): a busy day of sessions does not fill the disk, and the nightly
+        // copies stay the history.
         let otherBackupsKept = plan.keep.count
         var sessionDays: [String] = []
         var sessionKept = 0

@@ -98,7 +98,7 @@ public enum Verification {
     /// cannot be checked at all (an encrypted copy and no key, or the wrong key: 77).
     /// `measuring`: a byte copy of the file to read instead (a restore's staged file: its
     /// SHA-256 equal to the manifest's proves it is the copy).
-    public static func problems(of entry: CatalogEntry, key: DatabaseKey?, measuring copy: String? = nil) throws -> [String] {
+    public static func problems(of entry: CatalogEntry, key: DatabaseKey?, measuring copy: String? = nil, onOneCore: Bool = false) throws -> [String] {
         let path = copy ?? entry.path
         guard let manifest = entry.manifest else {
             return ["\(entry.name): \(entry.manifestError ?? "manifest missing")"]
@@ -127,7 +127,7 @@ public enum Verification {
         } else if header != .plaintext {
             problems.append("manifest says plaintext but the file is not plaintext SQLite")
         }
-        measured = Result { try Measurement.withDigest(path: path, key: useKey) }
+        measured = Result { let (m, d, _) = try Measurement.withDigest(path: path, key: useKey, alsoFinding: nil, onOneCore: onOneCore); return (m, d) }
         let (sha, size): (String, Int64)
         switch measured {
         case .success(let (_, d)): (sha, size) = (d.hex, d.size)

@@ -23,31 +23,32 @@ struct ProtectCommand: ParsableCommand {
             moved to spool/set-aside/ and named (65); nothing else is touched for it.
 
             The unit runs it with --min-interval 300: a run starts at least 5 minutes after \
-            the last one began (it waits first, holding no lock), so a day of short sessions \
-            batches. A run that leaves a session unprotected for a reason that may pass (a \
-            server unreachable, a lock held, a full disk) exits 75 until \
-            --failures-before-alert runs in a row have, then with its own status (1 for a \
-            cause that was 75), so that the unit's OnFailure= alert fires. A bundle or copy that fails its check (65) \
-            fails the run at once.
+            the last one began (it waits first, holding no lock; a run that fails before it \
+            begins waits too), so a day of short sessions batches. A run that leaves a \
+            session unprotected exits 75 (retried), except on the alert run of a streak of \
+            failed runs, which exits with the cause's status so that the unit's OnFailure= \
+            alert fires once: the --failures-before-alert-th run in a row for a cause that \
+            may pass (a server unreachable, a full disk; 1 for a cause that was 75), the \
+            first for a check that failed (65), a key or password (77) or the configuration \
+            (78). status keeps showing the sessions waiting. No session copy is kept of a \
+            database whose safety log does not extend the last backup (65, nothing \
+            published: the nightly backup keeps the suspect copy).
 
             Examples:
               tosca-maint protect
               tosca-maint protect --repo /media/tosca-backup/repo --password-file /etc/tosca-maint/export-pass
-              tosca-maint protect --no-export
 
-            Exit codes: 0 every marker's session protected (or none), 1 sessions left \
-            unprotected by --failures-before-alert runs in a row for a passing cause (a \
-            server unreachable), 65 a spool entry set \
-            aside, or a bundle or copy that failed its check, 66 no data folder or database, \
-            73 a layout folder is a symbolic link, 74 I/O error, 75 another maintenance run \
-            is going, or a session left unprotected (retried; fewer failed runs in a row than \
-            --failures-before-alert), 77 key or repository password problem, 78 restic \
-            missing, or no bundle recipients on an encrypted device.
+            Exit codes: 0 every marker's session protected (or none), 1 the alert run of a \
+            cause that may pass, 65 a spool entry set aside, or (on the alert run) a bundle \
+            or copy that failed its check, 66 no data folder or database, 73 a layout folder \
+            is a symbolic link, 74 I/O error, 75 another maintenance run is going (not counted \
+            as a failed run), or a session left unprotected outside the alert run, 77 key or \
+            repository password problem, 78 restic missing, or no bundle recipients on an \
+            encrypted device.
             """)
 
     @OptionGroup var shared: SharedOptions
     @OptionGroup var repository: RepositoryOptions
-    @Flag(help: "Bundle and back up only, even where an export repository is configured.") var noExport = false
     @Option(help: "The age recipients bundles are encrypted to (default: $TOSCA_BUNDLE_RECIPIENTS, else /etc/tosca-maint/bundle-recipients).")
     var recipients: String?
     @Option(help: "Seconds: wait until this long after the last run began (the unit passes 300).") var minInterval: Double = 0
@@ -57,7 +58,6 @@ struct ProtectCommand: ParsableCommand {
     func validate() throws {
         guard minInterval >= 0, minInterval <= 86_400, minInterval.isFinite else { throw ValidationError("--min-interval takes 0 to 86400 seconds") }
         guard failuresBeforeAlert >= 1 else { throw ValidationError("--failures-before-alert must be at least 1") }
-        if noExport && repository.repo != nil { throw ValidationError("--no-export and --repo exclude each other") }
     }
 
     struct Out: Codable {
@@ -77,10 +77,27 @@ struct ProtectCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
+            var began = false
+            do { return try protect(began: &began) } catch {
+                // A run that fails before it begins (a password that cannot be read, a full
+                // disk) waits out --min-interval too: the path unit starts the service again
+                // at once while markers wait, and systemd's start limit would switch it off.
+                if !began && minInterval > 0 { Thread.sleep(forTimeInterval: minInterval) }
+                throw error
+            }
+        }
+    }
+
+    /// Statuses that alert on the first failed run: a check that failed (65), a key or
+    /// password (77), the configuration (78). Others wait for --failures-before-alert.
+    static let alertAtOnce: Set<ExitStatus> = [.dataError, .noPermission, .config]
+
+    func protect(began: inout Bool) throws -> Int32 {
+        do {
             let folder = try shared.writableFolder()
             var job = ProtectJob(folder: folder)
             job.recipients = recipients ?? ProcessInfo.processInfo.environment["TOSCA_BUNDLE_RECIPIENTS"].flatMap { $0.isEmpty ? nil : $0 } ?? ProtectJob.defaultRecipients
-            if !noExport, let location = try repository.repo ?? ExportRepository.configuredLocation() {
+            if let location = try repository.repo ?? ExportRepository.configuredLocation() {
                 job.repository = ExportRepository(location: location, password: try ExportRepository.password(file: repository.passwordFile),
                                                   allowSameDevice: repository.allowSameDevice, cacheDir: repository.cacheDir)
             }
@@ -96,6 +113,7 @@ struct ProtectCommand: ParsableCommand {
             var state = job.readState()
             state.lastRunStartedUTC = UTCTime.now().iso8601
             try job.writeState(state)
+            began = true
             let lock = try folder.takeMaintenanceLock()
             defer { lock.unlock() }
             Sealing.sealBestEffort(folder)
@@ -126,13 +144,16 @@ struct ProtectCommand: ParsableCommand {
             }
             if let worst = o.worstPending {
                 let what = "\(o.pending.count) session(s) not protected yet: \(o.pending.map { "\($0.session) (\($0.reason))" }.joined(separator: "; "))"
-                if worst != .dataError && state.consecutiveFailures < failuresBeforeAlert {
-                    throw ToolFailure(.tempFail, "\(what); failed run \(state.consecutiveFailures) in a row of \(failuresBeforeAlert) before the alert",
-                                      hint: "the markers stay; the next run retries (tosca-maint status shows the oldest unprotected session)")
+                let alertRun = Self.alertAtOnce.contains(worst) ? 1 : failuresBeforeAlert
+                if state.consecutiveFailures == alertRun {
+                    // 75 would read as "retry" to the unit: the alert run of a passing cause is 1.
+                    throw ToolFailure(worst == .tempFail ? .unhealthy : worst, "\(what); \(state.consecutiveFailures) failed run(s) in a row",
+                                      hint: worst == .dataError ? "see the reasons: a bundle or copy that fails its check may be tampering" : "see the reasons; the markers stay for the next run")
                 }
-                // 75 would read as "retry" to the unit: the alert run of a passing cause is 1.
-                throw ToolFailure(worst == .tempFail ? .unhealthy : worst, "\(what); \(state.consecutiveFailures) failed run(s) in a row",
-                                  hint: worst == .dataError ? "see the reasons: a bundle or copy that fails its check may be tampering" : "see the reasons; the markers stay for the next run")
+                // Before the alert run: retried. After it: the alert has fired once for this
+                // streak; status and its figures keep showing the sessions waiting.
+                throw ToolFailure(.tempFail, "\(what); failed run \(state.consecutiveFailures) in a row" + (state.consecutiveFailures < alertRun ? " (the alert fires at run \(alertRun))" : " (alerted at run \(alertRun))"),
+                                  hint: "the markers stay; the next run retries (tosca-maint status shows the oldest unprotected session)")
             }
             return 0
         }
