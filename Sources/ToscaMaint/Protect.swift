@@ -244,7 +244,9 @@ public struct ProtectJob: Sendable {
         let bundles = BundleJob(folder: folder)
         for id in sessions {
             let relative = rows[id]?.folder ?? ""
-            guard !relative.isEmpty, !relative.hasPrefix("/"), !relative.split(separator: "/").contains("..") else {
+            // No folder recorded at all (a row of the old app): nothing to bundle.
+            if relative.isEmpty { bundleOf[id] = .some(nil); continue }
+            guard !relative.hasPrefix("/"), !relative.split(separator: "/").contains("..") else {
                 failed[id] = ("its folder path is missing or leaves the data folder", .dataError); continue
             }
             var st = stat()
