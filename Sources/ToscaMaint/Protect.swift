@@ -16,7 +16,6 @@ public struct ProtectJob: Sendable {
     public var repository: ExportRepository?
     /// The age recipients file of the bundles (``BundleJob/recipients(file:)``).
     public var recipients = BundleJob.defaultRecipients
-    public static let defaultRecipients = BundleJob.defaultRecipients
     /// Retention of session backups (``PrunePlan``), the prune command's defaults.
     public var keepDaily = 7, keepWeekly = 4, keepMonthly = 12
 
@@ -258,9 +257,7 @@ public struct ProtectJob: Sendable {
                 // No folder (recovered as aborted with none, or released after an export
                 // that holds its bundle): what there is, is its bundle if it has one.
                 if let b = try? bundles.published().first(where: { $0.sessionID == id }) {
-                    guard let sidecar = b.sidecar, let (sha, _) = try? FileDigest.sha256(path: b.path), sha == sidecar.sha256 else {
-                        failed[id] = ("its folder is gone and its bundle does not match its sidecar", .dataError); continue
-                    }
+                    if let problem = Self.bundleProblem(b) { failed[id] = ("its folder is gone and \(problem)", .dataError); continue }
                     bundleOf[id] = .some(b)
                 } else {
                     bundleOf[id] = .some(nil)
@@ -273,12 +270,7 @@ public struct ProtectJob: Sendable {
                 guard let b = try bundles.published().first(where: { $0.sessionID == id }) else {
                     failed[id] = ("no bundle was published (its folder holds no session.json)", .dataError); continue
                 }
-                guard let sidecar = b.sidecar, sidecar.checks.last?.ok == true else {
-                    failed[id] = ("its bundle \(PathName.name(b.path)) has no passing check in its sidecar", .dataError); continue
-                }
-                guard let (sha, size) = try? FileDigest.sha256(path: b.path), sha == sidecar.sha256, size == sidecar.sizeBytes else {
-                    failed[id] = ("its bundle \(PathName.name(b.path)) does not match its sidecar (SHA-256)", .dataError); continue
-                }
+                if let problem = Self.bundleProblem(b) { failed[id] = (problem, .dataError); continue }
                 bundleOf[id] = .some(b)
             } catch {
                 let f = classify(error)
@@ -383,6 +375,19 @@ public struct ProtectJob: Sendable {
         if data.isEmpty { return nil }
         guard let m = try? JSONDecoder().decode(SessionSpool.Marker.self, from: data) else { return "its content is not a marker" }
         return m.sessionID == id ? nil : "its content names session \(m.sessionID), its name session \(id)"
+    }
+
+    /// Why a published bundle cannot count as verified, or nil: its sidecar's last check
+    /// passed (publication read it back) and the file still has the sidecar's size and
+    /// SHA-256.
+    static func bundleProblem(_ b: BundleJob.Published) -> String? {
+        guard let sidecar = b.sidecar, sidecar.checks.last?.ok == true else {
+            return "its bundle \(PathName.name(b.path)) has no passing check in its sidecar"
+        }
+        guard let (sha, size) = try? FileDigest.sha256(path: b.path), sha == sidecar.sha256, size == sidecar.sizeBytes else {
+            return "its bundle \(PathName.name(b.path)) does not match its sidecar (SHA-256)"
+        }
+        return nil
     }
 
     /// Whether `copy` holds every one of `sessions` as completed or aborted.

@@ -58,8 +58,7 @@ struct BundleCommand: ParsableCommand {
                 var job = BundleJob(folder: folder)
                 job.level = level
                 job.showProgress = !shared.json
-                let file = recipients ?? ProcessInfo.processInfo.environment["TOSCA_BUNDLE_RECIPIENTS"].flatMap { $0.isEmpty ? nil : $0 } ?? BundleJob.defaultRecipients
-                let o = try job.run(sessionID: session, dryRun: dryRun, recipients: file)
+                let o = try job.run(sessionID: session, dryRun: dryRun, recipients: bundleRecipientsFile(recipients))
                 for id in o.wouldBundle { print("would bundle session \(id)") }
                 for b in o.bundled { print("bundled session \(b.session): \(b.path)") }
                 for f in o.failed { print("NOT bundled session \(f.session): \(f.reason)") }
@@ -191,6 +190,12 @@ struct BundleCommand: ParsableCommand {
             }
         }
     }
+}
+
+/// The bundles' recipients file: `--recipients`, else `$TOSCA_BUNDLE_RECIPIENTS` (when not
+/// empty), else /etc/tosca-maint/bundle-recipients (`bundle` and `protect`).
+func bundleRecipientsFile(_ option: String?) -> String {
+    option ?? ProcessInfo.processInfo.environment["TOSCA_BUNDLE_RECIPIENTS"].flatMap { $0.isEmpty ? nil : $0 } ?? BundleJob.defaultRecipients
 }
 
 /// The identities in an age identity file (77 when it cannot be read or holds none).

@@ -96,7 +96,7 @@ struct ProtectCommand: ParsableCommand {
         do {
             let folder = try shared.writableFolder()
             var job = ProtectJob(folder: folder)
-            job.recipients = recipients ?? ProcessInfo.processInfo.environment["TOSCA_BUNDLE_RECIPIENTS"].flatMap { $0.isEmpty ? nil : $0 } ?? ProtectJob.defaultRecipients
+            job.recipients = bundleRecipientsFile(recipients)
             if let location = try repository.repo ?? ExportRepository.configuredLocation() {
                 job.repository = ExportRepository(location: location, password: try ExportRepository.password(file: repository.passwordFile),
                                                   allowSameDevice: repository.allowSameDevice, cacheDir: repository.cacheDir)
